@@ -1,0 +1,68 @@
+"""The one interface every agent implements: LLM providers, the offline search, replay.
+
+The loop builds a `Context` for each proposal and calls `Agent.propose`; the agent
+answers with a `Reply` whose text is in the reply format of DESIGN.md (a Description
+line and SEARCH/REPLACE blocks), or None when it has nothing more to propose, which
+ends the night. After the attempt is judged the loop calls `observe` with its row, so
+agents that learn from outcomes (the search agent's TPE) can.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from harness.results import Row
+
+
+@dataclass(frozen=True)
+class CrashReport:
+    """The last crash, sent back when the model is asked to fix it."""
+
+    description: str
+    reason: str
+    log_tail: str  # at most 50 lines
+
+
+@dataclass
+class Context:
+    """Everything an agent may look at to propose the next experiment."""
+
+    program: str  # program.md, re-read before every experiment
+    files: dict[str, str]  # mutable path (relative to the repo root) -> content at the current best
+    history: list[Row]  # this tag's rows so far, oldest first
+    metric: str = "val_bpb"
+    direction: str = "minimize"
+    budget_seconds: float = 300.0
+    device: str = "cpu"  # the device profile: cuda, mlx or cpu
+    hardware: str = ""  # e.g. "NVIDIA H100 80GB HBM3"
+    crash: CrashReport | None = None  # set when asking for a fix of the last crash
+    feedback: str | None = None  # set when the previous reply's edit did not apply
+
+
+@dataclass
+class Reply:
+    """One answer from an agent. `meta` carries agent-private bookkeeping (replay index, trial)."""
+
+    text: str
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent(ABC):
+    """An agent proposes edits. Subclasses set `name` and, if they need one, `key_env_var`."""
+
+    name: ClassVar[str]
+    key_env_var: ClassVar[str | None] = None
+
+    @abstractmethod
+    def propose(self, ctx: Context) -> Reply | None:
+        """Return the next proposal, or None when there is nothing more to try."""
+
+    def observe(self, reply: Reply, row: Row) -> None:  # noqa: B027 - optional hook
+        """Learn from the judged outcome of `reply`. Default: nothing."""
