@@ -253,7 +253,7 @@ def test_apply_empty_search_refused_on_nonempty_file() -> None:
 
 
 def test_apply_whole_file_fragment_refused() -> None:
-    with pytest.raises(EditError, match="fragment"):
+    with pytest.raises(EditError, match="has 1 lines, the file has 47"):
         apply("Description: d\n```python\nDEPTH = 12\n```\n", {TRAIN: SOURCE + "X = 1\n" * 20})
 
 
