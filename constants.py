@@ -1,0 +1,49 @@
+"""The fixed constants every experiment is judged under. IMMUTABLE: the agent never edits this file.
+
+Train files do not import this module directly; they read the *active* profile through
+`prepare` (`from prepare import MAX_SEQ_LEN, TIME_BUDGET, EVAL_TOKENS, VOCAB_SIZE`), which
+picks the profile named by AUTORESEARCH_DEVICE and applies the harness's `--budget`
+override (AUTORESEARCH_TIME_BUDGET).
+
+Profiles:
+    cuda  the reference setting: 2048-token context, 8192-token vocabulary, 40 x 524,288
+          evaluation tokens (what the reference implementation evaluates on an H100).
+    mlx   Apple silicon: same context and vocabulary, 4 x 524,288 evaluation tokens so the
+          evaluation's logits stay small on a 24 GB Mac and it finishes in seconds.
+    cpu   smoke runs and CI: 256-token context, 32,768 evaluation tokens (a few seconds of
+          evaluation on a laptop core with a small model).
+
+VOCAB_SIZE is the same in every profile on purpose: a tokenizer trained once in the cache
+serves every device. It is the size of *trained* tokenizers (climbmix, text:PATH) including
+the special tokens; the synthetic `arithmetic` dataset uses a fixed byte-level tokenizer, so
+models must size their embedding from `tokenizer.vocab_size`, never from this constant.
+
+Pure Python, no imports: the values are tuples and ints so nothing here can be mutated at
+run time; `profile(name)` hands out a fresh dict each call.
+"""
+
+TIME_BUDGET = 300  # training seconds per experiment (wall clock, excluding start-up and eval)
+TIMEOUT = 600  # the harness kills a run that has not finished after this many seconds
+
+# name, MAX_SEQ_LEN, VOCAB_SIZE, EVAL_TOKENS
+PROFILES = (
+    ("cuda", 2048, 8192, 40 * 524288),
+    ("mlx", 2048, 8192, 4 * 524288),
+    ("cpu", 256, 8192, 128 * 256),
+)
+
+PROFILE_NAMES = tuple(p[0] for p in PROFILES)
+
+
+def profile(name):
+    """The constants of one device profile as a new dict; raises KeyError for an unknown name."""
+    for pname, max_seq_len, vocab_size, eval_tokens in PROFILES:
+        if pname == name:
+            return {
+                "TIME_BUDGET": TIME_BUDGET,
+                "TIMEOUT": TIMEOUT,
+                "MAX_SEQ_LEN": max_seq_len,
+                "VOCAB_SIZE": vocab_size,
+                "EVAL_TOKENS": eval_tokens,
+            }
+    raise KeyError(f"unknown device profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")

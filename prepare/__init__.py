@@ -1,0 +1,52 @@
+"""prepare: the immutable data and metric pipeline every experiment is judged by.
+
+    from prepare import (MAX_SEQ_LEN, TIME_BUDGET, EVAL_TOKENS, VOCAB_SIZE, DEVICE,
+                         Tokenizer, make_dataloader, make_dataloader_numpy, evaluate_bpb)
+
+The UPPERCASE values are the *active* device profile of constants.py (AUTORESEARCH_DEVICE,
+else cuda when torch sees a GPU, else cpu), with AUTORESEARCH_TIME_BUDGET replacing
+TIME_BUDGET. The dataset and cache come from AUTORESEARCH_DATASET / AUTORESEARCH_CACHE.
+
+`import prepare` imports neither torch nor mlx (the harness imports it): every name above
+is resolved on first access, and device detection happens only then.
+
+Modules: env (active settings), constants (profiles, top level), datasets (cache, manifest,
+check_ready, prepare_dataset), arithmetic, sources (climbmix download, text:PATH), shards,
+tokenizer, dataloader, evaluate, cli.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PROFILE_NAMES = ("MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE", "TIMEOUT")
+_LAZY = {
+    "Tokenizer": ("prepare.tokenizer", "Tokenizer"),
+    "make_dataloader": ("prepare.dataloader", "make_dataloader"),
+    "make_dataloader_numpy": ("prepare.dataloader", "make_dataloader_numpy"),
+    "evaluate_bpb": ("prepare.evaluate", "evaluate_bpb"),
+}
+
+__all__ = ["DEVICE", *_PROFILE_NAMES, *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROFILE_NAMES:
+        from prepare import env
+
+        return env.active_profile()[name]
+    if name == "DEVICE":
+        from prepare import env
+
+        return env.device()
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # functions and classes do not depend on the environment: cache them
+        return value
+    raise AttributeError(f"module 'prepare' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
