@@ -1,0 +1,212 @@
+"""Strict vs noise-aware keeps on a synthetic noisy metric: false-keep and missed-gain rates.
+
+Each simulated attempt compares a candidate with the best. The metric (minimized) is the
+true value plus Gaussian noise of standard deviation sigma = 1, so gains are in units of
+sigma. The best starts as a baseline run `--baseline-runs` times. A null change (gain 0:
+a new random seed) should be discarded; a real gain should be kept.
+
+* strict: the real `harness.judge.StrictJudge` (keep iff the single run beats the mean).
+* noise (3 runs): `NoiseAwareJudge` with only the baseline's own runs as spread evidence,
+  the situation at the first attempt of a night.
+* noise (night): the same judge after a night's worth of repeated runs (20 degrees of
+  freedom of spread evidence), the usual situation later on.
+
+Also a whole-night simulation: 100 attempts, 70 % of them null changes, 20 % real gains
+(exponential, mean 1 sigma) and 10 % regressions; it reports how many noise changes ended up
+kept, the true improvement of the final best, and the runs spent.
+
+Run:  python bench/bench_noise.py [--trials 20000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from harness.judge import StrictJudge, Verdict
+from harness.noise import NoiseAwareJudge
+
+GAINS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
+
+
+class _Judge(Protocol):
+    def decide(self, values: list[float], best: list[float]) -> Verdict: ...
+
+
+def _attempt(judge: _Judge, gain: float, best: list[float], rng: random.Random) -> tuple[bool, int]:
+    """Run one candidate through `judge` until keep/discard; return (kept, runs used)."""
+    values = [-gain + rng.gauss(0.0, 1.0)]
+    while True:
+        verdict = judge.decide(values, best)
+        if verdict.status != "repeat":
+            return verdict.status == "keep", len(values)
+        values.append(-gain + rng.gauss(0.0, 1.0))
+
+
+def _noise_judge(rng: random.Random, dof: int) -> NoiseAwareJudge:
+    judge = NoiseAwareJudge("minimize")
+    # spread evidence from other commits: `dof` extra degrees of freedom in pairs of runs
+    for _ in range(dof):
+        a = 10.0 + rng.random()
+        judge.observe([a + rng.gauss(0, 1), a + rng.gauss(0, 1)])
+    return judge
+
+
+def attempt_table(trials: int, baseline_runs: int, seed: int) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    table = []
+    for gain in GAINS:
+        kept = {"strict": 0, "noise3": 0, "night": 0}
+        runs = {"strict": 0, "noise3": 0, "night": 0}
+        for _ in range(trials):
+            best = [rng.gauss(0.0, 1.0) for _ in range(baseline_runs)]
+            judges: dict[str, _Judge] = {
+                "strict": StrictJudge("minimize", 3),
+                "noise3": _noise_judge(rng, 0),
+                "night": _noise_judge(rng, 20),
+            }
+            for name, judge in judges.items():
+                k, r = _attempt(judge, gain, best, rng)
+                kept[name] += k
+                runs[name] += r
+        table.append(
+            {"gain_sigma": gain}
+            | {f"keep_{k}": v / trials for k, v in kept.items()}
+            | {f"runs_{k}": v / trials for k, v in runs.items()}
+        )
+    return table
+
+
+def night(trials: int, seed: int, mode: str, run_budget: int = 100) -> dict[str, float]:
+    """Average outcome of a simulated night of `run_budget` training runs for one judge mode
+    (a night has a fixed number of runs, so confirmation runs cost attempts)."""
+    rng = random.Random(seed)
+    false_keeps = improvement = attempts_made = missed = bias = 0.0
+    for _ in range(trials):
+        true_best = 0.0
+        judge: _Judge = StrictJudge("minimize", 3) if mode == "strict" else NoiseAwareJudge("minimize")
+        best = [true_best + rng.gauss(0, 1) for _ in range(3)]
+        runs = 3
+        i = 0
+        while runs < run_budget:
+            i += 1
+            u = rng.random()
+            delta = 0.0 if u < 0.7 else (rng.expovariate(1.0) if u < 0.9 else -rng.expovariate(1.0))
+            cand_true = true_best - delta
+            values = [cand_true + rng.gauss(0, 1)]
+            while True:
+                verdict = judge.decide(values, best)
+                if verdict.status != "repeat":
+                    break
+                values.append(cand_true + rng.gauss(0, 1))
+            runs += len(values)
+            if verdict.status == "keep" and runs <= run_budget:
+                false_keeps += delta <= 0
+                true_best, best = cand_true, list(values)
+            elif delta > 1.0:
+                missed += 1
+            if isinstance(judge, NoiseAwareJudge) and judge.wants_remeasure(i % judge.remeasure_every or 10):
+                best.append(true_best + rng.gauss(0, 1))  # the loop's periodic re-run of the best
+                runs += 1
+        improvement += -true_best
+        attempts_made += i
+        bias += true_best - sum(best) / len(best)  # how much better the best looks than it is
+    return {
+        "false_keeps": false_keeps / trials,
+        "missed_gains_over_1sigma": missed / trials,
+        "true_improvement_sigma": improvement / trials,
+        "attempts": attempts_made / trials,
+        "optimism_sigma": bias / trials,
+    }
+
+
+def seed_check(results_dir: Path, baseline_runs: int, trials: int, seed: int) -> dict[str, float] | None:
+    """Apply the rule to the gpt experiment's measured run-to-run spread, if recorded."""
+    for path in sorted(results_dir.glob("*spread*.json")) + sorted(results_dir.glob("*noise*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        values = data.get("val_bpb") or data.get("values")
+        if isinstance(values, list) and len(values) >= 2 and all(isinstance(v, (int, float)) for v in values):
+            mu = sum(values) / len(values)
+            sigma = math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+            rng = random.Random(seed)
+            kept = 0
+            for _ in range(trials):
+                judge = NoiseAwareJudge("minimize")
+                best = [mu + rng.gauss(0, sigma) for _ in range(baseline_runs)]
+                kept += _attempt_scaled(judge, mu, sigma, best, rng)
+            return {
+                "file": str(path),
+                "n": len(values),
+                "mean": mu,
+                "sigma": sigma,
+                "keep_rate": kept / trials,
+            }
+    return None
+
+
+def _attempt_scaled(
+    judge: NoiseAwareJudge, mu: float, sigma: float, best: list[float], rng: random.Random
+) -> bool:
+    values = [mu + rng.gauss(0, sigma)]
+    while (verdict := judge.decide(values, best)).status == "repeat":
+        values.append(mu + rng.gauss(0, sigma))
+    return verdict.status == "keep"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20000)
+    parser.add_argument("--baseline-runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+
+    print(
+        f"per-attempt keep rate, sigma = 1, baseline runs = {args.baseline_runs}, {args.trials} trials each"
+    )
+    print(
+        "| true gain | strict keep | noise keep (3 runs of spread) | noise keep (night) | runs/attempt noise (night) |"
+    )
+    print("|---|---|---|---|---|")
+    for row in attempt_table(args.trials, args.baseline_runs, args.seed):
+        print(
+            f"| {row['gain_sigma']:+.1f} sigma | {row['keep_strict']:.1%} | {row['keep_noise3']:.1%} "
+            f"| {row['keep_night']:.1%} | {row['runs_night']:.2f} |"
+        )
+    nights = max(args.trials // 100, 50)
+    print(
+        f"\nnight of 100 runs (attempts: 70% null, 20% gains ~Exp(1 sigma), 10% regressions), {nights} nights"
+    )
+    print(
+        "| judge | attempts | noise/worse changes kept | gains > 1 sigma missed | true improvement (sigma) | best looks better than it is by (sigma) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for mode in ("strict", "noise"):
+        r = night(nights, args.seed, mode)
+        print(
+            f"| {mode} | {r['attempts']:.0f} | {r['false_keeps']:.1f} | {r['missed_gains_over_1sigma']:.1f} "
+            f"| {r['true_improvement_sigma']:.1f} | {r['optimism_sigma']:.2f} |"
+        )
+    seed = seed_check(args.results, args.baseline_runs, args.trials, args.seed)
+    if seed is None:
+        print(
+            f"\nno measured gpt spread under {args.results} (*spread*.json / *noise*.json with val_bpb list)"
+        )
+    else:
+        print(
+            f"\ngpt seed-only change, measured spread from {seed['file']}: n={seed['n']} "
+            f"mean={seed['mean']:.6f} sigma={seed['sigma']:.6f} -> kept {seed['keep_rate']:.1%} of {args.trials}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
