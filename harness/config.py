@@ -1,0 +1,509 @@
+"""One typed, frozen `Settings` object from experiment.toml, the CLI flags and the machine.
+
+Precedence for every value: command-line flag > experiment.toml > environment > the device
+profile of constants.py > built-in default. Values that are detected rather than given
+(device, dataset, agent, budget, cache root) carry the reason they were chosen in
+`Settings.reasons`, and `Settings.describe()` prints them at start, so a person reading a
+night's log knows why it ran on the CPU with the search agent.
+
+experiment.toml is the generic template of DESIGN.md; an unknown key or a value of the
+wrong type raises ConfigError naming the key. Nothing here changes anything on disk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from harness.errors import ConfigError, DataError, RepoError
+
+DEVICES = ("cuda", "mlx", "cpu")
+DIRECTIONS = ("minimize", "maximize")
+DEFAULT_EXPERIMENT = "gpt"
+# Used only when the repository has no constants.py (a bare experiment repo, e.g. a kernel benchmark).
+FALLBACK_TIME_BUDGET = 300.0
+FALLBACK_TIMEOUT = 600.0
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# key -> (accepted types, required)
+_TOML_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), False),
+    "mutable": ((list,), True),
+    "run": ((str,), True),
+    "metric": ((str,), False),
+    "direction": ((str,), False),
+    "budget_seconds": ((int, float), False),
+    "timeout_seconds": ((int, float), False),
+    # Optional extension of the template: "none" for experiments that read no dataset
+    # (a kernel benchmark), or a dataset spec the experiment is pinned to.
+    "dataset": ((str,), False),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The parsed experiment.toml. `mutable` is relative to the experiment folder."""
+
+    name: str
+    dir: Path
+    mutable: tuple[str, ...]
+    run: str
+    metric: str = "val_bpb"
+    direction: str = "minimize"
+    budget_seconds: float | None = None
+    timeout_seconds: float | None = None
+    dataset: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one `autoresearch run` needs, resolved. Paths are absolute."""
+
+    tag: str
+    repo_root: Path
+    experiment_dir: Path
+    experiment_name: str
+    mutable: tuple[str, ...]  # relative to repo_root, e.g. "experiments/gpt/train.py"
+    run: str
+    metric: str
+    direction: str
+    budget: float  # training seconds (AUTORESEARCH_TIME_BUDGET)
+    budget_overridden: bool  # True when --budget or budget_seconds replaced the profile's value
+    timeout: float  # hard kill after this many wall seconds
+    device: str
+    dataset: str  # "arithmetic", "climbmix", "text:PATH" or "none"
+    cache_root: Path
+    agent: str  # "claude", "openai", "search" or "replay:/abs/path"
+    model: str | None = None
+    max_experiments: int | None = None
+    max_cost: float | None = None
+    resume: bool = False
+    gpus: tuple[int, ...] = ()
+    worker: str = ""
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def experiment_rel(self) -> str:
+        """The experiment folder relative to the repo root (the same inside the tag's worktree)."""
+        return self.experiment_dir.relative_to(self.repo_root).as_posix()
+
+    @property
+    def results_dir(self) -> Path:
+        return self.repo_root / "results"
+
+    @property
+    def tsv_path(self) -> Path:
+        return self.results_dir / f"{self.tag}.tsv"
+
+    @property
+    def tag_dir(self) -> Path:
+        return self.results_dir / self.tag
+
+    def describe(self) -> list[str]:
+        """The resolved settings, one `key: value (why)` line each, for the start of a night."""
+        shown: list[tuple[str, Any]] = [
+            ("tag", self.tag),
+            ("repo", self.repo_root),
+            ("experiment", f"{self.experiment_name} ({self.experiment_rel})"),
+            ("mutable", ", ".join(self.mutable)),
+            ("run", self.run),
+            ("metric", f"{self.metric} ({self.direction})"),
+            ("budget", f"{self.budget:g} s"),
+            ("timeout", f"{self.timeout:g} s"),
+            ("device", self.device),
+            ("dataset", self.dataset),
+            ("cache", self.cache_root),
+            ("agent", self.agent),
+            ("model", self.model or "(agent default)"),
+            ("max_experiments", self.max_experiments if self.max_experiments is not None else "unlimited"),
+            ("max_cost", f"${self.max_cost:g}" if self.max_cost is not None else "unlimited"),
+            ("resume", self.resume),
+        ]
+        if self.gpus:
+            shown.append(("gpus", ",".join(map(str, self.gpus))))
+        if self.worker:
+            shown.append(("worker", self.worker))
+        lines = []
+        for key, value in shown:
+            why = self.reasons.get(key)
+            lines.append(f"{key + ':':<16} {value}" + (f"  ({why})" if why else ""))
+        return lines
+
+
+# --- experiment.toml ---------------------------------------------------------------------
+
+
+def load_experiment(exp_dir: Path) -> Experiment:
+    """Parse `exp_dir/experiment.toml`; every problem is a ConfigError naming file and key."""
+    path = exp_dir / "experiment.toml"
+    if not path.is_file():
+        raise ConfigError(f"{exp_dir} has no experiment.toml; an experiment folder needs one (see README.md)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    for key, value in data.items():
+        if key not in _TOML_KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}'; allowed keys: {', '.join(_TOML_KEYS)}")
+        types, _ = _TOML_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{path}: key '{key}' must be a {wanted}, got {type(value).__name__} {value!r}")
+    for key, (_, required) in _TOML_KEYS.items():
+        if required and key not in data:
+            raise ConfigError(f"{path}: missing required key '{key}'")
+    mutable = data["mutable"]
+    if not mutable or not all(isinstance(m, str) and m for m in mutable):
+        raise ConfigError(f"{path}: key 'mutable' must be a non-empty list of file names")
+    for rel in mutable:
+        target = (exp_dir / rel).resolve()
+        if not target.is_relative_to(exp_dir.resolve()):
+            raise ConfigError(f"{path}: key 'mutable': {rel!r} is outside the experiment folder")
+        if not target.is_file():
+            raise ConfigError(f"{path}: key 'mutable': {rel!r} does not exist in {exp_dir}")
+    direction = data.get("direction", "minimize")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"{path}: key 'direction' must be 'minimize' or 'maximize', got {direction!r}")
+    for key in ("budget_seconds", "timeout_seconds"):
+        if key in data and data[key] <= 0:
+            raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
+    if not data["run"].strip():
+        raise ConfigError(f"{path}: key 'run' is empty")
+    return Experiment(
+        name=data.get("name", exp_dir.name),
+        dir=exp_dir.resolve(),
+        mutable=tuple(mutable),
+        run=data["run"],
+        metric=data.get("metric", "val_bpb"),
+        direction=direction,
+        budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
+        timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
+        dataset=data.get("dataset"),
+    )
+
+
+# --- detection ---------------------------------------------------------------------------
+
+
+def find_repo_root(start: Path) -> Path:
+    """The nearest folder at or above `start` holding `.git` (a dir, or a file for worktrees)."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    raise RepoError(f"{start} is not inside a git repository; run `git init` and commit the experiment first")
+
+
+def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
+    """(experiment dir, repo root) for `--experiment NAME|PATH`."""
+    as_path = Path(spec).expanduser()
+    candidates: list[Path] = []
+    if os.sep in spec or "/" in spec or spec.startswith(".") or as_path.is_absolute():
+        candidates.append(as_path if as_path.is_absolute() else cwd / as_path)
+    else:
+        try:
+            root = find_repo_root(cwd)
+            candidates.append(root / "experiments" / spec)
+        except RepoError:
+            pass
+        candidates.append(cwd / "experiments" / spec)
+        candidates.append(cwd / spec)
+    for cand in candidates:
+        if (cand / "experiment.toml").is_file():
+            exp_dir = cand.resolve()
+            return exp_dir, find_repo_root(exp_dir)
+    known = _known_experiments(cwd)
+    hint = f" Known experiments: {', '.join(known)}." if known else ""
+    raise ConfigError(
+        f"unknown experiment {spec!r}: no experiment.toml at {candidates[0]}.{hint} "
+        "Pass a name under experiments/ or a path to a folder with an experiment.toml."
+    )
+
+
+def _known_experiments(cwd: Path) -> list[str]:
+    try:
+        root = find_repo_root(cwd)
+    except RepoError:
+        root = cwd
+    folder = root / "experiments"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / "experiment.toml").is_file())
+
+
+def profile_values(repo_root: Path, device: str) -> dict[str, Any]:
+    """The device profile of the repository's constants.py, without importing it as `constants`.
+
+    constants.py is pure Python; it exposes `PROFILES = {"cuda": {...}, ...}` and/or a
+    `profile(device)` function. Returns {} when the repository has none (bare experiment repos).
+    """
+    path = repo_root / "constants.py"
+    if not path.is_file():
+        return {}
+    spec = importlib.util.spec_from_file_location("_autoresearch_constants", path)
+    if spec is None or spec.loader is None:
+        return {}
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken constants.py is the person's to fix; say where
+        raise ConfigError(f"{path} failed to load: {type(exc).__name__}: {exc}") from exc
+    profiles = getattr(module, "PROFILES", None)
+    if isinstance(profiles, Mapping) and isinstance(profiles.get(device), Mapping):
+        return dict(profiles[device])
+    getter = getattr(module, "profile", None)
+    if callable(getter):
+        try:
+            got = getter(device)
+        except Exception:  # noqa: BLE001 - an unknown device simply has no profile
+            got = None
+        if isinstance(got, Mapping):
+            return dict(got)
+        if got is not None:
+            return {k: getattr(got, k) for k in dir(got) if k.isupper()}
+    return {k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, int | float)}
+
+
+def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[str, str]:
+    """(device, why): mlx on Apple silicon when mlx imports, cuda when torch sees a GPU, else cpu."""
+    if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx"):
+        return "mlx", "Apple silicon with mlx installed"
+    if importlib.util.find_spec("torch") is None:
+        return "cpu", "torch is not installed"
+    # In a child process with a timeout: a broken CUDA install can hang or crash on import.
+    code = "import torch; print('CUDA' if torch.cuda.is_available() else 'NOCUDA')"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=probe_timeout,
+            env=dict(env),
+        )
+    except subprocess.TimeoutExpired:
+        return "cpu", f"probing torch.cuda timed out after {probe_timeout:g} s"
+    except OSError as exc:
+        return "cpu", f"could not probe torch.cuda: {exc}"
+    if out.returncode == 0 and out.stdout.strip().endswith("NOCUDA"):
+        return "cpu", "torch sees no CUDA GPU"
+    if out.returncode == 0 and out.stdout.strip().endswith("CUDA"):
+        return "cuda", "torch.cuda.is_available()"
+    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return "cpu", f"importing torch failed ({last})"
+
+
+def detect_dataset(cache_root: Path) -> tuple[str, str]:
+    """(dataset, why): climbmix when its cache is ready, else the offline arithmetic set."""
+    try:
+        from prepare.datasets import check_ready
+    except ImportError:
+        return "arithmetic", "prepare.datasets is not available"
+    try:
+        check_ready("climbmix", cache_root)
+    except Exception as exc:  # noqa: BLE001 - any "not ready" means: use the offline set
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return "arithmetic", f"climbmix is not prepared in {cache_root} ({first})"
+    return "climbmix", f"climbmix is prepared in {cache_root}"
+
+
+def parse_gpus(text: str) -> tuple[int, ...]:
+    """`0,1,3` -> (0, 1, 3); anything else is a ConfigError."""
+    try:
+        gpus = tuple(int(p) for p in text.split(",") if p.strip() != "")
+    except ValueError:
+        gpus = ()
+    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ConfigError(
+            f"--gpus {text!r}: expected distinct GPU indices separated by commas, e.g. --gpus 0,1"
+        )
+    return gpus
+
+
+# --- the one entry point -----------------------------------------------------------------
+
+
+def resolve(
+    *,
+    tag: str,
+    experiment: str | None = None,
+    dataset: str | None = None,
+    device: str = "auto",
+    agent: str = "auto",
+    model: str | None = None,
+    budget: float | None = None,
+    timeout: float | None = None,
+    max_experiments: int | None = None,
+    max_cost: float | None = None,
+    resume: bool = False,
+    gpus: Sequence[int] | str | None = None,
+    worker: str = "",
+    cache_dir: str | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve flags (None = not given) against experiment.toml and the machine."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    reasons: dict[str, str] = {}
+
+    if not TAG_RE.match(tag or ""):
+        raise ConfigError(
+            f"--tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting with '.' or '-')"
+        )
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--budget {budget:g}: must be a positive number of seconds")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout {timeout:g}: must be a positive number of seconds")
+    if max_experiments is not None and max_experiments < 0:
+        raise ConfigError(f"--max-experiments {max_experiments}: must be 0 or more")
+    if max_cost is not None and max_cost < 0:
+        raise ConfigError(f"--max-cost {max_cost:g}: must be 0 or more")
+    gpu_list = parse_gpus(gpus) if isinstance(gpus, str) else tuple(gpus or ())
+
+    # Cache root: flag > env > default.
+    if cache_dir:
+        cache_root, reasons["cache"] = Path(cache_dir).expanduser().resolve(), "--cache-dir"
+    elif env.get("AUTORESEARCH_CACHE"):
+        cache_root = Path(env["AUTORESEARCH_CACHE"]).expanduser().resolve()
+        reasons["cache"] = "AUTORESEARCH_CACHE"
+    else:
+        cache_root, reasons["cache"] = Path.home() / ".cache" / "autoresearch", "default"
+
+    # Device first: the default experiment depends on it.
+    if device == "auto":
+        if gpu_list:
+            device, reasons["device"] = "cuda", "--gpus given"
+        else:
+            device, why = detect_device(env)
+            reasons["device"] = f"auto: {why}"
+    elif device not in DEVICES:
+        raise ConfigError(f"--device {device!r}: expected auto, cuda, mlx or cpu")
+
+    if experiment is None:
+        experiment = "gpt-mlx" if device == "mlx" else DEFAULT_EXPERIMENT
+        reasons["experiment"] = f"default for device {device}"
+    exp_dir, repo_root = find_experiment(experiment, cwd)
+    exp = load_experiment(exp_dir)
+    if not exp_dir.is_relative_to(repo_root):
+        raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
+    mutable = tuple((exp_dir / m).resolve().relative_to(repo_root).as_posix() for m in exp.mutable)
+
+    # Budget: flag > experiment.toml > constants profile.
+    profile = profile_values(repo_root, device)
+    if budget is not None:
+        budget_s, reasons["budget"], overridden = float(budget), "--budget", True
+    elif exp.budget_seconds is not None:
+        budget_s, reasons["budget"], overridden = exp.budget_seconds, "experiment.toml budget_seconds", True
+    elif "TIME_BUDGET" in profile:
+        budget_s, reasons["budget"] = float(profile["TIME_BUDGET"]), f"constants.py, {device} profile"
+        overridden = False
+    else:
+        budget_s, reasons["budget"], overridden = FALLBACK_TIME_BUDGET, "default (no constants.py)", False
+    base_budget = float(profile.get("TIME_BUDGET", FALLBACK_TIME_BUDGET))
+    if timeout is not None:
+        timeout_s, reasons["timeout"] = float(timeout), "--timeout"
+    elif exp.timeout_seconds is not None:
+        timeout_s, reasons["timeout"] = exp.timeout_seconds, "experiment.toml timeout_seconds"
+    else:
+        base_timeout = float(profile.get("TIMEOUT", FALLBACK_TIMEOUT))
+        # A budget longer than the profile's scales the hard kill with it, so long runs are not killed.
+        timeout_s = base_timeout * max(1.0, budget_s / base_budget)
+        reasons["timeout"] = "constants.py TIMEOUT" if "TIMEOUT" in profile else "default"
+
+    # Dataset: flag > experiment.toml > climbmix if prepared > arithmetic.
+    if dataset is not None:
+        ds, reasons["dataset"] = dataset, "--dataset"
+    elif exp.dataset is not None:
+        ds, reasons["dataset"] = exp.dataset, "experiment.toml dataset"
+    else:
+        ds, why = detect_dataset(cache_root)
+        reasons["dataset"] = f"auto: {why}"
+    if not (ds in ("arithmetic", "climbmix", "none") or (ds.startswith("text:") and len(ds) > 5)):
+        raise ConfigError(f"--dataset {ds!r}: expected arithmetic, climbmix or text:PATH")
+
+    # Agent: flag, or auto from the environment.
+    if agent == "auto":
+        from harness.agents import resolve_auto
+
+        agent, why = resolve_auto(env)
+        reasons["agent"] = f"auto: {why}"
+    agent = _check_agent(agent, cwd)
+
+    return Settings(
+        tag=tag,
+        repo_root=repo_root,
+        experiment_dir=exp_dir,
+        experiment_name=exp.name,
+        mutable=mutable,
+        run=exp.run,
+        metric=exp.metric,
+        direction=exp.direction,
+        budget=budget_s,
+        budget_overridden=overridden,
+        timeout=timeout_s,
+        device=device,
+        dataset=ds,
+        cache_root=cache_root,
+        agent=agent,
+        model=model,
+        max_experiments=max_experiments,
+        max_cost=max_cost,
+        resume=resume,
+        gpus=gpu_list,
+        worker=worker,
+        reasons=reasons,
+    )
+
+
+def _check_agent(agent: str, cwd: Path) -> str:
+    from harness.agents import AGENT_NAMES
+
+    if agent.startswith("replay:"):
+        raw = agent[len("replay:") :]
+        if not raw:
+            raise ConfigError("--agent replay:FILE needs a file, e.g. --agent replay:replies.jsonl")
+        path = Path(raw).expanduser()
+        path = (path if path.is_absolute() else cwd / path).resolve()
+        if not path.is_file():
+            raise ConfigError(f"--agent replay: file {path} does not exist")
+        return f"replay:{path}"
+    if agent not in AGENT_NAMES:
+        raise ConfigError(f"--agent {agent!r}: expected auto, {', '.join(AGENT_NAMES)} or replay:FILE")
+    return agent
+
+
+def ensure_dataset(settings: Settings) -> str | None:
+    """Make sure the dataset is usable: arithmetic is built on the spot, others must be prepared.
+
+    Returns a line to print when something was built, None otherwise. Raises DataError naming
+    the `autoresearch prepare` command to run.
+    """
+    if settings.dataset == "none":
+        return None
+    try:
+        from prepare.datasets import check_ready, prepare_dataset
+    except ImportError as exc:
+        raise DataError(f"prepare/ cannot be imported ({exc}); reinstall with `pip install -e .`") from exc
+    try:
+        check_ready(settings.dataset, settings.cache_root)
+        return None
+    except Exception as exc:  # noqa: BLE001 - prepare's DataError or friends; re-raised below for non-arithmetic
+        if settings.dataset != "arithmetic":
+            cmd = f"autoresearch prepare --dataset {settings.dataset}"
+            if settings.reasons.get("cache") != "default":
+                cmd += f" --cache-dir {settings.cache_root}"
+            raise DataError(
+                f"dataset {settings.dataset} is not ready in {settings.cache_root}: {exc}. Run `{cmd}` first."
+            ) from exc
+    prepare_dataset("arithmetic", settings.cache_root)
+    return f"prepared the arithmetic dataset in {settings.cache_root}"
