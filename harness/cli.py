@@ -21,6 +21,10 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("run", "harness.cli_run", "run the experiment loop on a tag"),
     ("status", "harness.status", "show a tag's results (or list the tags)"),
     ("prepare", "prepare.cli", "download/build a dataset and its tokenizer"),
+    ("report", "harness.report", "summarize a night: progress.png, report.html, --json"),
+    ("publish", "harness.publish", "push a tag's branch and its results together"),
+    ("compare", "harness.compare", "compare branches from several GPUs or machines"),
+    ("transplant", "harness.transplant", "queue another branch's kept changes as proposals"),
 ]
 
 
