@@ -1,0 +1,225 @@
+"""The results ledger ``results/<tag>.tsv``: one tab-separated row per attempt, append-only.
+
+The first five columns are exactly ``commit <metric> memory_gb status description`` (the
+format people already analyse; the metric column is named after the experiment's metric,
+``val_bpb`` by default), then `EXTRA_COLUMNS`. The metric is written with 6 decimals, memory
+with 1; a crash row has ``0.000000`` and ``0.0``. Tabs and newlines in any field become spaces.
+
+Appends are safe under concurrent writers (several workers on one tag, a report reading while
+the loop writes): each row is one ``write()`` on an ``O_APPEND`` descriptor under an exclusive
+``flock``, then fsync'ed, and the header is written under the same lock when the file is empty.
+
+`ResultsTSV.rows()` is strict (the harness's own file: a corrupt line is a DataError naming the
+file and line). `read_any_tsv()` is lenient, for hand-made or older TSVs: any columns after the
+first five, lines it cannot read are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import DataError
+
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
+    "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
+    "parent", "summary",
+)  # fmt: skip
+STATUSES: tuple[str, ...] = ("keep", "discard", "crash")
+NO_COMMIT = "0000000"  # the commit column of an attempt that never became a commit
+
+
+def columns(metric: str = "val_bpb") -> tuple[str, str, str, str, str]:
+    """The five leading columns, the second named after the metric."""
+    return ("commit", metric, "memory_gb", "status", "description")
+
+
+COLUMNS = columns("val_bpb")
+
+
+@dataclass
+class Row:
+    """One attempt. ``extra`` holds the columns after the first five, as strings."""
+
+    commit: str
+    metric: float
+    memory_gb: float
+    status: str
+    description: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def clean(text: str) -> str:
+    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces."""
+    return str(text).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
+
+
+def _format(row: Row, header: list[str]) -> bytes:
+    if row.status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
+    unknown = set(row.extra) - set(EXTRA_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown extra columns {sorted(unknown)}; allowed: {EXTRA_COLUMNS}")
+    cells = [
+        clean(row.commit),
+        f"{row.metric:.6f}",
+        f"{row.memory_gb:.1f}",
+        row.status,
+        clean(row.description),
+    ]
+    # Extras follow the file's own header, so a file begun by an older version stays aligned.
+    cells += [clean(row.extra.get(name, "")) for name in header[5:]]
+    return ("\t".join(cells) + "\n").encode("utf-8")
+
+
+class ResultsTSV:
+    """The ledger of one tag. Reading a missing file gives no rows; the first append creates it."""
+
+    def __init__(self, path: Path, metric: str = "val_bpb") -> None:
+        self.path = Path(path)
+        self.metric = metric
+        self.header: list[str] = [*columns(metric), *EXTRA_COLUMNS]
+
+    def append(self, row: Row) -> None:
+        """Append one row (and the header first, if the file is empty): flock, write, flush, fsync."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size == 0:
+                data = ("\t".join(self.header) + "\n").encode("utf-8") + _format(row, self.header)
+            else:
+                header = self._check_header(_first_line(fd), 1)
+                data = _format(row, header)
+            view = memoryview(data)
+            while view:  # a regular-file write is whole in practice; loop in case it is not
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def rows(self) -> list[Row]:
+        """Every row, strictly: DataError naming the file and line for anything malformed."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.path}: not UTF-8 text ({exc}); restore it from a backup") from exc
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if not lines:
+            return []
+        header = self._check_header(lines[0], 1)
+        rows = []
+        for lineno, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            rows.append(self._parse(line, header, lineno))
+        return rows
+
+    def _check_header(self, line: str, lineno: int) -> list[str]:
+        header = line.rstrip("\r\n").split("\t")
+        want = list(columns(self.metric))
+        if header[:5] != want:
+            raise DataError(
+                f"{self.path}:{lineno}: the header must start with {' '.join(want)!r}, "
+                f"found {' '.join(header[:5])!r}; is this the TSV of another experiment or metric? "
+                "Use another --tag or move the file away."
+            )
+        return header
+
+    def _parse(self, line: str, header: list[str], lineno: int) -> Row:
+        def bad(why: str) -> DataError:
+            return DataError(f"{self.path}:{lineno}: {why}; fix or delete that line (line: {line[:120]!r})")
+
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            raise bad(f"{len(cells)} columns where the header has {len(header)}")
+        try:
+            metric = float(cells[1])
+            memory = float(cells[2])
+        except ValueError as exc:
+            raise bad(f"not a number ({exc})") from None
+        if cells[3] not in STATUSES:
+            raise bad(f"status {cells[3]!r} is not one of {', '.join(STATUSES)}")
+        extra = dict(zip(header[5:], cells[5:], strict=False))
+        return Row(cells[0], metric, memory, cells[3], cells[4], extra)
+
+
+def _first_line(fd: int) -> str:
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 4096, offset)
+        if not chunk:
+            break
+        cut = chunk.find(b"\n")
+        if cut >= 0:
+            chunks.append(chunk[:cut])
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
+    """Rows of any results-like TSV, and the (line number, why) of every line skipped.
+
+    The first five columns are read by position (the second is the metric, whatever its name);
+    further columns go to ``extra`` under their header names. Without a header line, the five
+    standard columns are assumed. A line with more cells than a five-column header has its
+    extra cells joined into the description (a hand-typed tab). Blank memory reads as 0.0.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; pass the path of a results TSV") from None
+    lines = text.splitlines()
+    rows: list[Row] = []
+    skipped: list[tuple[int, str]] = []
+    if not lines:
+        return rows, skipped
+    first = lines[0].split("\t")
+    if first[0].strip().lower() == "commit":
+        header = [c.strip() for c in first]
+        body = enumerate(lines[1:], start=2)
+    else:
+        header = list(COLUMNS)
+        body = enumerate(lines, start=1)
+    for lineno, line in body:
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        if len(cells) < 4:
+            skipped.append((lineno, f"{len(cells)} columns; need at least commit, metric, memory, status"))
+            continue
+        try:
+            metric = float(cells[1])
+        except ValueError:
+            skipped.append((lineno, f"metric {cells[1]!r} is not a number"))
+            continue
+        try:
+            memory = float(cells[2]) if cells[2] else 0.0
+        except ValueError:
+            skipped.append((lineno, f"memory {cells[2]!r} is not a number"))
+            continue
+        status = cells[3].lower()
+        if status not in STATUSES:
+            skipped.append((lineno, f"status {cells[3]!r} is not one of {', '.join(STATUSES)}"))
+            continue
+        if len(header) <= 5:
+            description = " ".join(c for c in cells[4:] if c)
+            extra: dict[str, str] = {}
+        else:
+            description = cells[4] if len(cells) > 4 else ""
+            extra = {name: value for name, value in zip(header[5:], cells[5:], strict=False)}
+            for i, value in enumerate(cells[len(header) :], start=len(header)):
+                extra[f"column_{i + 1}"] = value
+        rows.append(Row(cells[0], metric, memory, status, description, extra))
+    return rows, skipped
