@@ -70,7 +70,12 @@ def load_results(
         )
     df = pd.DataFrame.from_records(records)
     for column in df.columns:
-        if df[column].dtype == object and column not in ("commit", "status", "description"):
+        if not pd.api.types.is_numeric_dtype(df[column]) and column not in (
+            "commit",
+            "status",
+            "description",
+            "kept",
+        ):
             converted = pd.to_numeric(df[column], errors="coerce")
             # Only a column whose every non-empty cell is a number becomes numeric.
             filled = df[column].astype(str).str.strip() != ""
