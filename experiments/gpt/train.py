@@ -107,7 +107,8 @@ def gpu_peak_flops(name: str) -> float:
 
 def norm(x):
     # RMSNorm without learnable weights: the per-layer scalars below do the scaling
-    return F.rms_norm(x, (x.size(-1),))
+    # (cast back: autocast may run the norm in float32, and attention needs q, k, v in one dtype)
+    return F.rms_norm(x, (x.size(-1),)).to(x.dtype)
 
 
 def window_sizes(depth, pattern, short, seq_len):
@@ -144,32 +145,52 @@ def resolve_attention_backend(name, device):
     return "sdpa"
 
 
-_flex_attention = None
-_block_masks = {}
-_dense_masks = {}
+_masks = {}  # (backend, T, window) -> BlockMask (flex) or boolean band mask (sdpa); built before compiling
+_flex_compiled = None  # FlexAttention compiled once for eager callers (eval); compiled graphs inline it
+
+
+def band_mask(window):
+    """FlexAttention mask_mod: causal, and at most `window` keys back (the query itself included)."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+
+    return mask_mod
+
+
+def build_attention_masks(backend, seq_len, windows, device):
+    """Build the attention masks eagerly, so compiled graphs only look them up."""
+    global _flex_compiled
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention as flex
+
+    for window in sorted(set(windows)):
+        key = (backend, seq_len, window)
+        if key in _masks:
+            continue
+        if backend == "flex":
+
+            _masks[key] = create_block_mask(band_mask(window), None, None, seq_len, seq_len, device=device)
+        elif window < seq_len:
+            i = torch.arange(seq_len, device=device)
+            _masks[key] = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
+    if backend == "flex" and _flex_compiled is None:
+        # without compilation FlexAttention runs a slow reference implementation
+        _flex_compiled = torch.compile(flex, dynamic=False) if device.type == "cuda" else flex
 
 
 def flex_attention(q, k, v, window):
     """Causal attention over (B, H, T, D) where each query sees the last `window` keys (itself included).
 
     FlexAttention skips the key blocks outside the window entirely (block-sparse), so a short
-    window costs proportionally less. The compiled kernel is built once and reused.
+    window costs proportionally less.
     """
-    global _flex_attention
-    from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as flex
 
-    if _flex_attention is None:
-        _flex_attention = torch.compile(flex, dynamic=False) if q.is_cuda else flex
     T = q.size(-2)
-    key = (T, window, q.device)
-    if key not in _block_masks:
-
-        def mask_mod(b, h, qi, ki):
-            return (qi >= ki) & (qi - ki < window)
-
-        _block_masks[key] = create_block_mask(mask_mod, None, None, T, T, device=q.device)
-    return _flex_attention(q, k, v, block_mask=_block_masks[key])
+    if ("flex", T, window) not in _masks:  # a new length (only reachable outside compiled graphs)
+        build_attention_masks("flex", T, [window], q.device)
+    attend = flex if torch.compiler.is_compiling() else _flex_compiled
+    return attend(q, k, v, block_mask=_masks[("flex", T, window)])
 
 
 def sdpa_attention(q, k, v, window):
@@ -177,11 +198,9 @@ def sdpa_attention(q, k, v, window):
     T = q.size(-2)
     if window >= T:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    key = (T, window, q.device)
-    if key not in _dense_masks:
-        i = torch.arange(T, device=q.device)
-        _dense_masks[key] = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < window)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=_dense_masks[key])
+    if ("sdpa", T, window) not in _masks:
+        build_attention_masks("sdpa", T, [window], q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=_masks[("sdpa", T, window)])
 
 
 class CausalSelfAttention(nn.Module):
@@ -449,6 +468,7 @@ def build_model(vocab_size, device):
     # buffers are not initialised by to_empty: recompute the rotary tables on the device
     model.rope_cos, model.rope_sin = rotary_cos_sin(MAX_SEQ_LEN, HEAD_DIM, ROPE_BASE, device)
     model.init_weights()
+    build_attention_masks(backend, MAX_SEQ_LEN, windows, device)
     return model
 
 
