@@ -209,12 +209,6 @@ class _Checker(ast.NodeVisitor):
         elif node.level == 0 and (top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES):
             rule = "exec" if top in _EXEC_MODULES else "patch-prepare"
             self.add(node, rule, f"`from {mod} import ...` is not allowed")
-        elif (
-            node.level == 0
-            and mod in ("sys", "os")
-            and any(a.name in ("modules", "environ") for a in node.names)
-        ):
-            self.generic_visit(node)  # the uses are checked where they happen
         self.generic_visit(node)
 
     def _check_target(self, target: ast.AST, verb: str) -> None:
@@ -336,8 +330,6 @@ class _Checker(ast.NodeVisitor):
                 and not q.startswith("prepare.prepare")
             ):
                 self.add(node, "val-data", f"`{q}` is not in prepare's API for train files")
-            elif q.split(".")[0] == "constants" and "constants" in self.aliases:
-                pass  # the import itself was already refused
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
@@ -367,9 +359,9 @@ class _Checker(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         q = self.qualname(node.func)
         name = q.rsplit(".", 1)[-1] if q else (node.func.attr if isinstance(node.func, ast.Attribute) else "")
-        if q in _EXEC_CALLS or (q is not None and q.split(".")[0] in _EXEC_MODULES):
-            if q not in ("vars", "locals", "globals") or node.args:
-                self.add(node, "exec", f"`{q}(...)` is not allowed in a train file")
+        exec_like = q in _EXEC_CALLS or (q is not None and q.split(".")[0] in _EXEC_MODULES)
+        if exec_like and (q not in ("vars", "locals", "globals") or node.args):
+            self.add(node, "exec", f"`{q}(...)` is not allowed in a train file")
         if q in ("setattr", "delattr") and node.args:
             target = self.root_qualname(node.args[0])
             attr = node.args[1] if len(node.args) > 1 else None
