@@ -9,7 +9,8 @@ real evaluation followed by a nicer number. For experiments that set
    as AUTORESEARCH_EVAL_RECORD; prepare's evaluate_bpb appends one JSON line per call
    (HACKING.md, "Seams");
 2. after the run, accepts the summary's metric only if the record is still the file the
-   harness created (same inode, a regular file, not a symlink) and its LAST entry's val_bpb
+   harness created (same inode, a regular file, not a symlink, and its first line still the
+   random nonce the harness wrote there) and its LAST entry's val_bpb
    equals the printed value to the printed precision (0.997900 means +-5e-7), and, when the
    harness knows the profile's eval size, that entry evaluated exactly that many tokens.
    Otherwise the attempt is a crash with reason `unverified metric: ...`.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -84,15 +86,20 @@ class EvalRecord:
 
     path: Path
     inode: int
+    nonce: str
 
     @classmethod
     def create(cls, parent: Path | None = None) -> EvalRecord:
         """A new empty record at an unpredictable path (under `parent` or the temp dir)."""
         directory = Path(tempfile.mkdtemp(prefix="ar-eval-", dir=parent))
         fd, name = tempfile.mkstemp(prefix="rec-", suffix=".jsonl", dir=directory)
+        # the first line is a secret of the harness: a file deleted and re-created by the run
+        # (which may even get the same inode back) lacks it
+        nonce = secrets.token_hex(16)
+        os.write(fd, (json.dumps({"nonce": nonce}) + "\n").encode())
         os.close(fd)
         path = Path(name)
-        return cls(path=path, inode=path.stat().st_ino)
+        return cls(path=path, inode=path.stat().st_ino, nonce=nonce)
 
     def env(self) -> dict[str, str]:
         """The run's environment entry that tells evaluate_bpb where to write."""
@@ -105,7 +112,7 @@ class EvalRecord:
         except OSError:
             return []
         out = []
-        for line in text.splitlines():
+        for line in text.splitlines()[1:]:  # after the nonce line
             try:
                 obj = json.loads(line)
             except ValueError:
@@ -113,6 +120,13 @@ class EvalRecord:
             if isinstance(obj, dict):
                 out.append(obj)
         return out
+
+    def _first_line(self) -> object:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return json.loads(f.readline())
+        except (OSError, ValueError):
+            return None
 
     def verify(self, printed: str | None, *, expected_eval_tokens: int | None = None) -> str | None:
         """None when the printed metric is evaluate_bpb's; else the crash reason."""
@@ -122,7 +136,9 @@ class EvalRecord:
             st = os.lstat(self.path)
         except OSError:
             return "unverified metric: the evaluation record was removed during the run"
-        if st.st_ino != self.inode or not os.path.isfile(self.path) or os.path.islink(self.path):
+        first = self._first_line()
+        replaced = st.st_ino != self.inode or not os.path.isfile(self.path) or os.path.islink(self.path)
+        if replaced or first != {"nonce": self.nonce}:
             return "unverified metric: the evaluation record was replaced during the run"
         entries = self.entries()
         if not entries:
