@@ -176,13 +176,19 @@ class QueuedAgent(Agent):
     the last served line and lines appended mid-night are picked up at the next proposal.
     """
 
-    name = "queue"
+    name = "transplant"
 
     def __init__(self, inner: Agent, queue_path: Path) -> None:
         self.inner = inner
         self.queue_path = Path(queue_path)
         self.served_path = self.queue_path.with_name(self.queue_path.name + ".served")
         self._last_queued = False
+        self._set_name(inner.name)
+
+    def _set_name(self, name: str) -> None:
+        # The loop records `agent.name` in the TSV's agent column: "transplant" for a queued
+        # reply, the inner agent's name otherwise. An instance attribute shadows the ClassVar.
+        self.__dict__["name"] = name
 
     def _next(self) -> str | None:
         if not self.queue_path.is_file():
@@ -215,8 +221,10 @@ class QueuedAgent(Agent):
         text = self._next()
         if text is not None:
             self._last_queued = True
+            self._set_name("transplant")
             return Reply(text=text, model="transplant", meta={"queued": True})
         self._last_queued = False
+        self._set_name(self.inner.name)
         return self.inner.propose(ctx)
 
     def observe(self, reply: Reply, row: Row) -> None:

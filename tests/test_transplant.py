@@ -133,6 +133,7 @@ def test_queued_agent_serves_queue_first_and_survives_restarts(tmp_path: Path) -
 
     first = agent.propose(ctx())
     assert first is not None and first.text == "Description: q1\n" and first.meta["queued"]
+    assert agent.name == "transplant"  # what the loop writes in the agent column
     agent.observe(first, row)
     assert inner.observed == []  # the inner agent learns only from its own proposals
 
@@ -156,4 +157,4 @@ def test_queued_agent_serves_queue_first_and_survives_restarts(tmp_path: Path) -
     assert fourth is not None and fourth.text == "Description: q3\n"
     fifth = restarted.propose(ctx())
     assert fifth is not None and fifth.text == "Description: inner 1\n"
-    assert restarted.name == "queue" and restarted.inner.count == 1
+    assert restarted.name == "scripted" and restarted.inner.count == 1
