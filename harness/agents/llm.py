@@ -1,0 +1,141 @@
+"""The part the LLM agents share: prompt -> one provider call (with retries) -> priced Reply.
+
+A provider subclass implements `_complete(prompt) -> Completion` with its SDK and sets
+`name`, `key_env_var` and `default_model`; everything else is here: the prompt from
+`harness.prompt`, the retry policy and outage status of `harness.agents.retry`, and the
+cost of each call from `harness.cost`. Calls may come from the pipelined proposer's
+thread while the main thread runs an experiment; `status` and the meter are thread-safe.
+
+Knobs from the environment (all optional): AUTORESEARCH_LLM_TIMEOUT (seconds per call,
+default 600), AUTORESEARCH_LLM_MAX_TOKENS (default 16000), the AUTORESEARCH_RETRY_* of
+retry.py, and AUTORESEARCH_PRICES of cost.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from harness.agents.base import Agent, Context, Reply
+from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries
+from harness.cost import PriceTable
+from harness.errors import ConfigError, ProviderError
+from harness.prompt import Prompt, build_prompt
+
+log = logging.getLogger("harness.agents")
+
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_TOKENS = 16_000
+MAX_EMPTY_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one successful provider call returned."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call knobs, read once from the environment."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CallOptions:
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+            if value <= 0:
+                raise ConfigError(f"{name}={raw!r} must be positive")
+            return value
+
+        return cls(
+            timeout=number("AUTORESEARCH_LLM_TIMEOUT", DEFAULT_TIMEOUT),
+            max_tokens=int(number("AUTORESEARCH_LLM_MAX_TOKENS", DEFAULT_MAX_TOKENS)),
+        )
+
+
+class LLMAgent(Agent):
+    """Base of the provider agents. Never raises anything but ProviderError from `propose`."""
+
+    default_model: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        prices: PriceTable | None = None,
+        options: CallOptions | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.env: Mapping[str, str] = dict(os.environ if env is None else env)
+        self.model = model or self.default_model
+        self.policy = policy or RetryPolicy.from_env(self.env)
+        self.prices = prices or PriceTable.load(self.env)
+        self.options = options or CallOptions.from_env(self.env)
+        self.status = ProviderStatus()
+        self._empty_streak = 0
+
+    @abstractmethod
+    def _complete(self, prompt: Prompt) -> Completion:
+        """One provider call; SDK exceptions propagate (they are classified by the retry loop)."""
+
+    def propose(self, ctx: Context) -> Reply:
+        prompt = build_prompt(ctx, env=self.env)
+        done = call_with_retries(
+            lambda: self._checked(prompt),
+            policy=self.policy,
+            status=self.status,
+            key_env_var=self.key_env_var,
+            log=log.warning,
+        )
+        cost = self.prices.cost(done.model or self.model, done.input_tokens, done.output_tokens)
+        return Reply(
+            text=done.text,
+            model=done.model or self.model,
+            input_tokens=done.input_tokens,
+            output_tokens=done.output_tokens,
+            cost_usd=cost,
+            meta={"prompt_chars": prompt.chars, "stop_reason": done.stop_reason},
+        )
+
+    def _checked(self, prompt: Prompt) -> Completion:
+        done = self._complete(prompt)
+        if done.text.strip():
+            self._empty_streak = 0
+            return done
+        self._empty_streak += 1
+        if self._empty_streak <= MAX_EMPTY_RETRIES:
+            # An empty answer is a malformed response, not a proposal: ask again, a few times;
+            # after that it goes to the loop, whose bounded bad-edit path logs and moves on.
+            raise ProviderError(
+                f"provider returned an empty reply (stop reason {done.stop_reason or 'unknown'})",
+                retryable=True,
+            )
+        self._empty_streak = 0
+        return done
+
+
+def as_int(value: object) -> int:
+    """A token count from a usage object that may be missing or malformed."""
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0

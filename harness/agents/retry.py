@@ -1,0 +1,221 @@
+"""Retrying LLM calls: classify provider errors, back off, pause through long outages.
+
+The SDKs' own retries are switched off (max_retries=0) so the policy lives here, in one
+place, and is testable. `classify` turns any exception an SDK call can raise into a
+`harness.errors.ProviderError` with `retryable` and `retry_after` set:
+
+    retryable      408, 409, 425, 429, 5xx, 529 (overloaded), timeouts, connection errors,
+                   malformed or empty responses
+    not retryable  400, 401, 403, 404, 413, 422 and other 4xx (bad key, unknown model,
+                   prompt too long): backing off cannot help
+
+`call_with_retries` runs a call under a `RetryPolicy`: exponential backoff with jitter,
+never shorter than the server's `retry-after`. Retryable failures are retried without a
+bound by default, so a night survives a provider outage: after `pause_after` seconds of
+continuous failure the `ProviderStatus` says "paused" (the live view shows it) and the
+loop simply waits, probing every `cap` seconds, until the provider answers again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+from harness.errors import ProviderError
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 529})
+_MAX_RETRY_AFTER = 3600.0  # a server asking for more than an hour is treated as an outage
+
+
+@dataclass
+class RetryPolicy:
+    """How to back off. `base` is configurable (AUTORESEARCH_RETRY_BASE) so tests sleep little."""
+
+    base: float = 2.0  # first delay in seconds; doubles per attempt
+    cap: float = 300.0  # longest single delay (also the probe interval during an outage)
+    jitter: float = 0.25  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    pause_after: float = 180.0  # seconds of continuous failure before the status says "paused"
+    max_attempts: int | None = None  # None: retry retryable errors forever
+    sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
+        """Read AUTORESEARCH_RETRY_BASE / _CAP / _PAUSE_AFTER / _MAX_ATTEMPTS (all optional)."""
+        env = os.environ if env is None else env
+        policy = cls()
+        for name, attr in (("BASE", "base"), ("CAP", "cap"), ("PAUSE_AFTER", "pause_after")):
+            raw = env.get(f"AUTORESEARCH_RETRY_{name}")
+            if raw:
+                setattr(policy, attr, _positive_float(f"AUTORESEARCH_RETRY_{name}", raw))
+        raw = env.get("AUTORESEARCH_RETRY_MAX_ATTEMPTS")
+        if raw:
+            policy.max_attempts = int(_positive_float("AUTORESEARCH_RETRY_MAX_ATTEMPTS", raw))
+        return policy
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based)."""
+        backoff = min(self.cap, self.base * (2.0**attempt))
+        backoff *= 1.0 + self.jitter * (2.0 * random.random() - 1.0)
+        if retry_after is not None:
+            # Honour the server, plus a little jitter so parallel workers do not stampede.
+            return max(backoff, retry_after * (1.0 + self.jitter * random.random() / 4))
+        return max(0.0, backoff)
+
+
+def _positive_float(name: str, raw: str) -> float:
+    from harness.errors import ConfigError
+
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to seconds, e.g. {name}=2") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass
+class ProviderStatus:
+    """What the provider connection is doing, for the live view. Thread-safe."""
+
+    state: str = "ok"  # "ok" | "retrying" | "paused"
+    message: str = ""
+    since: float | None = None  # when the current failure streak began (time.time())
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set(self, state: str, message: str = "") -> None:
+        with self._lock:
+            if state == "ok":
+                self.since, self.failures = None, 0
+            elif self.since is None:
+                self.since = time.time()
+            if state != "ok":
+                self.failures += 1
+            self.state, self.message = state, message
+
+    def line(self) -> str:
+        """One line for the live view, '' when all is well."""
+        with self._lock:
+            if self.state == "ok":
+                return ""
+            since = time.strftime("%H:%M:%S", time.localtime(self.since)) if self.since else "?"
+            word = "PAUSED (provider outage)" if self.state == "paused" else "retrying"
+            return f"LLM {word} since {since}, {self.failures} failed calls: {self.message}"
+
+
+def _header(headers: Any, name: str) -> str | None:
+    try:
+        value = headers.get(name)
+    except Exception:  # noqa: BLE001 - headers of a malformed response: treat as absent
+        return None
+    return str(value) if value is not None else None
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The server's requested wait: `retry-after-ms`, `retry-after` as seconds or HTTP date."""
+    if headers is None:
+        return None
+    raw_ms = _header(headers, "retry-after-ms")
+    if raw_ms:
+        try:
+            return min(_MAX_RETRY_AFTER, max(0.0, float(raw_ms) / 1000.0))
+        except ValueError:
+            pass
+    raw = _header(headers, "retry-after")
+    if not raw:
+        return None
+    try:
+        return min(_MAX_RETRY_AFTER, max(0.0, float(raw)))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return min(_MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
+
+
+def classify(exc: BaseException, *, key_env_var: str | None = None) -> ProviderError:
+    """Map any exception from an SDK call to a ProviderError (duck-typed over both SDKs)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        response = getattr(exc, "response", None)
+        after = retry_after_seconds(getattr(response, "headers", None))
+        detail = _short(str(exc))
+        if status in RETRYABLE_STATUS or status >= 500:
+            what = {429: "rate limited", 529: "overloaded"}.get(status, f"HTTP {status}")
+            return ProviderError(f"provider {what}: {detail}", retryable=True, retry_after=after)
+        if status in (401, 403):
+            hint = f"; check {key_env_var}" if key_env_var else ""
+            return ProviderError(
+                f"provider refused the credentials (HTTP {status}){hint}: {detail}", retryable=False
+            )
+        if status == 404:
+            return ProviderError(
+                f"provider answered 404 (unknown model or wrong base URL; pick one with --model): {detail}",
+                retryable=False,
+            )
+        return ProviderError(f"provider rejected the request (HTTP {status}): {detail}", retryable=False)
+    if "Timeout" in name or "Connection" in name or isinstance(exc, (TimeoutError, ConnectionError, OSError)):
+        return ProviderError(f"provider unreachable ({name}): {_short(str(exc))}", retryable=True)
+    # Response validation errors, JSON decode errors, missing fields: a malformed answer.
+    return ProviderError(f"malformed provider response ({name}): {_short(str(exc))}", retryable=True)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    status: ProviderStatus,
+    key_env_var: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> T:
+    """Run `call` until it succeeds; raise ProviderError when it is not retryable or attempts run out."""
+    attempt = 0
+    started: float | None = None
+    while True:
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - nothing from the provider may escape unclassified
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            err = classify(exc, key_env_var=key_env_var)
+            if not err.retryable:
+                status.set("ok")
+                raise err from exc
+            attempt += 1
+            if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                status.set("ok")
+                raise ProviderError(
+                    f"gave up after {attempt} attempts: {err}", retryable=True, retry_after=err.retry_after
+                ) from exc
+            now = time.monotonic()
+            started = now if started is None else started
+            paused = now - started >= policy.pause_after
+            wait = policy.delay(attempt - 1, err.retry_after)
+            status.set("paused" if paused else "retrying", f"{err} (next try in {wait:.0f} s)")
+            if log is not None:
+                log(f"LLM call failed ({err}); retry {attempt} in {wait:.1f} s")
+            policy.sleep(wait)
+            continue
+        if attempt and log is not None:
+            log(f"LLM call succeeded after {attempt} retries")
+        status.set("ok")
+        return result

@@ -1,0 +1,176 @@
+"""What an LLM call costs: a price table per model and the cost of one call's token usage.
+
+Prices are US dollars per million tokens (input, output). The built-in table covers the
+default models of the claude and openai agents and their close relatives; a model is
+looked up by the longest table key it starts with (up to a `-`, `:` or `@`), so
+"claude-sonnet-4-5-20250929" finds "claude-sonnet-4-5" and "gpt-5.5" does not find "gpt-5". A model not in the table (a local vLLM/Ollama/llama.cpp
+server) costs 0.
+
+Override or extend the table with AUTORESEARCH_PRICES: either inline JSON or the path
+of a JSON or TOML file, mapping a model (prefix) to `[input, output]` or to
+`{"input": x, "output": y}`, e.g.
+
+    AUTORESEARCH_PRICES='{"my-finetune": [0.5, 1.5], "claude-opus-4-5": [5, 25]}'
+
+`CostMeter` adds up the night's spend for the TSV's total, the live view and `--max-cost`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from harness.errors import ConfigError
+
+PRICES_ENV = "AUTORESEARCH_PRICES"
+
+# USD per million tokens (input, output); list prices as published by the providers.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    # Anthropic
+    "claude-fable-5-1": (10.0, 50.0),
+    "claude-opus-5-5": (4.0, 20.0),
+    "claude-opus-5": (5.0, 25.0),
+    "claude-opus-4-8": (5.0, 25.0),
+    "claude-opus-4-7": (5.0, 25.0),
+    "claude-opus-4-6": (5.0, 25.0),
+    "claude-opus-4-5": (5.0, 25.0),
+    "claude-opus-4-1": (15.0, 75.0),
+    "claude-opus-4": (15.0, 75.0),
+    "claude-sonnet-5-5": (2.0, 10.0),
+    "claude-sonnet-5": (2.0, 10.0),
+    "claude-sonnet-4-6": (3.0, 15.0),
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+    # OpenAI
+    "gpt-6.1-sol": (2.0, 10.0),
+    "gpt-6-sol": (2.0, 10.0),
+    "gpt-5.6-sol": (4.0, 20.0),
+    "gpt-5.6": (4.0, 20.0),  # the alias routes to gpt-5.6-sol
+    "gpt-5.5": (5.0, 30.0),
+    "gpt-5": (1.25, 10.0),
+    "gpt-5-mini": (0.25, 2.0),
+    "gpt-5-nano": (0.05, 0.4),
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4.1-mini": (0.4, 1.6),
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "o3": (2.0, 8.0),
+    "o4-mini": (1.1, 4.4),
+}
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """Model prefix -> (input, output) USD per million tokens."""
+
+    prices: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> PriceTable:
+        """The built-in table overlaid with AUTORESEARCH_PRICES (JSON, or a .json/.toml path)."""
+        env = os.environ if env is None else env
+        prices = dict(DEFAULT_PRICES)
+        raw = env.get(PRICES_ENV, "").strip()
+        if raw:
+            prices.update(_parse_prices(raw))
+        return cls(prices)
+
+    def lookup(self, model: str) -> tuple[float, float] | None:
+        """The price of `model` by its longest matching prefix, or None if unknown."""
+        model = model.strip().lower()
+        # Gateways prefix the provider ("anthropic/claude-sonnet-4-5"); price the model itself.
+        model = model.rsplit("/", 1)[-1]
+        best: str | None = None
+        for key in self.prices:
+            k = key.lower()
+            # A prefix counts only up to a separator: "gpt-5" prices "gpt-5-2025-08-07", not "gpt-5.5".
+            if not (model == k or (model.startswith(k) and model[len(k)] in "-:@")):
+                continue
+            if best is None or len(k) > len(best):
+                best = key
+        return None if best is None else self.prices[best]
+
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """USD for one call; 0.0 for a model with no known price (e.g. a local server)."""
+        price = self.lookup(model)
+        if price is None:
+            return 0.0
+        return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+
+
+def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
+    data: Any
+    if raw.startswith("{"):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{PRICES_ENV} is not valid JSON ({exc}); example: '{{\"model\": [3, 15]}}'"
+            ) from None
+    else:
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{PRICES_ENV}={raw!r}: no such file; give inline JSON or a .json/.toml file")
+        text = path.read_text()
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{PRICES_ENV} file {path} does not parse: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("prices"), dict):
+            data = data["prices"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{PRICES_ENV} must map model names to [input, output] USD per million tokens")
+    out: dict[str, tuple[float, float]] = {}
+    for model, value in data.items():
+        if isinstance(value, dict):
+            pair = (value.get("input"), value.get("output"))
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            pair = (value[0], value[1])
+        else:
+            pair = (None, None)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in pair):
+            raise ConfigError(
+                f"{PRICES_ENV}: price of {model!r} must be [input, output] USD per million tokens, got {value!r}"
+            )
+        out[str(model)] = (float(pair[0]), float(pair[1]))  # type: ignore[arg-type]
+    return out
+
+
+@dataclass
+class CostMeter:
+    """The night's running total (thread-safe: the pipelined proposer adds from a thread)."""
+
+    limit: float | None = None  # --max-cost in USD
+    total: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, cost_usd: float, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        with self._lock:
+            self.total += cost_usd
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.calls += 1
+
+    def exhausted(self) -> bool:
+        """True once the spend reached --max-cost: the night ends cleanly after the current row."""
+        with self._lock:
+            return self.limit is not None and self.total >= self.limit
+
+    def line(self) -> str:
+        with self._lock:
+            limit = f" of ${self.limit:.2f}" if self.limit is not None else ""
+            return (
+                f"LLM cost ${self.total:.4f}{limit} ({self.calls} calls, "
+                f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens)"
+            )

@@ -1,0 +1,301 @@
+"""ClaudeAgent and OpenAIAgent through the REAL anthropic / openai SDKs against loopback servers.
+
+Each test scripts what the fake provider answers (tests/fakes/llm_servers.py): replies,
+injected 429 with retry-after, 500, 529 overloaded, slow and malformed answers. Retry
+sleeps are tiny (RetryPolicy base 1 ms) so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fakes.llm_servers import FakeLLM, error, malformed, overloaded, prompt_text, reply, slow, system_text
+
+from harness.agents.base import Context, CrashReport
+from harness.agents.claude import ClaudeAgent
+from harness.agents.llm import CallOptions, LLMAgent
+from harness.agents.openai_compat import OpenAIAgent
+from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, retry_after_seconds
+from harness.cost import PriceTable
+from harness.errors import AgentError, ConfigError, ProviderError
+
+KEY = "sk-ant-test-0123456789abcdef"
+OKEY = "sk-openai-test-0123456789abcdef"
+GOOD = (
+    "Description: deeper model\nexperiments/toy/train.py\n<<<<<<< SEARCH\nDEPTH = 2\n=======\nDEPTH = 3\n"
+    ">>>>>>> REPLACE\n"
+)
+
+
+class Sleeps:
+    """Records requested sleeps and sleeps 1 ms, so backoff is observable but fast."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def ctx() -> Context:
+    return Context(
+        program="You are a careful ML researcher. PROGRAM-MARKER",
+        files={"experiments/toy/train.py": "DEPTH = 2\nprint('---')\n"},
+        history=[],
+        budget_seconds=30,
+        device="cpu",
+        hardware="2-core test box",
+    )
+
+
+@pytest.fixture()
+def server() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+def make(kind: str, server: FakeLLM, sleeps: Sleeps | None = None, **env: str) -> LLMAgent:
+    policy = RetryPolicy(base=0.001, cap=0.01, jitter=0.1, pause_after=0.0, sleep=sleeps or Sleeps())
+    options = CallOptions(timeout=5.0)
+    if kind == "claude":
+        base = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.anthropic_url}
+        return ClaudeAgent(None, env={**base, **env}, policy=policy, options=options)
+    base = {"OPENAI_API_KEY": OKEY, "OPENAI_BASE_URL": server.openai_url}
+    return OpenAIAgent("fake-model", env={**base, **env}, policy=policy, options=options)
+
+
+KINDS = ["claude", "openai"]
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reply_tokens_and_cost(server: FakeLLM, kind: str) -> None:
+    server.push(reply(GOOD, input_tokens=2_000_000, output_tokens=100_000))
+    agent = make(kind, server)
+    agent.prices = PriceTable({agent.model: (3.0, 15.0)})
+    out = agent.propose(ctx())
+    assert out.text == GOOD
+    assert (out.input_tokens, out.output_tokens) == (2_000_000, 100_000)
+    assert out.cost_usd == pytest.approx(2 * 3.0 + 0.1 * 15.0)
+    assert out.model == agent.model
+    body = server.completion_requests()[0].body
+    assert "PROGRAM-MARKER" in system_text(body)
+    assert "<<<<<<< SEARCH" in system_text(body)  # the reply format
+    user = prompt_text(body)
+    assert "DEPTH = 2" in user and "2-core test box" in user and "30 s" in user
+
+
+def test_claude_sends_key_as_header_and_default_model(server: FakeLLM) -> None:
+    server.push(reply(GOOD))
+    agent = make("claude", server)
+    agent.propose(ctx())
+    req = server.completion_requests()[0]
+    assert req.path == "/v1/messages"
+    sent = {k.lower(): v for k, v in req.headers.items()}
+    assert KEY in (sent.get("x-api-key", ""), sent.get("authorization", "").removeprefix("Bearer "))
+    assert req.body["model"] == "claude-sonnet-5-5"
+    assert req.body["max_tokens"] > 0
+
+
+def test_openai_uses_bearer_key_and_max_tokens_for_compatible_servers(server: FakeLLM) -> None:
+    server.push(reply(GOOD))
+    make("openai", server).propose(ctx())
+    req = server.completion_requests()[0]
+    assert req.path == "/v1/chat/completions"
+    assert {k.lower(): v for k, v in req.headers.items()}["authorization"] == f"Bearer {OKEY}"
+    assert "max_tokens" in req.body and "max_completion_tokens" not in req.body
+    assert [m["role"] for m in req.body["messages"]] == ["system", "user"]
+
+
+def test_openai_local_server_needs_no_key_and_discovers_its_model(server: FakeLLM) -> None:
+    server.models = ["qwen3-coder-local"]
+    server.push(reply(GOOD))
+    policy = RetryPolicy(base=0.001, sleep=Sleeps())
+    agent = OpenAIAgent(None, env={"OPENAI_BASE_URL": server.openai_url}, policy=policy)
+    out = agent.propose(ctx())
+    assert out.model == "qwen3-coder-local"
+    assert out.cost_usd == 0.0  # local models are free
+    assert server.completion_requests()[0].body["model"] == "qwen3-coder-local"
+
+
+def test_openai_several_models_without_model_flag_is_a_clear_error(server: FakeLLM) -> None:
+    server.models = ["a", "b"]
+    agent = OpenAIAgent(None, env={"OPENAI_BASE_URL": server.openai_url}, policy=RetryPolicy(sleep=Sleeps()))
+    with pytest.raises(ProviderError, match="--model") as err:
+        agent.propose(ctx())
+    assert not err.value.retryable
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_missing_keys_name_the_variable() -> None:
+    with pytest.raises(AgentError, match="ANTHROPIC_API_KEY"):
+        ClaudeAgent(None, env={})
+    with pytest.raises(AgentError, match="OPENAI_API_KEY"):
+        OpenAIAgent(None, env={})
+
+
+def test_claude_accepts_auth_token(server: FakeLLM) -> None:
+    server.push(reply(GOOD))
+    env = {"ANTHROPIC_AUTH_TOKEN": "tok-0123456789", "ANTHROPIC_BASE_URL": server.anthropic_url}
+    ClaudeAgent(None, env=env, policy=RetryPolicy(sleep=Sleeps())).propose(ctx())
+    headers = {k.lower(): v for k, v in server.completion_requests()[0].headers.items()}
+    assert headers["authorization"] == "Bearer tok-0123456789"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_key_never_in_prompt_even_if_the_files_contain_it(server: FakeLLM, kind: str) -> None:
+    server.push(reply(GOOD))
+    agent = make(kind, server)
+    c = ctx()
+    secret = KEY if kind == "claude" else OKEY
+    c.files["experiments/toy/train.py"] += f"# leaked: {secret}\n"
+    agent.propose(c)
+    body = server.completion_requests()[0].body
+    assert secret not in prompt_text(body) and secret not in system_text(body)
+    assert "[redacted]" in prompt_text(body)
+
+
+# --------------------------------------------------------------------------- resilience
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_429_retry_after_is_honoured(server: FakeLLM, kind: str) -> None:
+    sleeps = Sleeps()
+    server.push(error(429, retry_after=0.05), reply(GOOD))
+    out = make(kind, server, sleeps).propose(ctx())
+    assert out.text == GOOD
+    assert len(sleeps.calls) == 1
+    assert sleeps.calls[0] >= 0.05  # at least what the server asked for, not the 1 ms backoff
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_500_529_malformed_are_retried_with_growing_backoff(server: FakeLLM, kind: str) -> None:
+    sleeps = Sleeps()
+    server.push(error(500), overloaded(), malformed(), malformed("[]"), error(503), reply(GOOD))
+    agent = make(kind, server, sleeps)
+    agent.policy.cap = 10.0
+    agent.policy.jitter = 0.0
+    out = agent.propose(ctx())
+    assert out.text == GOOD
+    assert sleeps.calls == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016])
+    assert len(server.completion_requests()) == 6
+    assert agent.status.state == "ok"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slow_reply_times_out_and_is_retried(server: FakeLLM, kind: str) -> None:
+    sleeps = Sleeps()
+    server.push(slow(GOOD, delay=1.5), reply(GOOD))
+    agent = make(kind, server, sleeps)
+    agent.options = CallOptions(timeout=0.3)
+    assert agent.propose(ctx()).text == GOOD
+    assert len(sleeps.calls) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slow_reply_within_timeout_is_fine(server: FakeLLM, kind: str) -> None:
+    server.push(slow(GOOD, delay=0.3))
+    assert make(kind, server).propose(ctx()).text == GOOD
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_connection_refused_is_retryable(kind: str) -> None:
+    with FakeLLM() as dead:
+        url_a, url_o = dead.anthropic_url, dead.openai_url
+    sleeps = Sleeps()
+    policy = RetryPolicy(base=0.001, max_attempts=3, sleep=sleeps)
+    agent: LLMAgent
+    if kind == "claude":
+        agent = ClaudeAgent(None, env={"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": url_a}, policy=policy)
+    else:
+        agent = OpenAIAgent("m", env={"OPENAI_API_KEY": OKEY, "OPENAI_BASE_URL": url_o}, policy=policy)
+    with pytest.raises(ProviderError, match="gave up after 3") as err:
+        agent.propose(ctx())
+    assert err.value.retryable
+    assert len(sleeps.calls) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_client_errors_are_not_retried(server: FakeLLM, kind: str, status: int) -> None:
+    sleeps = Sleeps()
+    server.push(error(status), reply(GOOD))
+    with pytest.raises(ProviderError) as err:
+        make(kind, server, sleeps).propose(ctx())
+    assert not err.value.retryable
+    assert sleeps.calls == []
+    assert KEY not in str(err.value) and OKEY not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_reply_is_retried_then_handed_on(server: FakeLLM, kind: str) -> None:
+    sleeps = Sleeps()
+    server.push(reply(""), reply(GOOD))
+    assert make(kind, server, sleeps).propose(ctx()).text == GOOD
+    server.push(*(reply("") for _ in range(4)))
+    assert make(kind, server, sleeps).propose(ctx()).text == ""  # bounded: the loop's bad-edit path takes it
+
+
+def test_long_outage_pauses_and_resumes_by_itself(server: FakeLLM) -> None:
+    seen: list[str] = []
+    agent = make("claude", server)
+    agent.policy.pause_after = 0.0
+
+    def sleep(seconds: float) -> None:
+        seen.append(agent.status.state + "|" + agent.status.line())
+
+    agent.policy.sleep = sleep
+    server.push(*(overloaded() for _ in range(5)), reply(GOOD))
+    assert agent.propose(ctx()).text == GOOD
+    assert len(seen) == 5
+    assert all(s.startswith("paused|LLM PAUSED") for s in seen)
+    assert "5 failed calls" in seen[-1]
+    assert agent.status.state == "ok" and agent.status.line() == ""
+
+
+# --------------------------------------------------------------------------- retry unit parts
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds({"retry-after": "7"}) == 7.0
+    assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({"retry-after": "999999"}) == 3600.0
+    assert retry_after_seconds(None) is None
+
+
+def test_policy_delay_backoff_and_cap() -> None:
+    policy = RetryPolicy(base=1.0, cap=8.0, jitter=0.0)
+    assert [policy.delay(i, None) for i in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert policy.delay(0, 30.0) == 30.0
+    jittered = RetryPolicy(base=1.0, jitter=0.5)
+    values = {round(jittered.delay(3, None), 6) for _ in range(50)}
+    assert len(values) > 1 and all(4.0 <= v <= 12.0 for v in values)
+
+
+def test_policy_from_env() -> None:
+    policy = RetryPolicy.from_env({"AUTORESEARCH_RETRY_BASE": "0.01", "AUTORESEARCH_RETRY_MAX_ATTEMPTS": "4"})
+    assert policy.base == 0.01 and policy.max_attempts == 4
+    with pytest.raises(ConfigError, match="AUTORESEARCH_RETRY_BASE"):
+        RetryPolicy.from_env({"AUTORESEARCH_RETRY_BASE": "fast"})
+
+
+def test_classify_plain_exceptions() -> None:
+    assert classify(TimeoutError("x")).retryable
+    assert classify(ConnectionResetError("x")).retryable
+    assert classify(ValueError("bad json")).retryable  # malformed: try again
+
+
+def test_keyboard_interrupt_is_not_swallowed() -> None:
+    def call() -> Any:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        call_with_retries(call, policy=RetryPolicy(sleep=Sleeps()), status=ProviderStatus())
