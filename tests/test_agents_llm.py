@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fakes.llm_servers import FakeLLM, error, malformed, overloaded, prompt_text, reply, slow, system_text
 
-from harness.agents.base import Context, CrashReport
+from harness.agents.base import Context
 from harness.agents.claude import ClaudeAgent
 from harness.agents.llm import CallOptions, LLMAgent
 from harness.agents.openai_compat import OpenAIAgent

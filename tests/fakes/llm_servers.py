@@ -157,7 +157,9 @@ class FakeLLM:
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 fake.requests.append(Recorded("GET", self.path, dict(self.headers), {}))
                 if self.path.rstrip("/").endswith("/models"):
-                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models]
+                    data = [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
+                    ]
                     self._send(200, json.dumps({"object": "list", "data": data}))
                 else:
                     self._send(404, json.dumps({"error": {"message": "not found", "type": "not_found"}}))
