@@ -177,7 +177,13 @@ class GitView:
     def push(self, remote: str, refspecs: Sequence[str]) -> None:
         """Push all refspecs in one atomic push: they land together or not at all."""
         try:
-            self.repo.git.push("--atomic", "--porcelain", remote, *refspecs)
+            try:
+                self.repo.git.push("--atomic", "--porcelain", remote, *refspecs)
+            except git.GitCommandError as exc:
+                if "atomic" not in str(exc.stderr or ""):
+                    raise
+                # A server without atomic pushes: one ordinary push of both refs is the next best.
+                self.repo.git.push("--porcelain", remote, *refspecs)
         except git.GitCommandError as exc:
             detail = str(exc.stderr or exc).strip()
             raise RepoError(
