@@ -233,9 +233,9 @@ def prepare_dataset(
                 os.rename(root, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             return build_arithmetic(cache_root)
-    from prepare import sources
+    from prepare.sources import prepare_remote_or_text  # imports httpx/rich: only when needed
 
-    return sources.prepare_remote_or_text(
+    return prepare_remote_or_text(
         spec,
         cache_root,
         num_shards=num_shards,

@@ -158,6 +158,11 @@ def train_bpe(
     trainer = rustbpe.Tokenizer()
     trainer.train_from_iterator(capped(), n_ordinary, pattern=SPLIT_PATTERN)
     ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
+    if len(ranks) != n_ordinary:
+        raise DataError(
+            f"the training text ran out of merges at {len(ranks) + len(SPECIAL_TOKENS)} tokens, short of "
+            f"VOCAB_SIZE={vocab_size}: add more (or more varied) training text, or raise --max-chars"
+        )
     return _with_specials("autoresearch-bpe", trainer.get_pattern(), ranks)
 
 
@@ -165,8 +170,8 @@ def save(enc: tiktoken.Encoding, directory: Path) -> str:
     """Write the tokenizer atomically into `directory` (created); returns the sha256 of tokenizer.pkl."""
     directory.mkdir(parents=True, exist_ok=True)
     raw = pickle.dumps(enc)
-    _atomic_write(directory / TOKEN_BYTES_FILE, json.dumps(compute_token_bytes(enc)).encode())
-    _atomic_write(directory / TOKENIZER_FILE, raw)
+    atomic_write(directory / TOKEN_BYTES_FILE, json.dumps(compute_token_bytes(enc)).encode())
+    atomic_write(directory / TOKENIZER_FILE, raw)
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -174,7 +179,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
