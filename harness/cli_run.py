@@ -68,8 +68,6 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.loop import Night
-
     settings = settings_from_args(args)
     if settings.gpus and not settings.worker:
         return run_workers(settings, args)
@@ -81,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     built = config.ensure_dataset(settings)
     if built:
         print(built, flush=True)
+    from harness.loop import Night
+
     _sigterm_is_interrupt()
     return Night(settings, agent).run()
 

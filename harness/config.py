@@ -392,6 +392,10 @@ def resolve(
     if experiment is None:
         experiment = "gpt-mlx" if device == "mlx" else DEFAULT_EXPERIMENT
         reasons["experiment"] = f"default for device {device}"
+        known = _known_experiments(cwd)
+        if experiment not in known and len(known) == 1:
+            experiment = known[0]
+            reasons["experiment"] = "the only experiment in experiments/"
     exp_dir, repo_root = find_experiment(experiment, cwd)
     exp = load_experiment(exp_dir)
     if not exp_dir.is_relative_to(repo_root):
