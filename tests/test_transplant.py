@@ -158,3 +158,59 @@ def test_queued_agent_serves_queue_first_and_survives_restarts(tmp_path: Path) -
     fifth = restarted.propose(ctx())
     assert fifth is not None and fifth.text == "Description: inner 1\n"
     assert restarted.name == "scripted" and restarted.inner.count == 1
+
+
+def _reply(description: str, search: str, replace: str) -> str:
+    return f"Description: {description}\nexperiments/toy/train.py\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+def _run(tag: str, replay: Path, *extra: str) -> int:
+    return main(["run", "--device", "cpu", "--tag", tag, "--agent", f"replay:{replay}", *extra])
+
+
+@pytest.mark.xfail(strict=True, reason="QueuedAgent is wired into harness/loop.py after 'loop: complete'")
+@pytest.mark.usefixtures("clean_env")
+def test_transplanted_change_is_run_and_judged_by_the_real_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Night A keeps a change; it is transplanted into night B, whose resumed loop runs and keeps it."""
+    toy = Path(__file__).resolve().parent / "toy" / "const"
+    repo = tmp_path / "repo"
+    (repo / "experiments" / "toy").mkdir(parents=True)
+    for name in ("train.py", "experiment.toml"):
+        (repo / "experiments" / "toy" / name).write_text((toy / name).read_text())
+    (repo / "program.md").write_text((Path(__file__).resolve().parents[1] / "program.md").read_text())
+    (repo / ".gitignore").write_text("/results/\n/.autoresearch/\n__pycache__/\n")
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "toy project")
+    monkeypatch.chdir(repo)
+
+    night_a = tmp_path / "a.jsonl"
+    night_a.write_text(
+        json.dumps({"reply": _reply("lower bpb", "VAL_BPB = 1.000000", "VAL_BPB = 0.700000")}) + "\n"
+    )
+    assert _run("a", night_a) == 0
+    night_b = tmp_path / "b.jsonl"
+    night_b.write_text(json.dumps({"reply": _reply("more steps", "STEPS = 4", "STEPS = 5")}) + "\n")
+    assert _run("b", night_b) == 0
+    assert [r.split("\t")[3] for r in (repo / "results" / "b.tsv").read_text().splitlines()[1:]] == [
+        "keep",
+        "discard",
+    ]
+
+    assert main(["transplant", "--from", "autoresearch/a", "--tag", "b"]) == 0
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert _run("b", empty, "--resume") == 0
+
+    rows = [line.split("\t") for line in (repo / "results" / "b.tsv").read_text().splitlines()]
+    header, last = rows[0], dict(zip(rows[0], rows[-1], strict=False))
+    assert len(rows) == 4 and "agent" in header
+    assert last["status"] == "keep" and last["val_bpb"] == "0.700000"
+    assert last["description"].startswith("lower bpb (transplant of ")
+    assert last["agent"] == "transplant"
+    assert "VAL_BPB = 0.700000" in git(repo, "show", "autoresearch/b:experiments/toy/train.py")
+    # Served once: a further resume does not run it again.
+    assert _run("b", empty, "--resume") == 0
+    assert len((repo / "results" / "b.tsv").read_text().splitlines()) == 4
