@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from harness.errors import ConfigError
-from harness.judge import Direction, Verdict, check_direction
+from harness.judge import Direction, Judge, StrictJudge, Verdict, check_direction
 
 #: how many commits' run sequences are remembered for the pooled spread (bounded memory)
 _MAX_SERIES = 1000
@@ -244,3 +244,18 @@ def prime_from_runs(judge: NoiseAwareJudge, rows_runs: Iterable[str]) -> None:
                 break
         if values:
             judge.observe(values)
+
+
+JUDGES = ("noise", "strict")
+
+
+def make_judge(kind: str, direction: str, baseline_runs: int | None = None) -> Judge:
+    """The judge named by `--judge`: `noise` (default, NoiseAwareJudge) or `strict` (StrictJudge).
+
+    `baseline_runs` None means each judge's default: 3 for noise (it needs a spread), 1 for strict.
+    """
+    if kind == "noise":
+        return NoiseAwareJudge(direction, baseline_runs=3 if baseline_runs is None else baseline_runs)
+    if kind == "strict":
+        return StrictJudge(direction, 1 if baseline_runs is None else baseline_runs)
+    raise ConfigError(f"--judge {kind!r}: expected one of {', '.join(JUDGES)}")

@@ -127,3 +127,14 @@ def test_seed_only_change_within_measured_spread_is_discarded() -> None:
             values.append(0.9979 + delta / 2)
             verdict = judge.decide(values, best)
         assert verdict.status == "discard", (delta, verdict)
+
+
+def test_make_judge_names_and_defaults() -> None:
+    from harness.noise import make_judge
+
+    assert isinstance(make_judge("noise", "minimize"), NoiseAwareJudge)
+    assert make_judge("noise", "minimize").baseline_runs == 3
+    strict = make_judge("strict", "maximize", 2)
+    assert isinstance(strict, StrictJudge) and strict.baseline_runs == 2
+    with pytest.raises(ConfigError, match="--judge"):
+        make_judge("lenient", "minimize")
