@@ -47,6 +47,9 @@ _TOML_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     # Optional extension of the template: "none" for experiments that read no dataset
     # (a kernel benchmark), or a dataset spec the experiment is pinned to.
     "dataset": ((str,), False),
+    # Metric provenance (harness.provenance): "evaluate_bpb" = accept the metric only if
+    # prepare's evaluate_bpb computed it in that run. Absent: any printed metric counts.
+    "verify_metric": ((str,), False),
 }
 
 
@@ -63,6 +66,7 @@ class Experiment:
     budget_seconds: float | None = None
     timeout_seconds: float | None = None
     dataset: str | None = None
+    verify_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class Settings:
     gpus: tuple[int, ...] = ()
     worker: str = ""
     reasons: Mapping[str, str] = field(default_factory=dict)
+    judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
+    baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
+    verify_metric: str | None = None  # experiment.toml verify_metric (metric provenance)
 
     @property
     def experiment_rel(self) -> str:
@@ -128,6 +135,8 @@ class Settings:
             ("max_experiments", self.max_experiments if self.max_experiments is not None else "unlimited"),
             ("max_cost", f"${self.max_cost:g}" if self.max_cost is not None else "unlimited"),
             ("resume", self.resume),
+            ("judge", f"{self.judge}, baseline x{self.baseline_runs or (3 if self.judge == 'noise' else 1)}"),
+            ("verify_metric", self.verify_metric or "off"),
         ]
         if self.gpus:
             shown.append(("gpus", ",".join(map(str, self.gpus))))
@@ -189,7 +198,16 @@ def load_experiment(exp_dir: Path) -> Experiment:
         budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
         timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
         dataset=data.get("dataset"),
+        verify_metric=_verify_metric(path, data.get("verify_metric")),
     )
+
+
+def _verify_metric(path: Path, value: str | None) -> str | None:
+    from harness.provenance import VERIFIERS
+
+    if value is not None and value not in VERIFIERS:
+        raise ConfigError(f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {value!r}")
+    return value
 
 
 # --- detection ---------------------------------------------------------------------------
@@ -311,8 +329,8 @@ def detect_dataset(cache_root: Path) -> tuple[str, str]:
     try:
         check_ready("climbmix", cache_root)
     except Exception as exc:  # noqa: BLE001 - any "not ready" means: use the offline set
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return "arithmetic", f"climbmix is not prepared in {cache_root} ({first})"
+        del exc  # its message names the fix; the short form below is enough for the start banner
+        return "arithmetic", f"climbmix is not prepared in {cache_root}; `autoresearch prepare` fetches it"
     return "climbmix", f"climbmix is prepared in {cache_root}"
 
 
@@ -348,6 +366,8 @@ def resolve(
     gpus: Sequence[int] | str | None = None,
     worker: str = "",
     cache_dir: str | None = None,
+    judge: str = "noise",
+    baseline_runs: int | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
@@ -466,7 +486,20 @@ def resolve(
         gpus=gpu_list,
         worker=worker,
         reasons=reasons,
+        judge=_check_judge(judge, baseline_runs),
+        baseline_runs=baseline_runs,
+        verify_metric=exp.verify_metric,
     )
+
+
+def _check_judge(judge: str, baseline_runs: int | None) -> str:
+    from harness.noise import JUDGES
+
+    if judge not in JUDGES:
+        raise ConfigError(f"--judge {judge!r}: expected one of {', '.join(JUDGES)}")
+    if baseline_runs is not None and baseline_runs < 1:
+        raise ConfigError(f"--baseline-runs must be at least 1, got {baseline_runs}")
+    return judge
 
 
 def _check_agent(agent: str, cwd: Path) -> str:
