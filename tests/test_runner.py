@@ -268,7 +268,8 @@ def test_keyboard_interrupt_kills_the_group_and_reraises(tmp_path: Path) -> None
     assert not pid_file(log).exists()
 
 
-def test_kill_leftover_after_the_harness_was_kill_9ed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("leader_alive", [True, False])
+def test_kill_leftover_after_the_harness_was_kill_9ed(tmp_path: Path, leader_alive: bool) -> None:
     (tmp_path / "train.py").write_text(textwrap.dedent(SPAWN_GRANDCHILD))
     log = tmp_path / "runs" / "7.log"
     harness = subprocess.Popen(
@@ -288,6 +289,13 @@ def test_kill_leftover_after_the_harness_was_kill_9ed(tmp_path: Path) -> None:
         harness.wait()
         grandchild = int((tmp_path / "grandchild.pid").read_text())
         assert not gone(grandchild) and not gone(record["pgid"])  # the group outlived its harness
+        if not leader_alive:  # only the leader died: its orphans still carry the group id
+            os.kill(record["pgid"], signal.SIGKILL)
+            end = time.monotonic() + 30
+            while not gone(record["pgid"]):
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            assert not gone(grandchild)
         assert kill_leftover(log) is True
         assert gone(grandchild) and gone(record["pgid"])
         assert not pid_file(log).exists()
