@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
     "sdpa": {"ATTENTION": "sdpa"},
     "b64": {"DEVICE_BATCH_SIZE": 64},
+    "b128": {"DEVICE_BATCH_SIZE": 128},
+    "whole": {"COMPILE": "model"},
+    "blocks": {"COMPILE": "blocks"},
     "full_causal": {"WINDOW_PATTERN": "L"},
 }
 
@@ -106,7 +110,11 @@ def synthetic_one(variant: str, steps: int, profile: bool, out: Path) -> dict[st
     tok = train.Tokenizer.load()
     model = train.build_model(tok.vocab_size, device)
     optimizers = train.build_optimizers(model)
-    train_model = torch.compile(model, dynamic=False) if train.COMPILE else model
+    train_model = model
+    if train.COMPILE == "model":
+        train_model = torch.compile(model, dynamic=False)
+    elif train.COMPILE == "blocks":
+        model.compile_regions()
     loader = train.make_dataloader(tok, train.DEVICE_BATCH_SIZE, train.MAX_SEQ_LEN, "train")
     grad_accum = train.TOTAL_BATCH_SIZE // (train.DEVICE_BATCH_SIZE * train.MAX_SEQ_LEN)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -183,9 +191,13 @@ def synthetic_one(variant: str, steps: int, profile: bool, out: Path) -> dict[st
                 step(0.3)
             torch.cuda.synchronize()
         try:
-            table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+            table = prof.key_averages().table(
+                sort_by="self_device_time_total", row_limit=40, max_name_column_width=90
+            )
         except Exception:  # older torch names the column after CUDA
-            table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
+            table = prof.key_averages().table(
+                sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90
+            )
         (out / f"profile_{variant}.txt").write_text(table)
         result["profile_top"] = summarize_profile(prof)
     return result
@@ -217,24 +229,47 @@ def run_synthetic(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for variant in args.variants.split(","):
-        path = out / f"synthetic_{variant}.json"
-        cmd = [sys.executable, __file__, "synthetic-one", "--variant", variant, "--steps", str(args.steps),
-               "--out", str(out)]
-        if args.profile and variant == "default":
+    for name in args.variants.split(","):
+        # "NAME" starts from an empty compile cache (a cold start); "NAME-warm" reuses NAME's cache,
+        # as a rerun of an unchanged file on the same machine would
+        variant = name.removesuffix("-warm")
+        cache = Path("/tmp/gpt_bench_cache") / variant
+        if not name.endswith("-warm"):
+            shutil.rmtree(cache, ignore_errors=True)
+        env = dict(
+            os.environ,
+            TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+            TRITON_CACHE_DIR=str(cache / "triton"),
+        )
+        path = out / f"synthetic_{name}.json"
+        cmd = [
+            sys.executable,
+            __file__,
+            "synthetic-one",
+            "--variant",
+            variant,
+            "--steps",
+            str(args.steps),
+            "--out",
+            str(out),
+            "--name",
+            name,
+        ]
+        if args.profile and name == "default":
             cmd.append("--profile")
         t = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        (out / f"synthetic_{variant}.log").write_text(proc.stdout + proc.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+        (out / f"synthetic_{name}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0 or not path.exists():
-            print(f"{variant}: FAILED (exit {proc.returncode}); tail:\n{proc.stderr[-3000:]}")
-            results.append({"variant": variant, "error": proc.stderr[-3000:]})
+            print(f"{name}: FAILED (exit {proc.returncode}); tail:\n{proc.stderr[-3000:]}")
+            results.append({"variant": name, "error": proc.stderr[-3000:]})
             continue
         r = json.loads(path.read_text())
         r["child_wall_s"] = time.time() - t
+        r["variant"] = name
         results.append(r)
         print(
-            f"{variant:12s} {r['tokens_per_s'] / 1e6:6.3f} M tok/s  mfu {r['mfu_percent']:5.1f}%  "
+            f"{name:12s} {r['tokens_per_s'] / 1e6:6.3f} M tok/s  mfu {r['mfu_percent']:5.1f}%  "
             f"step {r['step_s_median'] * 1000:6.1f} ms  opt {r['optimizer_ms_median']:5.1f} ms  "
             f"peak {r['peak_mem_gb']:5.1f} GB  warm-up {r['untimed_steps_s']:5.1f} s  "
             f"setup {r['setup_s']:4.1f} s  loss {r['loss_first_last']}",
@@ -288,8 +323,14 @@ def run_runs(args: argparse.Namespace) -> int:
         env["AUTORESEARCH_EVAL_RECORD"] = str(out / f"run{i}.eval.jsonl")
         t = time.time()
         with open(log, "w") as f:
-            proc = subprocess.run([sys.executable, "train.py"], cwd=TRAIN.parent, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT, timeout=args.timeout)
+            proc = subprocess.run(
+                [sys.executable, "train.py"],
+                cwd=TRAIN.parent,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=args.timeout,
+            )
         wall = time.time() - t
         summary = parse_summary(log.read_text())
         r = {"run": i, "exit_code": proc.returncode, "wall_s": wall, "summary": summary}
@@ -298,8 +339,10 @@ def run_runs(args: argparse.Namespace) -> int:
         print(f"run {i}: exit {proc.returncode} wall {wall:.1f}s {summary}", flush=True)
     bpbs = [float(r["summary"]["val_bpb"]) for r in results if "val_bpb" in r["summary"]]  # type: ignore[index,arg-type]
     if bpbs:
-        print(f"val_bpb: {bpbs} mean {statistics.mean(bpbs):.6f} spread {max(bpbs) - min(bpbs):.6f}"
-              + (f" stdev {statistics.stdev(bpbs):.6f}" if len(bpbs) > 1 else ""))
+        print(
+            f"val_bpb: {bpbs} mean {statistics.mean(bpbs):.6f} spread {max(bpbs) - min(bpbs):.6f}"
+            + (f" stdev {statistics.stdev(bpbs):.6f}" if len(bpbs) > 1 else "")
+        )
     return 0
 
 
@@ -317,6 +360,7 @@ def main() -> int:
     one.add_argument("--steps", type=int, default=30)
     one.add_argument("--profile", action="store_true")
     one.add_argument("--out", required=True)
+    one.add_argument("--name", default=None)
     r = sub.add_parser("runs")
     r.add_argument("--out", required=True)
     r.add_argument("--n", type=int, default=3)
@@ -329,7 +373,7 @@ def main() -> int:
     if args.mode == "synthetic-one":
         out = Path(args.out)
         result = synthetic_one(args.variant, args.steps, args.profile, out)
-        (out / f"synthetic_{args.variant}.json").write_text(json.dumps(result, indent=2))
+        (out / f"synthetic_{args.name or args.variant}.json").write_text(json.dumps(result, indent=2))
         return 0
     return run_runs(args)
 
