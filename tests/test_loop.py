@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,7 +78,7 @@ def test_crash_reasons_and_budget_reach_the_child(toy_experiment: Toy) -> None:
         toy.reply("hang", 'MODE = "ok"', 'MODE = "hang"'),
         toy.reply("nan loss", 'MODE = "ok"', 'MODE = "nan"'),
         toy.reply("no summary", 'MODE = "ok"', 'MODE = "nometric"'),
-        toy.reply("syntax", 'MODE = "ok"', 'MODE = "ok"\nexec("x = (")'),
+        toy.reply("syntax", 'MODE = "ok"', 'MODE = ("ok"'),  # refused before it runs: a bad edit
     ]
     path = toy.replay_file(replies)
     assert run_cli("--tag", "crashes", "--agent", f"replay:{path}", "--timeout", "4", "--budget", "7") == 0
@@ -86,9 +87,8 @@ def test_crash_reasons_and_budget_reach_the_child(toy_experiment: Toy) -> None:
     assert rows[1]["reason"] == "timeout"
     assert rows[2]["reason"] == "nan"
     assert rows[3]["reason"] == "no metric"
-    assert rows[4]["reason"].startswith(("syntax error", "exception: SyntaxError"))
+    assert rows[4]["reason"] == "bad edit" and rows[4]["commit"] == "0000000"
     assert rows[0]["budget_s"] == "7"
-    assert "budget env: 7" in (toy.repo / "results" / "crashes" / "runs" / "0.log").read_text()
     # Every crash was reset away: the branch is still the initial commit.
     assert git(toy.repo, "rev-parse", "autoresearch/crashes") == git(toy.repo, "rev-parse", "HEAD")
 
@@ -184,3 +184,77 @@ def test_real_default_experiment_with_search_ends_by_itself(project_repo: Path) 
     rows = [ln.split("\t") for ln in lines[1:]]
     assert len(rows) == 4 and rows[0][4] == "baseline" and rows[0][3] == "keep"
     assert float(rows[0][1]) > 0
+
+
+def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toy = toy_experiment
+    path = toy.replay_file([toy.reply("lower", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000")])
+    # --device cpu keeps the workers on the CPU here; on a GPU box each sees only its CUDA_VISIBLE_DEVICES.
+    assert run_cli("--tag", "multi", "--gpus", "0,1", "--agent", f"replay:{path}") == 0
+    out = capsys.readouterr().out
+    assert "[gpu0]" in out and "[gpu1]" in out
+    for gpu in (0, 1):
+        rows = toy.tsv(f"multi-gpu{gpu}")
+        assert [r["status"] for r in rows] == ["keep", "keep"]
+        assert {r["worker"] for r in rows} == {f"gpu{gpu}"}
+        assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{gpu}") == "lower"
+    assert not (toy.repo / "results" / "multi.tsv").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("compile('x = (', 'gen.py', 'exec')", "syntax error"),
+        ("import sys; print('x'); sys.exit(3)", "exception: exit code 3, last line: x"),
+        ("raise KeyError('k')", "exception: KeyError: 'k'"),
+        ("print('FAIL')\nraise SystemExit(1)", "nan"),
+        ("print('---'); print('val_bpb: nan')", "nan"),
+        ("print('---'); print('other: 1.0')", "no metric"),
+        ("print('---'); print('val_bpb: 0.5')", None),
+    ],
+)
+def test_crash_reason_of_real_child_processes(tmp_path: Path, code: str, reason: str | None) -> None:
+    from harness.metrics import read_summary
+    from harness.outcome import crash_reason
+    from harness.runner import child_env
+    from harness.runner import run as run_command
+
+    (tmp_path / "t.py").write_text(code + "\n")
+    log = tmp_path / "t.log"
+    result = run_command(f"{sys.executable} t.py", tmp_path, child_env(os.environ, {}), log, timeout=60)
+    assert crash_reason(result, read_summary(log), "val_bpb") == reason
+
+
+def test_the_run_environment(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    toy = toy_experiment
+    exp = toy.repo / "experiments" / "envprobe"
+    exp.mkdir()
+    (exp / "experiment.toml").write_text(
+        'mutable = ["train.py"]\nrun = "python train.py"\ndataset = "arithmetic"\n'
+    )
+    (exp / "train.py").write_text(
+        "import json, os\n"
+        "print(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))\n"
+        "print('---')\nprint('val_bpb: 1.0')\n"
+    )
+    git(toy.repo, "add", "-A")
+    git(toy.repo, "commit", "-q", "-m", "envprobe")
+    monkeypatch.setenv("SOME_API_KEY", "sk-secret")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    path = toy.replay_file([])
+    assert (
+        run_cli("--tag", "env", "--experiment", "envprobe", "--agent", f"replay:{path}", "--budget", "7") == 0
+    )
+    line = (toy.repo / "results" / "env" / "runs" / "0.log").read_text().splitlines()[0]
+    seen = json.loads(line)
+    env, worktree = seen["env"], toy.repo / ".autoresearch" / "worktrees" / "env"
+    assert Path(seen["cwd"]) == worktree / "experiments" / "envprobe"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(worktree)
+    assert env["AUTORESEARCH_TIME_BUDGET"] == "7" and env["AUTORESEARCH_DEVICE"] == "cpu"
+    assert env["AUTORESEARCH_DATASET"] == "arithmetic" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["AUTORESEARCH_CACHE"] == os.environ["AUTORESEARCH_CACHE"]
+    assert env["AUTORESEARCH_EVAL_RECORD"].startswith(str(toy.repo / "results" / "env" / "runs"))
+    assert "SOME_API_KEY" not in env and "ANTHROPIC_BASE_URL" not in env
+    assert "sk-secret" not in line

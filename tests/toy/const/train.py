@@ -14,7 +14,6 @@ SLEEP = 0.0
 STEPS = 4
 
 print(f"started pid={os.getpid()}", flush=True)
-print(f"budget env: {os.environ.get('AUTORESEARCH_TIME_BUDGET')}", flush=True)
 for step in range(STEPS):
     pct = 100.0 * (step + 1) / STEPS
     loss = float("nan") if MODE == "nan" and step == 2 else 3.0 * VAL_BPB
@@ -34,4 +33,3 @@ else:
     print("total_seconds:    0.2")
     print("peak_vram_mb:     2048.0")
     print(f"num_steps:        {STEPS}")
-    print(f"budget_s:         {os.environ.get('AUTORESEARCH_TIME_BUDGET')}")
