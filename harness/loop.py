@@ -29,10 +29,12 @@ from harness.judge import Judge, StrictJudge, mean
 from harness.live import View, make_view
 from harness.metrics import metric_value, read_summary
 from harness.outcome import AttemptInfo, RunRecord, build_row, crash_reason, log_tail, row_values
+from harness.publish import publish_if_upstream
 from harness.ratchet import Ratchet
 from harness.results import ResultsTSV, Row
 from harness.runner import child_env, kill_leftover
 from harness.runner import run as run_command
+from harness.transplant import QueuedAgent
 
 INTERRUPTED = 130
 
@@ -64,7 +66,7 @@ class Night:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.s = settings
-        self.agent = agent
+        self.agent = QueuedAgent(agent, settings.tag_dir / "queue.jsonl")  # transplanted replies first
         self.judge: Judge = judge or StrictJudge(settings.direction)
         self.view = view or make_view()
         self.env = dict(os.environ if env is None else env)
@@ -114,6 +116,7 @@ class Night:
                 self.view.message("interrupted: the attempt in flight was logged as a crash (interrupted)")
                 return INTERRUPTED
             self.view.message(f"done: {self.stop_reason}")
+            publish_if_upstream(self.s.repo_root, self.s.tag)  # only if the branch tracks a remote
             return 0
         finally:
             lock.release()
