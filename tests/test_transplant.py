@@ -168,7 +168,6 @@ def _run(tag: str, replay: Path, *extra: str) -> int:
     return main(["run", "--device", "cpu", "--tag", tag, "--agent", f"replay:{replay}", *extra])
 
 
-@pytest.mark.xfail(strict=True, reason="QueuedAgent is wired into harness/loop.py after 'loop: complete'")
 @pytest.mark.usefixtures("clean_env")
 def test_transplanted_change_is_run_and_judged_by_the_real_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
