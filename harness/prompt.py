@@ -16,12 +16,17 @@ environment variables (API keys, tokens) are redacted from everything sent.
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
+import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.agents.base import Context
+from harness.agents.base import Context, CrashReport
 from harness.edits import REPLY_FORMAT
 
 if TYPE_CHECKING:
@@ -31,6 +36,15 @@ MAX_CRASH_LINES = 50
 MAX_HISTORY_CHARS = 12_000
 _MAX_DESCRIPTION = 140
 _SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN", "_SECRET", "_TOKEN", "_PASSWORD")
+# A crash the model can fix from the log: syntax, import, name and shape errors. Out of
+# memory, timeouts, NaNs and integrity refusals are not "simple bugs": they go to the
+# history like any other crash.
+_SIMPLE_BUG = re.compile(
+    r"\b(SyntaxError|IndentationError|TabError|ImportError|ModuleNotFoundError|NameError|"
+    r"UnboundLocalError|AttributeError|TypeError|IndexError|KeyError)\b|"
+    r"shape|size mismatch|must match the size|mat1 and mat2|Dimension out of range|dimension",
+)
+_NOT_SIMPLE = re.compile(r"out of memory|OutOfMemoryError|CUDA error|Killed|MemoryError", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,40 @@ def redact(text: str, env: Mapping[str, str]) -> str:
         if secret and len(value) >= 8 and value in text:
             text = text.replace(value, "[redacted]")
     return text
+
+
+def is_simple_bug(crash: CrashReport) -> bool:
+    """True when the crash log shows a bug the model can fix from the tail (syntax, import, name, shape)."""
+    if crash.reason == "syntax error":
+        return True
+    if not crash.reason.startswith("exception"):
+        return False  # killed for time, NaN, loss, log flood, no metric, or refused by an integrity check
+    tail = "\n".join(crash.log_tail.splitlines()[-MAX_CRASH_LINES:])
+    return bool(_SIMPLE_BUG.search(tail)) and not _NOT_SIMPLE.search(tail)
+
+
+@functools.cache
+def describe_hardware(device: str) -> str:
+    """A one-line description of the machine for the prompt, e.g. "1x NVIDIA H100 80GB HBM3 (81559 MiB)"."""
+    cpu = f"{os.cpu_count() or '?'} CPU cores, {platform.machine() or 'unknown arch'}"
+    if device == "cuda" and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        gpus = [line.strip() for line in out.splitlines() if line.strip()]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        if visible and gpus:
+            ids = [int(i) for i in visible.split(",") if i.strip().isdigit() and int(i) < len(gpus)]
+            gpus = [gpus[i] for i in ids] or gpus
+        if gpus:
+            return f"{len(gpus)}x {gpus[0]}; {cpu}"
+    if device == "mlx":
+        return f"Apple silicon (MLX); {cpu}"
+    return cpu
 
 
 def _setup(ctx: Context, better: str) -> str:

@@ -7,6 +7,10 @@ sleeps are tiny (RetryPolicy base 1 ms) so the file runs in seconds.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +24,7 @@ from harness.agents.openai_compat import OpenAIAgent
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, retry_after_seconds
 from harness.cost import PriceTable
 from harness.errors import AgentError, ConfigError, ProviderError
+from tests.conftest import Toy, git
 
 KEY = "sk-ant-test-0123456789abcdef"
 OKEY = "sk-openai-test-0123456789abcdef"
@@ -299,3 +304,139 @@ def test_keyboard_interrupt_is_not_swallowed() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         call_with_retries(call, policy=RetryPolicy(sleep=Sleeps()), status=ProviderStatus())
+
+
+# --------------------------------------------------------------------------- end to end through the CLI
+
+TOY_REL = "experiments/toy/train.py"
+
+
+def edit(description: str, search: str, replace: str) -> str:
+    return f"Description: {description}\n```\n{TOY_REL}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
+
+
+def responder_for(replies: list[str], fix: str | None = None) -> Any:
+    """Answers the next scripted reply in order; a request asking to fix a crash gets `fix`."""
+    queue = list(replies)
+
+    def respond(body: dict[str, Any]) -> Any:
+        if fix is not None and "crashed: fix it" in prompt_text(body):
+            return reply(fix)
+        if not queue:
+            return error(400, message="test script exhausted")
+        return reply(queue.pop(0))
+
+    return respond
+
+
+def run_cli_subprocess(repo: Any, env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(env_extra)
+    env.setdefault("AUTORESEARCH_RETRY_BASE", "0.01")
+    env.setdefault("AUTORESEARCH_PIPELINE_DEPTH", "1")
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", *args],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def all_text_under(root: Any) -> str:
+    chunks = []
+    for path in root.rglob("*"):
+        if path.is_file() and ".git" not in path.parts[-3:]:
+            chunks.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(chunks)
+
+
+# Wholesale reads of os.environ are refused by the integrity checks, so the train file prints
+# every variable a key could hide in by name, plus PYTHONPATH to show the print ran.
+PRINT_ENV = (
+    'print("ENV", [os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", '
+    '"OPENAI_API_KEY", "ANTHROPIC_BASE_URL")], os.environ.get("PYTHONPATH"))'
+)
+
+
+def test_claude_end_to_end_commits_rows_repair_cost_and_no_key_anywhere(toy_experiment: Toy) -> None:
+    toy = toy_experiment
+    replies = [
+        edit("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        edit("print the environment", 'MODE = "ok"', 'MODE = "ok"\n' + PRINT_ENV),
+        edit("use a helper that does not exist", "STEPS = 4", "STEPS = helper_steps()"),
+    ]
+    fix = edit("define the step count again", "STEPS = helper_steps()", "STEPS = 4\nVAL_BPB = 0.850000")
+    with FakeLLM([error(429, retry_after=0.01), overloaded()], responder=responder_for(replies, fix)) as fake:
+        env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.anthropic_url}
+        out = run_cli_subprocess(toy.repo, env, "--tag", "c1", "--agent", "claude", "--max-experiments", "4")
+        assert out.returncode == 0, out.stdout + out.stderr
+        requests = fake.completion_requests()
+
+    rows = toy.tsv("c1")
+    assert [r["description"] for r in rows] == [
+        "baseline",
+        "lower the constant",
+        "print the environment",
+        "use a helper that does not exist",
+        "fix: define the step count again",
+    ]
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash", "keep"]
+    assert "NameError" in rows[3]["reason"]
+    assert rows[4]["val_bpb"] == "0.850000"
+    assert all(r["agent"] == "claude" and r["model"] == "claude-sonnet-5-5" for r in rows[1:])
+    # 1000 input and 200 output tokens per call at $2/$10 per million: $0.004 a call.
+    assert [r["cost_usd"] for r in rows[2:]] == ["0.0040", "0.0040", "0.0040"]
+    assert rows[1]["input_tokens"] == "1000" and rows[1]["output_tokens"] == "200"
+    assert "in total" in out.stdout and "$0.0160 in total" in out.stdout
+    # The kept edits are commits on the branch, the fix carries the crashed change and its repair.
+    log = git(toy.repo, "log", "--format=%s", "autoresearch/c1").splitlines()
+    assert log == ["fix: define the step count again", "lower the constant", "initial"]
+    assert "STEPS = 4\nVAL_BPB = 0.850000" in git(toy.repo, "show", f"autoresearch/c1:{TOY_REL}")
+    # The fix request carried the crash log tail.
+    fix_prompt = next(prompt_text(r.body) for r in requests if "crashed: fix it" in prompt_text(r.body))
+    assert "NameError: name 'helper_steps' is not defined" in fix_prompt
+    # The retries were shown (429 then 529) and did not cost a row.
+    assert "rate limited" in out.stdout and "overloaded" in out.stdout
+    # Secrets: the train file printed its environment, and the key is nowhere.
+    env_log = (toy.repo / "results" / "c1" / "runs" / "2.log").read_text()
+    assert "ENV [None, None, None, None] " in env_log and str(toy.repo) in env_log
+    assert KEY not in env_log
+    assert KEY not in all_text_under(toy.repo / "results")
+    assert KEY not in git(toy.repo, "log", "-p", "--all")
+    assert KEY not in out.stdout + out.stderr
+    assert all(KEY not in json.dumps(r.body) for r in requests)
+
+
+def test_openai_end_to_end_with_base_url_and_max_cost(toy_experiment: Toy) -> None:
+    toy = toy_experiment
+    replies = [
+        edit("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        # Made against the baseline while the first edit ran; re-applied to the new best.
+        edit("more steps", "STEPS = 4", "STEPS = 5"),
+        edit("never asked: the budget is spent", "STEPS = 4", "STEPS = 6"),
+    ]
+    with FakeLLM([error(500), malformed()], responder=responder_for(replies), models=["local-coder"]) as fake:
+        env = {
+            "OPENAI_BASE_URL": fake.openai_url,
+            "OPENAI_API_KEY": OKEY,
+            "AUTORESEARCH_PRICES": '{"local-coder": [500, 0]}',  # $0.50 per 1000-token prompt
+        }
+        out = run_cli_subprocess(toy.repo, env, "--tag", "o1", "--agent", "openai", "--max-cost", "0.9")
+        assert out.returncode == 0, out.stdout + out.stderr
+        posted = len(fake.completion_requests())
+    rows = toy.tsv("o1")
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard"], out.stdout
+    assert [r["model"] for r in rows[1:]] == ["local-coder", "local-coder"]
+    assert [r["cost_usd"] for r in rows[1:]] == ["0.5000", "0.5000"]
+    assert "--max-cost" in out.stdout
+    assert posted == 4  # 500, malformed, then two replies: no call after the budget was spent
+    assert git(toy.repo, "log", "--format=%s", "autoresearch/o1").splitlines() == [
+        "lower the constant",
+        "initial",
+    ]
+    assert OKEY not in all_text_under(toy.repo / "results") + out.stdout + out.stderr
+
+
+def test_missing_key_is_a_clear_cli_error(toy_experiment: Toy) -> None:
+    out = run_cli_subprocess(toy_experiment.repo, {}, "--tag", "k1", "--agent", "claude")
+    assert out.returncode == 2
+    assert "ANTHROPIC_API_KEY" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

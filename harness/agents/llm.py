@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -91,6 +91,8 @@ class LLMAgent(Agent):
         self.prices = prices or PriceTable.load(self.env)
         self.options = options or CallOptions.from_env(self.env)
         self.status = ProviderStatus()
+        # Where retries and outage pauses are reported; the loop points this at its live view.
+        self.notify: Callable[[str], None] = log.warning
         self._empty_streak = 0
 
     @abstractmethod
@@ -104,7 +106,7 @@ class LLMAgent(Agent):
             policy=self.policy,
             status=self.status,
             key_env_var=self.key_env_var,
-            log=log.warning,
+            log=self.notify,
         )
         cost = self.prices.cost(done.model or self.model, done.input_tokens, done.output_tokens)
         return Reply(

@@ -212,10 +212,10 @@ def call_with_retries(
             wait = policy.delay(attempt - 1, err.retry_after)
             status.set("paused" if paused else "retrying", f"{err} (next try in {wait:.0f} s)")
             if log is not None:
-                log(f"LLM call failed ({err}); retry {attempt} in {wait:.1f} s")
+                log(status.line() if paused else f"LLM call failed ({err}); retry {attempt} in {wait:.1f} s")
             policy.sleep(wait)
             continue
         if attempt and log is not None:
-            log(f"LLM call succeeded after {attempt} retries")
+            log(f"LLM call succeeded after {attempt} retries; resuming")
         status.set("ok")
         return result
