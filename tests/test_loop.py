@@ -258,3 +258,29 @@ def test_the_run_environment(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatc
     assert env["AUTORESEARCH_EVAL_RECORD"].startswith(str(toy.repo / "results" / "env" / "runs"))
     assert "SOME_API_KEY" not in env and "ANTHROPIC_BASE_URL" not in env
     assert "sk-secret" not in line
+
+
+def test_rich_view_shows_progress_loss_best_and_rows() -> None:
+    import io
+
+    from harness.live import PlainView, RichView, make_view
+    from harness.results import Row
+
+    stream = io.StringIO()
+    view = RichView(stream)
+    view.start(3, "halve the batch", 300.0)
+    view.line("step 00012 (41.5%) | loss: 2.345678 | dt: 312ms")
+    view.message("a message above the panel")
+    view.finish(Row("abc1234", 0.9123, 40.0, "keep", "halve the batch", {}), 0.9123)
+    view.close()
+    out = stream.getvalue()
+    for needle in (
+        "#3",
+        "halve the batch",
+        "a message above the panel",
+        "abc1234",
+        "0.912300",
+        "best 0.912300",
+    ):
+        assert needle in out, out
+    assert isinstance(make_view(io.StringIO()), PlainView)  # not a terminal: plain lines
