@@ -7,6 +7,7 @@ naming those commits, exactly the shape the loop leaves behind. Plain git comman
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,3 +122,29 @@ def night(
     (repo / "results").mkdir(exist_ok=True)
     (repo / "results" / f"{tag}.tsv").write_text(HEADER + "".join(rows))
     return kept
+
+
+def toy_origin(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A bare origin holding the toy experiment of tests/toy/const (the loop's own test toy)."""
+    toy = Path(__file__).resolve().parent / "toy" / "const"
+    project = Path(__file__).resolve().parents[1]
+    work = tmp_path / "seed"
+    (work / "experiments" / "toy").mkdir(parents=True)
+    for name in ("train.py", "experiment.toml"):
+        shutil.copy2(toy / name, work / "experiments" / "toy" / name)
+    shutil.copy2(project / "program.md", work / "program.md")
+    (work / ".gitignore").write_text("/results/\n/.autoresearch/\n__pycache__/\n")
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"))
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "toy project")
+    git(work, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    git(work, "push", "-q", "origin", "main")
+    clones = [tmp_path / name for name in ("m1", "m2")]
+    for clone in clones:
+        git(tmp_path, "clone", "-q", str(tmp_path / "origin.git"), str(clone))
+    return tmp_path / "origin.git", clones
+
+
+def reply(description: str, search: str, replace: str) -> str:
+    return f"Description: {description}\nexperiments/toy/train.py\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"

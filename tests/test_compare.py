@@ -4,11 +4,10 @@ publish; after `git fetch` one clone compares origin/autoresearch/A with origin/
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from review_repos import Step, git, night, origin_with_clones
+from review_repos import Step, git, night, origin_with_clones, reply, toy_origin
 
 from harness.cli import main
 
@@ -106,43 +105,17 @@ def test_compare_unknown_ref_and_unpublished(
     assert "publish" in data["refs"][1]["results_source"] and "best" not in data["refs"][1]
 
 
-def _toy_origin(tmp_path: Path) -> tuple[Path, list[Path]]:
-    """A bare origin holding the toy experiment of tests/toy/const (the loop's own test toy)."""
-    toy = Path(__file__).resolve().parent / "toy" / "const"
-    project = Path(__file__).resolve().parents[1]
-    work = tmp_path / "seed"
-    (work / "experiments" / "toy").mkdir(parents=True)
-    for name in ("train.py", "experiment.toml"):
-        shutil.copy2(toy / name, work / "experiments" / "toy" / name)
-    shutil.copy2(project / "program.md", work / "program.md")
-    (work / ".gitignore").write_text("/results/\n/.autoresearch/\n__pycache__/\n")
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"))
-    git(tmp_path, "init", "-q", "-b", "main", str(work))
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "toy project")
-    git(work, "remote", "add", "origin", str(tmp_path / "origin.git"))
-    git(work, "push", "-q", "origin", "main")
-    clones = [tmp_path / name for name in ("m1", "m2")]
-    for clone in clones:
-        git(tmp_path, "clone", "-q", str(tmp_path / "origin.git"), str(clone))
-    return tmp_path / "origin.git", clones
-
-
-def _reply(description: str, search: str, replace: str) -> str:
-    return f"Description: {description}\nexperiments/toy/train.py\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
-
-
 @pytest.mark.usefixtures("clean_env")
 def test_two_real_nights_publish_fetch_compare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The real loop (replay agent, toy experiment) on two clones; publish; fetch; compare."""
-    _, (m1, m2) = _toy_origin(tmp_path)
+    _, (m1, m2) = toy_origin(tmp_path)
     nights = {
-        m1: ("n-a", [_reply("lower to 0.9", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
-                     _reply("raise to 0.95", "VAL_BPB = 0.900000", "VAL_BPB = 0.950000")]),
-        m2: ("n-b", [_reply("more steps", "STEPS = 4", "STEPS = 6"),
-                     _reply("lower to 0.8", "VAL_BPB = 1.000000", "VAL_BPB = 0.800000")]),
+        m1: ("n-a", [reply("lower to 0.9", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+                     reply("raise to 0.95", "VAL_BPB = 0.900000", "VAL_BPB = 0.950000")]),
+        m2: ("n-b", [reply("more steps", "STEPS = 4", "STEPS = 6"),
+                     reply("lower to 0.8", "VAL_BPB = 1.000000", "VAL_BPB = 0.800000")]),
     }  # fmt: skip
     for clone, (tag, replies) in nights.items():
         replay = tmp_path / f"{tag}.jsonl"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from review_repos import Step, git, night, origin_with_clones
+from review_repos import Step, git, night, origin_with_clones, reply, toy_origin
 
 from harness.cli import main
 from harness.publish import publish_if_upstream
@@ -108,3 +108,27 @@ def test_publish_bad_input_is_a_clear_message(
     git(a, "config", "branch.autoresearch/t.merge", "refs/heads/autoresearch/t")
     assert publish_if_upstream(a, "t") is False
     assert "could not publish t" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_loop_republishes_when_a_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real loop: unpublished nights stay local; after one manual publish, each run's end pushes."""
+    bare, (m1, _) = toy_origin(tmp_path)
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({"reply": reply("lower", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000")}) + "\n")
+    assert cli(monkeypatch, m1, "run", "--device", "cpu", "--tag", "auto", "--agent", f"replay:{first}") == 0
+    assert git(bare, "branch", "--list", "autoresearch*") == ""  # no upstream: nothing pushed
+
+    assert cli(monkeypatch, m1, "publish", "--tag", "auto") == 0
+    second = tmp_path / "second.jsonl"
+    # The replay agent resumes after the replies it already served: extend the same script.
+    more = json.dumps({"reply": reply("lower more", "VAL_BPB = 0.900000", "VAL_BPB = 0.800000")})
+    second.write_text(first.read_text() + more + "\n")
+    args = ["run", "--device", "cpu", "--tag", "auto", "--agent", f"replay:{second}", "--resume"]
+    assert cli(monkeypatch, m1, *args) == 0
+    assert "published autoresearch/auto" in capsys.readouterr().err
+    assert git(bare, "rev-parse", "autoresearch/auto") == git(m1, "rev-parse", "autoresearch/auto")
+    ledger = git(bare, "show", "autoresearch-results/auto:results/auto.tsv")
+    assert "lower more" in ledger and "0.800000" in ledger
