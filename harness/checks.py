@@ -504,7 +504,7 @@ def check_files(files: Mapping[str, str]) -> None:
     lines = "\n".join(f"- {p} [{p.rule}]" for p in problems[:10])
     more = f"\n(and {len(problems) - 10} more)" if len(problems) > 10 else ""
     raise EditError(
-        f"edit refused by the integrity checks: {problems[0]}",
+        f"refused: {problems[0].rule}: {problems[0]}",
         feedback=f"Your edit was refused and not run, because it breaks the rules of the experiment:\n{lines}{more}\n{_GUIDE}",
     )
 

@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-dir", metavar="DIR", help="cache root (default $AUTORESEARCH_CACHE or ~/.cache/autoresearch)"
     )
+    p.add_argument(
+        "--judge", default="noise", choices=["noise", "strict"],
+        help="noise: keep only gains that stand out from run-to-run noise (default); strict: any gain",
+    )  # fmt: skip
+    p.add_argument("--baseline-runs", type=int, metavar="N", help="runs of the baseline (default: noise 3, strict 1)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
 
 
@@ -63,6 +68,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
         gpus=args.gpus,
         worker=args.worker,
         cache_dir=args.cache_dir,
+        judge=args.judge,
+        baseline_runs=args.baseline_runs,
         env=env,
     )
 
@@ -117,6 +124,8 @@ def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:
         "max_experiments",
         "max_cost",
         "cache_dir",
+        "judge",
+        "baseline_runs",
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -229,8 +229,11 @@ class NoiseAwareJudge:
         return self.remeasure_every > 0 and attempts_since >= self.remeasure_every
 
 
-def prime_from_runs(judge: NoiseAwareJudge, rows_runs: Iterable[str]) -> None:
-    """Feed the `runs` column of earlier TSV rows (comma-separated values) to the judge."""
+def prime_from_runs(judge: object, rows_runs: Iterable[str]) -> None:
+    """Feed the `runs` column of earlier TSV rows (comma-separated values) to a noise judge
+    (on --resume); any other judge keeps no spread, so this does nothing for it."""
+    if not isinstance(judge, NoiseAwareJudge):
+        return
     for cell in rows_runs:
         values: list[float] = []
         for part in cell.split(","):
