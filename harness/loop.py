@@ -19,15 +19,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import journal
+from harness import checks, journal, provenance
 from harness.agents import edit_retries
 from harness.agents.base import Agent, Context, CrashReport, Reply
 from harness.config import Settings
 from harness.edits import apply_reply, parse_reply
 from harness.errors import ConfigError, EditError, HarnessError, RepoError
-from harness.judge import Judge, StrictJudge, mean
+from harness.guard import Guard
+from harness.judge import Judge, mean
 from harness.live import View, make_view
 from harness.metrics import metric_value, read_summary
+from harness.noise import make_judge, prime_from_runs
 from harness.outcome import AttemptInfo, RunRecord, build_row, crash_reason, log_tail, row_values
 from harness.publish import publish_if_upstream
 from harness.ratchet import Ratchet
@@ -67,13 +69,15 @@ class Night:
     ) -> None:
         self.s = settings
         self.agent = QueuedAgent(agent, settings.tag_dir / "queue.jsonl")  # transplanted replies first
-        self.judge: Judge = judge or StrictJudge(settings.direction)
+        self.judge: Judge = judge or make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = view or make_view()
         self.env = dict(os.environ if env is None else env)
         self.tsv = ResultsTSV(settings.tsv_path, settings.metric)
         self.pending_path = settings.tag_dir / "pending.json"
         self.runs_dir = settings.tag_dir / "runs"
         self.checks: list[Callable[[RunRecord], str | None]] = []
+        self.guard: Guard | None = None  # integrity: protected paths, built once the worktree exists
+        self.since_remeasure = 0  # attempts since the best was last re-run (noise judge)
         self.ratchet: Ratchet | None = None
         self.best_values: list[float] = []
         self.next_n = 0
@@ -106,6 +110,7 @@ class Night:
                 if not self.best_values:
                     self._baseline()
                 while self._may_continue():
+                    self.remeasure_best()
                     proposal = self.next_proposal()
                     if proposal is None:
                         self.stop_reason = f"the {self.agent.name} agent has nothing more to propose"
@@ -142,6 +147,9 @@ class Night:
         self.next_n = max(numbers) + 1 if numbers else len(rows)
         keeps = [r for r in rows if r.status == "keep"]
         self.best_values = row_values(keeps[-1]) if keeps else []
+        prime_from_runs(self.judge, [r.extra.get("runs", "") for r in rows])
+        for log in self.runs_dir.glob("*.log") if self.s.resume else ():
+            kill_leftover(log)  # e.g. a re-measure of the best that a killed harness left running
         if rows:
             self.view.message(f"resuming {self.s.tag}: {len(rows)} rows, next attempt #{self.next_n}")
 
@@ -192,6 +200,7 @@ class Night:
                 parsed = parse_reply(reply.text)
                 description = parsed.description or description
                 files = apply_reply(parsed, ctx.files, self.s.mutable)
+                checks.check_files(files)  # refused shortcuts go back to the model like bad edits
                 return Proposal(reply, description, files)
             except EditError as exc:
                 if attempt == retries:
@@ -206,6 +215,7 @@ class Night:
         ratchet = self._ratchet()
         n = self.next_n
         self.next_n += 1
+        self.since_remeasure += 1
         reply = proposal.reply
         info = AttemptInfo(
             n=n,
@@ -259,7 +269,8 @@ class Night:
 
     def _bad_edit(self, info: AttemptInfo, reply: Reply, error: str) -> Row:
         self.view.message(f"#{info.n} bad edit: {error}")
-        row = build_row(info, "crash", [], reason="bad edit")
+        reason = error[:160] if error.startswith("refused: ") else "bad edit"  # refused: integrity checks
+        row = build_row(info, "crash", [], reason=reason)
         self.tsv.append(row)
         self._observe(reply, row)
         self.view.finish(row, self._best())
@@ -311,16 +322,30 @@ class Night:
         """One run of the worktree's current commit, logged to runs/<n>.log (repeats: <n>.r<k>.log)."""
         worktree = self._ratchet().worktree
         log_path = self.runs_dir / (f"{n}.log" if k == 0 else f"{n}.r{k}.log")
+        guard = self._guard()
+        guard.snapshot()
+        env = self.run_env(worktree, log_path)
+        eval_record = provenance.EvalRecord.create() if self.s.verify_metric else None
+        env.update(eval_record.env() if eval_record else {})
         result = run_command(
             self.s.run,
             cwd=worktree / self.s.experiment_rel,
-            env=self.run_env(worktree, log_path),
+            env=env,
             log_path=log_path,
             timeout=self.s.timeout,
             on_line=self.view.line,
         )
+        tampering = guard.check()
         summary = read_summary(log_path)
         reason = crash_reason(result, summary, self.s.metric)
+        if tampering:
+            reason = tampering.reason
+        elif eval_record is not None and reason is None:
+            printed = provenance.printed_metric(log_path, self.s.metric)
+            tokens = provenance.expected_eval_tokens(self.s.device)
+            reason = eval_record.verify(printed, expected_eval_tokens=tokens)
+        if eval_record is not None:
+            eval_record.archive(log_path.with_name(log_path.name + ".eval.jsonl"))
         record = RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)
         for check in self.checks:
             if record.reason:
@@ -344,6 +369,30 @@ class Night:
         if self.s.dataset != "none":
             extra["AUTORESEARCH_DATASET"] = self.s.dataset
         return child_env(self.env, extra)
+
+    def _guard(self) -> Guard:
+        if self.guard is None:
+            worktree = self._ratchet().worktree
+            exp = worktree / self.s.experiment_rel
+            self.guard = Guard.for_worktree(worktree, exp, self.s.tsv_path, repo_root=self.s.repo_root)
+        return self.guard
+
+    def remeasure_best(self) -> None:
+        """Every `remeasure_every` attempts, run the best again and fold the value into its runs.
+
+        This refines the noise judge's spread and the best's mean (a best kept on one lucky run
+        regresses to its true level). Logged as runs/<best n>.r<k>.log; no row of its own.
+        """
+        wants = getattr(self.judge, "wants_remeasure", None)
+        if wants is None or not self.best_values or not wants(self.since_remeasure):
+            return
+        self.since_remeasure = 0
+        keeps = [r for r in self.tsv.rows() if r.status == "keep"]
+        best_n = int(keeps[-1].extra.get("n", "0") or 0) if keeps else 0
+        self.view.message(f"re-measuring the best (#{best_n}) to track the run-to-run spread")
+        record = self.run_once(best_n, len(self.best_values))
+        if record.value is not None:
+            self.best_values = [*self.best_values, record.value]
 
     # --- recovery ------------------------------------------------------------------------
 
