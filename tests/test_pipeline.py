@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
+from fakes.llm_servers import FakeLLM, error, overloaded, prompt_text, reply
 
+from harness.cli import main
 from harness.errors import ConfigError, ProviderError
 from harness.pipeline import Pipeline, depth_from_env
+from tests.conftest import Toy, git
 
 
 class Clock:
@@ -142,3 +146,172 @@ def test_depth_from_env() -> None:
     assert depth_from_env({"AUTORESEARCH_PIPELINE_DEPTH": "0"}) == 0
     with pytest.raises(ConfigError, match="AUTORESEARCH_PIPELINE_DEPTH"):
         depth_from_env({"AUTORESEARCH_PIPELINE_DEPTH": "many"})
+
+
+# --------------------------------------------------------------------------- in the loop (real CLI, real SDK)
+
+TIMED_TRAIN = """\
+import time
+
+VAL_BPB = 1.000000
+A = 0
+B = 0
+C = 0
+SLEEP = 1.5
+
+print(f"T_START {time.time()}", flush=True)
+time.sleep(SLEEP)
+print(f"T_END {time.time()}", flush=True)
+print("---")
+print(f"val_bpb:          {VAL_BPB:.6f}")
+print("peak_vram_mb:     1024.0")
+"""
+
+
+def _edit(description: str, search: str, replace: str) -> str:
+    return (
+        f"Description: {description}\nexperiments/toy/train.py\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n"
+        ">>>>>>> REPLACE\n"
+    )
+
+
+def _use_timed_train(toy: Toy) -> None:
+    toy.train.write_text(TIMED_TRAIN)
+    git(toy.repo, "commit", "-qam", "timed toy")
+
+
+def _run_intervals(toy: Toy, tag: str) -> list[tuple[float, float]]:
+    out = []
+    for log in sorted((toy.repo / "results" / tag / "runs").glob("*.log")):
+        text = log.read_text()
+        start = [float(line.split()[1]) for line in text.splitlines() if line.startswith("T_START")]
+        end = [float(line.split()[1]) for line in text.splitlines() if line.startswith("T_END")]
+        if start and end:
+            out.append((start[0], end[0]))
+    return out
+
+
+def _night(toy: Toy, monkeypatch: pytest.MonkeyPatch, fake: FakeLLM, tag: str, *args: str, **env: str) -> int:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-pipeline-0123456789")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_url)
+    monkeypatch.setenv("AUTORESEARCH_RETRY_BASE", "0.01")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return main(["run", "--device", "cpu", "--tag", tag, "--agent", "claude", *args])
+
+
+@pytest.mark.parametrize("depth, overlapping", [("auto", True), ("0", False)])
+def test_proposals_are_made_while_the_experiment_runs(
+    toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch, depth: str, overlapping: bool
+) -> None:
+    toy = toy_experiment
+    _use_timed_train(toy)
+    edits = [_edit(f"set {v}", f"{v} = 0", f"{v} = 1") for v in "ABC"] + [_edit("unused", "X", "Y")] * 3
+    lock = threading.Lock()
+
+    def respond(body: dict[str, Any]) -> Any:
+        with lock:  # concurrent requests when pipelined
+            return reply(edits.pop(0), delay=1.0)
+
+    with FakeLLM(responder=respond) as fake:
+        code = _night(
+            toy, monkeypatch, fake, f"p{depth}", "--max-experiments", "3", AUTORESEARCH_PIPELINE_DEPTH=depth
+        )
+        requests = list(fake.intervals)
+    assert code == 0
+    rows = toy.tsv(f"p{depth}")
+    assert [r["status"] for r in rows] == ["keep", "discard", "discard", "discard"]
+    runs = _run_intervals(toy, f"p{depth}")
+    assert len(runs) >= 4  # the baseline may be run several times by the noise-aware judge
+    overlaps = [
+        any(r_start < run_end and r_end > run_start for run_start, run_end in runs)
+        for r_start, r_end in requests
+    ]
+    if overlapping:
+        # Every proposal that ran was asked for while an experiment (the baseline included) was running.
+        assert sum(overlaps) >= 3
+        assert len(requests) <= 4  # --max-experiments bounds what is asked for in advance
+    else:
+        assert not any(overlaps)
+        assert len(requests) == 3
+
+
+def test_crash_repair_is_bounded_to_two_rows(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    toy = toy_experiment
+    normal = iter(
+        [
+            _edit("call a helper", "STEPS = 4", "STEPS = helper_one()"),
+            _edit("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        ]
+    )
+
+    def respond(body: dict[str, Any]) -> Any:
+        text = prompt_text(body)
+        if "crashed: fix it" in text:
+            # A fix that does not fix anything: each repair crashes with the next NameError.
+            for old, new in (("helper_one", "helper_two"), ("helper_two", "helper_three")):
+                if f"STEPS = {old}()" in text:
+                    return reply(_edit(f"rename {old}", f"STEPS = {old}()", f"STEPS = {new}()"))
+            return reply(_edit("a third fix must never be asked for", "STEPS", "STEPS"))
+        return reply(next(normal))
+
+    with FakeLLM(responder=respond) as fake:
+        assert (
+            _night(toy, monkeypatch, fake, "r1", "--max-experiments", "4", AUTORESEARCH_PIPELINE_DEPTH="0")
+            == 0
+        )
+        prompts = [prompt_text(r.body) for r in fake.completion_requests()]
+    rows = toy.tsv("r1")
+    assert [r["description"] for r in rows] == [
+        "baseline",
+        "call a helper",
+        "fix: rename helper_one",
+        "fix: rename helper_two",
+        "lower the constant",
+    ]
+    assert [r["status"] for r in rows] == ["keep", "crash", "crash", "crash", "keep"]
+    assert "helper_three" in rows[3]["reason"]
+    assert sum("crashed: fix it" in p for p in prompts) == 2
+    # The fix prompt shows the crashed version of the file and at most 50 log lines.
+    fix_prompt = next(p for p in prompts if "crashed: fix it" in p)
+    assert "STEPS = helper_one()" in fix_prompt and "NameError" in fix_prompt
+
+
+def test_no_repair_for_crashes_that_are_not_simple_bugs(
+    toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toy = toy_experiment
+    normal = iter(
+        [
+            _edit("run out of memory", 'MODE = "ok"', 'MODE = "ok"\nraise MemoryError("CUDA out of memory")'),
+            _edit("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        ]
+    )
+    with FakeLLM(responder=lambda body: reply(next(normal))) as fake:
+        assert (
+            _night(toy, monkeypatch, fake, "r2", "--max-experiments", "2", AUTORESEARCH_PIPELINE_DEPTH="0")
+            == 0
+        )
+        prompts = [prompt_text(r.body) for r in fake.completion_requests()]
+    assert [r["status"] for r in toy.tsv("r2")] == ["keep", "crash", "keep"]
+    assert not any("crashed: fix it" in p for p in prompts)
+
+
+def test_outage_pauses_visibly_and_resumes(
+    toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toy = toy_experiment
+    script = [overloaded() for _ in range(4)] + [
+        error(503),
+        reply(_edit("lower", "VAL_BPB = 1.000000", "VAL_BPB = 0.9")),
+    ]
+    with FakeLLM(script) as fake:
+        code = _night(
+            toy, monkeypatch, fake, "out1", "--max-experiments", "1",
+            AUTORESEARCH_RETRY_PAUSE_AFTER="0.001", AUTORESEARCH_RETRY_CAP="0.02",
+        )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "LLM PAUSED (provider outage)" in out
+    assert "resuming" in out
+    assert [r["status"] for r in toy.tsv("out1")] == ["keep", "keep"]

@@ -83,7 +83,7 @@ class FakeLLM:
         self.models = list(models)
         self.requests: list[Recorded] = []
         self.completions = 0  # completion requests answered with 200 and a reply
-        self.busy_seconds: list[tuple[float, float]] = []  # (start, end) monotonic of each request
+        self.intervals: list[tuple[float, float]] = []  # (start, end) time.time() of each completion request
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -165,7 +165,7 @@ class FakeLLM:
                     self._send(404, json.dumps({"error": {"message": "not found", "type": "not_found"}}))
 
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                started = time.monotonic()
+                started = time.time()
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -195,7 +195,7 @@ class FakeLLM:
                     pass  # the client timed out and hung up: that is the point of a slow step
                 finally:
                     with fake._lock:
-                        fake.busy_seconds.append((started, time.monotonic()))
+                        fake.intervals.append((started, time.time()))
 
         return Handler
 
