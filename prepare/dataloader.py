@@ -20,7 +20,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val")
 DEFAULT_BUFFER = 1000
+DEFAULT_PREFETCH = 2  # batches packed ahead in a background thread
 
 
 def split_files(split: str) -> list[Path]:
@@ -115,6 +118,65 @@ class Packer:
         return out
 
 
+class _Prefetcher:
+    """Packs the next batches in a background thread while the caller trains on this one.
+
+    tiktoken releases the GIL while it encodes, so tokenization (most of the loader's cost)
+    overlaps the training step's Python instead of adding to it. One producer, a FIFO queue:
+    the order of rows is exactly the packer's. An exception in the producer is re-raised in the
+    consumer; the thread is a daemon and stops when the iterator is closed or garbage-collected.
+    """
+
+    _DONE = object()
+
+    def __init__(self, packer: Packer, sizes: Iterable[int], depth: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(packer, sizes), daemon=True, name="prepare-dataloader"
+        )
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self, packer: Packer, sizes: Iterable[int]) -> None:
+        try:
+            for n in sizes:
+                if self._stop.is_set():
+                    return
+                self._put((packer.rows(n), packer.epoch))
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+
+
+def batches(
+    packer: Packer, sizes: Iterable[int], prefetch: int = DEFAULT_PREFETCH
+) -> Iterator[tuple[np.ndarray, int]]:
+    """(rows, epoch) for each batch size in `sizes`, packed ahead in a thread when prefetch > 0."""
+    if prefetch <= 0:
+        return ((packer.rows(n), packer.epoch) for n in sizes)
+    return iter(_Prefetcher(packer, sizes, prefetch))
+
+
 def make_packer(
     tokenizer: Tokenizer,
     seq_len: int,
@@ -138,14 +200,14 @@ def make_dataloader_numpy(
     files: Sequence[Path] | None = None,
     buffer_size: int = DEFAULT_BUFFER,
     num_threads: int | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yields (inputs, targets, epoch): two contiguous int32 arrays of shape (batch_size, seq_len)."""
     packer = make_packer(
         tokenizer, seq_len, split, files=files, buffer_size=buffer_size, num_threads=num_threads
     )
-    while True:
-        rows = packer.rows(batch_size)
-        yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), packer.epoch
+    for rows, epoch in batches(packer, itertools.repeat(batch_size), prefetch):
+        yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), epoch
 
 
 def make_dataloader(
@@ -158,12 +220,13 @@ def make_dataloader(
     files: Sequence[Path] | None = None,
     buffer_size: int = DEFAULT_BUFFER,
     num_threads: int | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     """Yields (inputs, targets, epoch): int64 tensors of shape (batch_size, seq_len) on the device.
 
     On CUDA the rows go through two alternating pinned host buffers and a non-blocking copy,
-    so packing the next batch overlaps the GPU's work on this one; a CUDA event guards each
-    host buffer, so it is never overwritten while its copy may still be in flight.
+    so the copy overlaps the GPU's work; a CUDA event guards each host buffer, so it is never
+    overwritten while its copy may still be in flight. Packing itself runs ahead in a thread.
     """
     import torch
 
@@ -174,17 +237,18 @@ def make_dataloader(
         tokenizer, seq_len, split, files=files, buffer_size=buffer_size, num_threads=num_threads
     )
     bt = batch_size * seq_len
+    batches_ = batches(packer, itertools.repeat(batch_size), prefetch)
     if dev.type != "cuda":
-        while True:
-            rows = torch.from_numpy(packer.rows(batch_size)).long()
-            yield rows[:, :-1].contiguous().to(dev), rows[:, 1:].contiguous().to(dev), packer.epoch
+        for rows_np, epoch in batches_:
+            rows = torch.from_numpy(rows_np).long()
+            yield rows[:, :-1].contiguous().to(dev), rows[:, 1:].contiguous().to(dev), epoch
     hosts = [torch.empty(2 * bt, dtype=torch.long, pin_memory=True) for _ in range(2)]
     events: list[Any] = [None, None]
-    for k in itertools.count():
+    for k, (rows_np, epoch) in enumerate(batches_):
         slot = k % 2
         if events[slot] is not None:
             events[slot].synchronize()
-        rows = torch.from_numpy(packer.rows(batch_size))
+        rows = torch.from_numpy(rows_np)
         host = hosts[slot]
         host[:bt].view(batch_size, seq_len).copy_(rows[:, :-1])
         host[bt:].view(batch_size, seq_len).copy_(rows[:, 1:])
@@ -192,4 +256,4 @@ def make_dataloader(
         event = torch.cuda.Event()
         event.record()
         events[slot] = event
-        yield gpu[:bt].view(batch_size, seq_len), gpu[bt:].view(batch_size, seq_len), packer.epoch
+        yield gpu[:bt].view(batch_size, seq_len), gpu[bt:].view(batch_size, seq_len), epoch

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from prepare import env
-from prepare.dataloader import make_packer
+from prepare.dataloader import batches, make_packer
 from prepare.tokenizer import Tokenizer
 
 CHUNK_ELEMENTS = 1 << 27  # float32 logits per cross-entropy slice: 512 MiB
@@ -47,10 +47,8 @@ def eval_batches_numpy(tokenizer: Tokenizer, batch_size: int) -> Iterator[tuple[
         raise ValueError("batch_size must be >= 1")
     n_rows, seq_len = eval_rows()
     packer = make_packer(tokenizer, seq_len, "val")
-    done = 0
-    while done < n_rows:
-        rows = packer.rows(min(batch_size, n_rows - done))
-        done += len(rows)
+    sizes = [min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)]
+    for rows, _ in batches(packer, sizes):  # packed ahead in a thread: overlaps the model's forward
         yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
 
 

@@ -118,3 +118,15 @@ def test_active_dataset_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_rows_need_room(tok, docs_and_files) -> None:
     with pytest.raises(ValueError):
         next(dataloader.make_dataloader_numpy(tok, 1, 0, "train", files=docs_and_files[1]))
+
+
+def test_prefetching_changes_nothing_and_passes_errors_on(tok, docs_and_files, tmp_path: Path) -> None:
+    from prepare.errors import DataError
+
+    _, files = docs_and_files
+    assert (rows_numpy(tok, files, 4, 5, prefetch=0) == rows_numpy(tok, files, 4, 5, prefetch=3)).all()
+    broken = tmp_path / "shard_00000.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    it = dataloader.make_dataloader_numpy(tok, 2, SEQ, "train", files=[broken])
+    with pytest.raises(DataError, match="re-run `autoresearch prepare`"):
+        next(it)
