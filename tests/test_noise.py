@@ -6,9 +6,11 @@ import random
 
 import pytest
 
+from harness.cli import main
 from harness.errors import ConfigError
 from harness.judge import Judge, StrictJudge
 from harness.noise import NoiseAwareJudge, prime_from_runs, t_quantile
+from tests.conftest import Toy, git
 
 
 def _judge(**kw: object) -> NoiseAwareJudge:
@@ -138,3 +140,42 @@ def test_make_judge_names_and_defaults() -> None:
     assert isinstance(strict, StrictJudge) and strict.baseline_runs == 2
     with pytest.raises(ConfigError, match="--judge"):
         make_judge("lenient", "minimize")
+
+
+NOISY_TOY = '''"""A toy whose metric is 1.0 plus Gaussian noise (sd 0.01) drawn from SEED and a run counter."""
+
+import os
+import random
+
+SEED = 42
+LEVEL = 1.0
+
+counter = "runs.count"
+n = int(open(counter).read()) if os.path.exists(counter) else 0
+with open(counter, "w") as fh:
+    fh.write(str(n + 1))
+rng = random.Random(SEED * 7919 + n)
+print("---")
+print(f"val_bpb:          {LEVEL + rng.gauss(0.0, 0.01):.6f}")
+'''
+
+
+def test_seed_only_change_is_discarded_through_the_loop(toy_experiment: Toy) -> None:
+    """Through the real loop: the baseline runs 3 times, a seed-only change is judged against the
+    measured spread and discarded, a real gain of 10 sigma is kept at once."""
+    toy = toy_experiment
+    toy.train.write_text(NOISY_TOY)
+    git(toy.repo, "commit", "-q", "-am", "noisy toy")
+    replies = [
+        toy.reply("random seed 42 to 137", "SEED = 42", "SEED = 137"),
+        toy.reply("a real improvement", "LEVEL = 1.0", "LEVEL = 0.9"),
+    ]
+    assert (
+        main(["run", "--device", "cpu", "--tag", "seed", "--agent", f"replay:{toy.replay_file(replies)}"])
+        == 0
+    )
+    rows = toy.tsv("seed")
+    assert [r["description"] for r in rows] == ["baseline", "random seed 42 to 137", "a real improvement"]
+    assert len(rows[0]["runs"].split(",")) == 3 and float(rows[0]["spread"]) > 0
+    assert rows[1]["status"] == "discard"
+    assert rows[2]["status"] == "keep" and len(rows[2]["runs"].split(",")) == 1
