@@ -7,7 +7,7 @@ useless and visible:
 
 * `Guard.snapshot()` (before the run) records the bytes of every protected file: the
   protected trees and files of the worktree, the installed harness package, the git hooks
-  and config (git runs hooks inside the harness), and the results TSV.
+  (git runs hooks inside the harness), and the results TSV.
 * `Guard.check()` (after the run) compares, restores every changed, added or deleted file
   from the snapshot (the harness's own copy: for the worktree that is the committed content,
   the TSV is cut back to what the harness wrote), and returns a `Tampering` report; the loop
@@ -188,7 +188,9 @@ class Guard:
         if not any((p / ".git").exists() for p in installed.parents):
             roots.append(installed)
         if repo_root is not None:
-            roots += [repo_root / ".git" / "hooks", repo_root / ".git" / "config"]
+            # hooks run inside the harness's own git calls; .git/config is left alone because a
+            # person's `autoresearch publish` (or another worker) may legitimately change it mid-run
+            roots.append(repo_root / ".git" / "hooks")
         roots += list(extra)
         unique: dict[Path, None] = {}
         for r in roots:
