@@ -12,20 +12,43 @@ wrong type raises ConfigError naming the key. Nothing here changes anything on d
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import platform
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
+from harness.detect import (
+    _known_experiments,
+    detect_dataset,
+    detect_device,
+    find_experiment,
+    find_repo_root,
+    parse_gpus,
+    profile_values,
+)
 from harness.errors import ConfigError, DataError, RepoError
+
+__all__ = [
+    "Experiment",
+    "Settings",
+    "detect_dataset",
+    "detect_device",
+    "find_experiment",
+    "find_repo_root",
+    "load_experiment",
+    "parse_gpus",
+    "profile_values",
+    "resolve",
+    "ensure_dataset",
+]
 
 DEVICES = ("cuda", "mlx", "cpu")
 DIRECTIONS = ("minimize", "maximize")
@@ -208,143 +231,6 @@ def _verify_metric(path: Path, value: str | None) -> str | None:
     if value is not None and value not in VERIFIERS:
         raise ConfigError(f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {value!r}")
     return value
-
-
-# --- detection ---------------------------------------------------------------------------
-
-
-def find_repo_root(start: Path) -> Path:
-    """The nearest folder at or above `start` holding `.git` (a dir, or a file for worktrees)."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    raise RepoError(f"{start} is not inside a git repository; run `git init` and commit the experiment first")
-
-
-def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
-    """(experiment dir, repo root) for `--experiment NAME|PATH`."""
-    as_path = Path(spec).expanduser()
-    candidates: list[Path] = []
-    if os.sep in spec or "/" in spec or spec.startswith(".") or as_path.is_absolute():
-        candidates.append(as_path if as_path.is_absolute() else cwd / as_path)
-    else:
-        try:
-            root = find_repo_root(cwd)
-            candidates.append(root / "experiments" / spec)
-        except RepoError:
-            pass
-        candidates.append(cwd / "experiments" / spec)
-        candidates.append(cwd / spec)
-    for cand in candidates:
-        if (cand / "experiment.toml").is_file():
-            exp_dir = cand.resolve()
-            return exp_dir, find_repo_root(exp_dir)
-    known = _known_experiments(cwd)
-    hint = f" Known experiments: {', '.join(known)}." if known else ""
-    raise ConfigError(
-        f"unknown experiment {spec!r}: no experiment.toml at {candidates[0]}.{hint} "
-        "Pass a name under experiments/ or a path to a folder with an experiment.toml."
-    )
-
-
-def _known_experiments(cwd: Path) -> list[str]:
-    try:
-        root = find_repo_root(cwd)
-    except RepoError:
-        root = cwd
-    folder = root / "experiments"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / "experiment.toml").is_file())
-
-
-def profile_values(repo_root: Path, device: str) -> dict[str, Any]:
-    """The device profile of the repository's constants.py, without importing it as `constants`.
-
-    constants.py is pure Python; it exposes `PROFILES = {"cuda": {...}, ...}` and/or a
-    `profile(device)` function. Returns {} when the repository has none (bare experiment repos).
-    """
-    path = repo_root / "constants.py"
-    if not path.is_file():
-        return {}
-    spec = importlib.util.spec_from_file_location("_autoresearch_constants", path)
-    if spec is None or spec.loader is None:
-        return {}
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # a broken constants.py is the person's to fix; say where
-        raise ConfigError(f"{path} failed to load: {type(exc).__name__}: {exc}") from exc
-    profiles = getattr(module, "PROFILES", None)
-    if isinstance(profiles, Mapping) and isinstance(profiles.get(device), Mapping):
-        return dict(profiles[device])
-    getter = getattr(module, "profile", None)
-    if callable(getter):
-        try:
-            got = getter(device)
-        except Exception:  # noqa: BLE001 - an unknown device simply has no profile
-            got = None
-        if isinstance(got, Mapping):
-            return dict(got)
-        if got is not None:
-            return {k: getattr(got, k) for k in dir(got) if k.isupper()}
-    return {k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, int | float)}
-
-
-def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[str, str]:
-    """(device, why): mlx on Apple silicon when mlx imports, cuda when torch sees a GPU, else cpu."""
-    if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx"):
-        return "mlx", "Apple silicon with mlx installed"
-    if importlib.util.find_spec("torch") is None:
-        return "cpu", "torch is not installed"
-    # In a child process with a timeout: a broken CUDA install can hang or crash on import.
-    code = "import torch; print('CUDA' if torch.cuda.is_available() else 'NOCUDA')"
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=probe_timeout,
-            env=dict(env),
-        )
-    except subprocess.TimeoutExpired:
-        return "cpu", f"probing torch.cuda timed out after {probe_timeout:g} s"
-    except OSError as exc:
-        return "cpu", f"could not probe torch.cuda: {exc}"
-    if out.returncode == 0 and out.stdout.strip().endswith("NOCUDA"):
-        return "cpu", "torch sees no CUDA GPU"
-    if out.returncode == 0 and out.stdout.strip().endswith("CUDA"):
-        return "cuda", "torch.cuda.is_available()"
-    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-    return "cpu", f"importing torch failed ({last})"
-
-
-def detect_dataset(cache_root: Path) -> tuple[str, str]:
-    """(dataset, why): climbmix when its cache is ready, else the offline arithmetic set."""
-    try:
-        from prepare.datasets import check_ready
-    except ImportError:
-        return "arithmetic", "prepare.datasets is not available"
-    try:
-        check_ready("climbmix", cache_root)
-    except Exception as exc:  # noqa: BLE001 - any "not ready" means: use the offline set
-        del exc  # its message names the fix; the short form below is enough for the start banner
-        return "arithmetic", f"climbmix is not prepared in {cache_root}; `autoresearch prepare` fetches it"
-    return "climbmix", f"climbmix is prepared in {cache_root}"
-
-
-def parse_gpus(text: str) -> tuple[int, ...]:
-    """`0,1,3` -> (0, 1, 3); anything else is a ConfigError."""
-    try:
-        gpus = tuple(int(p) for p in text.split(",") if p.strip() != "")
-    except ValueError:
-        gpus = ()
-    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ConfigError(
-            f"--gpus {text!r}: expected distinct GPU indices separated by commas, e.g. --gpus 0,1"
-        )
-    return gpus
 
 
 # --- the one entry point -----------------------------------------------------------------
