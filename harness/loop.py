@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from harness import checks, journal, provenance
 from harness.agents import edit_retries
 from harness.agents.base import Agent, Context, CrashReport, Reply
+from harness.agents.llm import LLMAgent
 from harness.config import Settings
 from harness.edits import apply_reply, parse_reply
 from harness.errors import ConfigError, EditError, HarnessError, RepoError
@@ -31,6 +33,8 @@ from harness.live import View, make_view
 from harness.metrics import metric_value, read_summary
 from harness.noise import make_judge, prime_from_runs
 from harness.outcome import AttemptInfo, RunRecord, build_row, crash_reason, log_tail, row_values
+from harness.pipeline import Pipeline, depth_from_env
+from harness.prompt import describe_hardware, is_simple_bug
 from harness.publish import publish_if_upstream
 from harness.ratchet import Ratchet
 from harness.results import ResultsTSV, Row
@@ -39,6 +43,7 @@ from harness.runner import run as run_command
 from harness.transplant import QueuedAgent
 
 INTERRUPTED = 130
+MAX_REPAIRS = 2  # a crash with a simple bug goes back to the model for a fix at most this often
 
 
 class Stop(Exception):
@@ -53,6 +58,7 @@ class Proposal:
     description: str
     files: dict[str, str] | None
     error: str | None = None
+    repair: bool = False  # a fix of the last crash (its files include the crashed change)
 
 
 class Night:
@@ -83,6 +89,17 @@ class Night:
         self.next_n = 0
         self.last_crash: CrashReport | None = None
         self.stop_reason = ""
+        # LLM agents: crash repair, pipelined proposals, retries and outages shown in the view.
+        inner = getattr(self.agent, "inner", self.agent)
+        self.llm: LLMAgent | None = inner if isinstance(inner, LLMAgent) else None
+        self.pipeline: Pipeline[Context, Proposal] | None = None
+        if self.llm is not None:
+            self.llm.notify = self.view.message
+            depth = depth_from_env(self.env)
+            if depth != 0:
+                self.pipeline = Pipeline(self._propose, self._reapply, depth=depth)
+        self.repairs_left = 0
+        self.crash_files: dict[str, str] | None = None
 
     # --- the night ------------------------------------------------------------------------
 
@@ -108,6 +125,7 @@ class Night:
             try:
                 self._resume_state()
                 if not self.best_values:
+                    self._prefetch(running=0)  # the first proposals are made while the baseline runs
                     self._baseline()
                 while self._may_continue():
                     self.remeasure_best()
@@ -180,7 +198,8 @@ class Night:
             direction=self.s.direction,
             budget_seconds=self.s.budget,
             device=self.s.device,
-            crash=self.last_crash,
+            hardware=describe_hardware(self.s.device),
+            crash=None,  # set only when asking for a fix (see _repair): the files are the best's
         )
 
     def current_files(self) -> dict[str, str]:
@@ -188,13 +207,82 @@ class Night:
         return {p: (root / p).read_text(encoding="utf-8") for p in self.s.mutable}
 
     def next_proposal(self) -> Proposal | None:
-        """Ask the agent until its reply applies (LLM agents get EditError feedback, at most 3 times)."""
+        """A fix of the last crash if it was a simple bug, else the next (pipelined) proposal."""
+        repair = self._repair()
+        if repair is not None:
+            return repair
         ctx = self.context()
-        retries = edit_retries(self.agent)
+        if self.pipeline is None:
+            return self._propose(ctx)
+        proposal = self.pipeline.take(ctx, self._ratchet().best())
+        for note in self.pipeline.notes:
+            self.view.message(note)
+        self.pipeline.notes.clear()
+        if proposal is not None:
+            # Stale proposals that were dropped were paid for: their cost goes on this row.
+            proposal.reply = _add_cost(proposal.reply, [p.reply for p in self.pipeline.dropped])
+            self.pipeline.dropped.clear()
+            self._prefetch(running=1, committed_cost=proposal.reply.cost_usd)
+        return proposal
+
+    def _prefetch(self, *, running: int, committed_cost: float = 0.0) -> None:
+        """Start the next proposals in the background against the best (runs while the GPU trains)."""
+        if self.pipeline is None:
+            return
+        rows = self.tsv.rows()
+        limit = None
+        if self.s.max_experiments is not None:
+            done = sum(1 for r in rows if r.description != "baseline")
+            limit = self.s.max_experiments - done - running
+        spent = sum(_float(r.extra.get("cost_usd", "")) for r in rows) + committed_cost
+        if self.s.max_cost is not None and spent >= self.s.max_cost:
+            limit = 0  # the proposal about to run already reaches --max-cost: ask for nothing more
+        self.pipeline.prefetch(self.context(), self._ratchet().best(), limit=limit)
+
+    def _reapply(self, proposal: Proposal, ctx: Context) -> Proposal | None:
+        """Re-apply a proposal made against an older best to the files of the current best."""
+        if proposal.files is None:
+            return proposal  # a bad edit stays a bad edit: it gets its row
+        try:
+            files = apply_reply(parse_reply(proposal.reply.text), ctx.files, self.s.mutable)
+            checks.check_files(files)
+        except EditError:
+            return None
+        return replace(proposal, files=files)
+
+    def _repair(self) -> Proposal | None:
+        """Send a crash with a simple bug (syntax, import, name, shape) back for a fix, at most twice."""
+        crash, files = self.last_crash, self.crash_files
+        if self.llm is None or crash is None or files is None or self.repairs_left <= 0:
+            return None
+        if not is_simple_bug(crash):
+            return None
+        self.repairs_left -= 1
+        self.view.message(
+            f"asking the model to fix the crash ({crash.reason}); {self.repairs_left} more allowed"
+        )
+        ctx = replace(self.context(), files=dict(files), crash=crash)
+        proposal = self._propose(ctx, agent=self.llm)
+        if proposal is None:
+            return None
+        if proposal.files is not None:
+            # Commit the crashed change plus the fix on top of the best.
+            proposal.files = {**files, **proposal.files}
+        proposal.description = f"fix: {proposal.description}"
+        proposal.repair = True
+        return proposal
+
+    def _propose(self, ctx: Context, agent: Agent | None = None) -> Proposal | None:
+        """Ask the agent until its reply applies (LLM agents get EditError feedback, at most 3 times)."""
+        agent = agent or self.agent
+        retries = edit_retries(agent)
+        paid: list[Reply] = []  # every reply costs, also those whose edit did not apply
         for attempt in range(retries + 1):
-            reply = self.agent.propose(ctx)
+            reply = agent.propose(ctx)
             if reply is None:
                 return None
+            reply = _add_cost(reply, paid)
+            paid = [reply]
             description = _loose_description(reply.text)
             try:
                 parsed = parse_reply(reply.text)
@@ -235,6 +323,7 @@ class Night:
             return self._bad_edit(info, reply, proposal.error or "bad edit")
         pending = journal.Pending(n, "", info.parent, info.description, reply.text, info.agent, info.model)
         journal.write_pending(self.pending_path, pending)
+        attempted = {**self.current_files(), **proposal.files}  # what a repair would start from
         for rel, text in proposal.files.items():
             (ratchet.worktree / rel).write_text(text, encoding="utf-8")
         try:
@@ -244,7 +333,18 @@ class Night:
             journal.clear_pending(self.pending_path)
             return self._bad_edit(info, reply, str(exc))
         journal.write_pending(self.pending_path, replace(pending, commit=info.commit))
-        return self._measure_and_log(info, reply, baseline=False)
+        started = time.monotonic()
+        row = self._measure_and_log(info, reply, baseline=False)
+        if self.pipeline is not None:
+            self.pipeline.record_run(time.monotonic() - started)
+        if row.status == "crash":
+            self.crash_files = attempted
+            if not proposal.repair:
+                self.repairs_left = MAX_REPAIRS  # a fresh crash: up to two fixes
+        else:
+            self.crash_files, self.repairs_left = None, 0
+        self._report_cost(row)
+        return row
 
     def _baseline(self) -> None:
         ratchet = self._ratchet()
@@ -267,6 +367,16 @@ class Night:
                 "Fix the experiment so its unmodified file runs, then continue with --resume."
             )
 
+    def _report_cost(self, row: Row) -> None:
+        """The LLM spend of this attempt and of the night so far (and against --max-cost)."""
+        if self.llm is None:
+            return
+        total = sum(_float(r.extra.get("cost_usd", "")) for r in self.tsv.rows())
+        limit = f" of --max-cost ${self.s.max_cost:g}" if self.s.max_cost is not None else ""
+        self.view.message(
+            f"LLM cost: ${_float(row.extra.get('cost_usd', '')):.4f} this attempt, ${total:.4f} in total{limit}"
+        )
+
     def _bad_edit(self, info: AttemptInfo, reply: Reply, error: str) -> Row:
         self.view.message(f"#{info.n} bad edit: {error}")
         reason = error[:160] if error.startswith("refused: ") else "bad edit"  # refused: integrity checks
@@ -274,6 +384,7 @@ class Night:
         self.tsv.append(row)
         self._observe(reply, row)
         self.view.finish(row, self._best())
+        self._report_cost(row)
         return row
 
     def _measure_and_log(self, info: AttemptInfo, reply: Reply | None, *, baseline: bool) -> Row:
@@ -440,6 +551,18 @@ def _loose_description(text: str) -> str:
         if line.strip().lower().startswith("description:"):
             return " ".join(line.split(":", 1)[1].split())[:200] or "(no description)"
     return "(unparseable reply)"
+
+
+def _add_cost(reply: Reply, earlier: list[Reply]) -> Reply:
+    """`reply` with the tokens and cost of `earlier` replies (retries, dropped proposals) added."""
+    if not earlier:
+        return reply
+    return replace(
+        reply,
+        input_tokens=reply.input_tokens + sum(r.input_tokens for r in earlier),
+        output_tokens=reply.output_tokens + sum(r.output_tokens for r in earlier),
+        cost_usd=reply.cost_usd + sum(r.cost_usd for r in earlier),
+    )
 
 
 def _float(text: str) -> float:
