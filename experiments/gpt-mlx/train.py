@@ -1,19 +1,27 @@
 """
-GPT pretraining on MLX: Apple silicon (Metal), and Linux through mlx[cpu]. Single device, single file.
+Train a small GPT on MLX for a fixed wall-clock budget and report val_bpb.
 
-The MLX twin of experiments/gpt/train.py: the same architecture (RoPE, QK-norm, sliding-window
-pattern, gated value embeddings, ReLU^2 MLP, weightless RMSNorm, residual/x0 scalars, logit
-soft-cap, zero-initialised projections, no biases) and the same optimizer (Muon for the block
-matrices, AdamW for the rest, every schedule driven by progress = training seconds / budget).
-The number that judges a run comes from prepare.evaluate_bpb, never from code in this file.
+This is the MUTABLE file of the `gpt-mlx` experiment, the MLX twin of experiments/gpt/train.py
+for Apple silicon (Metal) and, through mlx[cpu], Linux CPUs. The same architecture (RoPE,
+QK-norm, a per-layer sliding-window pattern, gated value embeddings on alternating layers,
+ReLU^2 MLP, RMSNorm without weights, per-layer residual and x0 scalars, logit soft-cap,
+zero-initialised projections, no biases) and the same optimizer (Muon for the block matrices,
+AdamW for the rest, every schedule driven by progress = training seconds / budget). One flat
+script on purpose: hyperparameters at the top, then model, optimizer, training loop.
+The immutable parts live in `prepare` (data, tokenizer, evaluate_bpb) and `constants.py`.
 
-Usage: python train.py   (the harness sets AUTORESEARCH_DEVICE=mlx and the other AUTORESEARCH_* variables)
+Run:  python train.py            (from this folder; the harness sets AUTORESEARCH_* variables)
+Without a GPU (mlx[cpu] on Linux) a tiny configuration is selected automatically (CI smoke runs).
+The run ends with the summary block ("---" then "key: value" lines) that the harness parses.
 """
+
+import time
+
+T0 = time.time()  # total_seconds counts from here: start-up is part of what a run costs
 
 import gc
 import math
-import os
-import time
+import sys
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -26,51 +34,48 @@ from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_data
 # Hyperparameters (edit these directly, no CLI flags needed)
 # ---------------------------------------------------------------------------
 
-# Model architecture
-ASPECT_RATIO = 64  # model_dim = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
-HEAD_DIM = 128  # width of one attention head
-WINDOW_PATTERN = "SSSL"  # per layer: S = half-context sliding window, L = full context; last layer always L
-ROPE_BASE = 10000.0  # rotary embedding base frequency
-LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap)
+ON_GPU = mx.default_device().type == mx.gpu  # MLX runs on the GPU (Metal) whenever there is one
 
-# Optimization
-TOTAL_BATCH_SIZE = 2**16  # tokens per optimizer step (gradient accumulation fills it)
-EMBEDDING_LR = 0.6  # AdamW lr of the token and value embeddings (scaled by width)
-UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (scaled by width)
-MATRIX_LR = 0.04  # Muon lr of the 2-D block matrices
+DEPTH = 4  # number of transformer blocks (Apple default: trains well in 5 minutes on an M-series GPU)
+ASPECT_RATIO = 64  # model width = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM (256)
+HEAD_DIM = 128  # channels per attention head (256 / 128 = 2 heads)
+WINDOW_PATTERN = "SSSL"  # per-layer attention window, repeated over depth: S short, L full context
+SHORT_WINDOW = MAX_SEQ_LEN // 2  # tokens an "S" layer can see (itself included)
+ROPE_BASE = 10_000.0  # rotary embedding base frequency
+LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap): keeps early training from blowing up
+VE_GATE_CHANNELS = 32  # input channels the value-embedding gate looks at
+TOTAL_BATCH_SIZE = 2**16  # tokens per optimizer step (65,536), reached by gradient accumulation
+DEVICE_BATCH_SIZE = 16  # sequences per forward/backward pass
+EVAL_BATCH_SIZE = 16  # sequences per batch in evaluate_bpb (it slices them further to bound memory)
+
+EMBEDDING_LR = 0.6  # AdamW lr of the token and value embeddings (before width scaling)
+UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (before width scaling)
+MATRIX_LR = 0.04  # Muon lr of every 2-D matrix inside the blocks
 SCALAR_LR = 0.5  # AdamW lr of the per-layer x0 scalars (residual scalars get 1% of it)
-WEIGHT_DECAY = 0.2  # Muon (cautious) weight decay, decays linearly to 0 with progress
-ADAM_BETAS = (0.8, 0.95)  # AdamW betas
-WARMUP_RATIO = 0.0  # share of the budget spent ramping the lr up
-WARMDOWN_RATIO = 0.5  # share of the budget spent ramping the lr down
-FINAL_LR_FRAC = 0.0  # lr multiplier at the end of the warmdown
-MUON_MOMENTUM = (0.85, 0.95, 300)  # Muon momentum: start, end, warm-up steps
-NS_STEPS = 5  # Newton-Schulz iterations per Muon step
+ADAM_BETAS = (0.8, 0.95)  # AdamW betas: short memory, fast reaction in a 5-minute run
+ADAM_EPS = 1e-10  # AdamW epsilon
+WEIGHT_DECAY = 0.2  # decoupled weight decay of the Muon matrices, decays linearly to 0 with progress
+MUON_MOMENTUM = (0.85, 0.95)  # Muon momentum warms up from the first to the second value ...
+MUON_MOMENTUM_WARMUP = 0.3  # ... over this share of the budget
+NS_STEPS = 5  # Newton-Schulz iterations of Muon's orthogonalisation
+WARMUP_RATIO = 0.0  # share of the budget spent warming the lr up from 0
+WARMDOWN_RATIO = 0.5  # share of the budget at the end spent decaying the lr ...
+FINAL_LR_FRAC = 0.0  # ... down to this fraction of its peak
 
-# Model size (defaults for Apple machines: a 16-24 GB Mac trains this comfortably in 5 minutes)
-DEPTH = 4  # number of transformer blocks
-DEVICE_BATCH_SIZE = 16  # rows of MAX_SEQ_LEN tokens per forward/backward
+COMPUTE_DTYPE = mx.bfloat16 if ON_GPU else mx.float32  # activations; weights stay float32 (master copy)
+UNTIMED_STEPS = 2 if ON_GPU else 1  # first steps run untimed: they absorb mx.compile's tracing and warm-up
+SEED = 1337  # seed of the initialisation
 
-# Without a GPU (mlx[cpu] on Linux CI, or a Mac forced onto the CPU) the model above is far too
-# slow, so these smaller sizes replace DEPTH/ASPECT_RATIO/HEAD_DIM/the batch sizes there.
-CPU_DEPTH = 2  # blocks on the CPU backend
-CPU_ASPECT_RATIO = 32  # width per block on the CPU backend
-CPU_HEAD_DIM = 32  # head width on the CPU backend
-CPU_DEVICE_BATCH_SIZE = 2  # rows per forward/backward on the CPU backend
-CPU_ACCUM_STEPS = 1  # forward/backward passes per optimizer step on the CPU backend
-
-FINAL_EVAL_BATCH_SIZE = 8  # rows per evaluate_bpb forward (prepare chunks the loss itself)
-STARTUP_EXCLUDE_STEPS = 2  # the first steps compile the graph: not counted against the budget
-SEED = 42
-
-ON_GPU = mx.default_device() == mx.gpu  # MLX picks the GPU (Metal) whenever there is one
-if not ON_GPU:
-    DEPTH, ASPECT_RATIO, HEAD_DIM = CPU_DEPTH, CPU_ASPECT_RATIO, CPU_HEAD_DIM
-    DEVICE_BATCH_SIZE = CPU_DEVICE_BATCH_SIZE
-    TOTAL_BATCH_SIZE = CPU_DEVICE_BATCH_SIZE * MAX_SEQ_LEN * CPU_ACCUM_STEPS
-    FINAL_EVAL_BATCH_SIZE = 2
-# bf16 activations on Metal (fast, half the memory); float32 on the CPU backend, where bf16 has no speed-up.
-COMPUTE_DTYPE = mx.bfloat16 if ON_GPU else mx.float32
+if not ON_GPU:  # tiny CPU configuration: a smoke run that finishes in seconds on two cores
+    DEPTH = 2
+    ASPECT_RATIO = 32
+    HEAD_DIM = 32
+    WINDOW_PATTERN = "SL"
+    SHORT_WINDOW = max(1, MAX_SEQ_LEN // 4)
+    DEVICE_BATCH_SIZE = 8
+    TOTAL_BATCH_SIZE = 2 * DEVICE_BATCH_SIZE * MAX_SEQ_LEN
+    EVAL_BATCH_SIZE = 16
+    MATRIX_LR = 0.02
 
 
 # ---------------------------------------------------------------------------
@@ -80,27 +85,43 @@ COMPUTE_DTYPE = mx.bfloat16 if ON_GPU else mx.float32
 
 @dataclass
 class GPTConfig:
-    sequence_len: int = 2048
-    vocab_size: int = 8192
-    n_layer: int = 4
-    n_head: int = 2
-    n_kv_head: int = 2
-    n_embd: int = 256
-    window_pattern: str = "SSSL"
+    sequence_len: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    windows: tuple
 
 
 def norm(x):
-    # RMSNorm without a learnable weight
+    # RMSNorm without learnable weights: the per-layer scalars below do the scaling
     return mx.fast.rms_norm(x, None, 1e-5)
 
 
-def has_ve(layer_idx, n_layer):
-    """Value embeddings on alternating layers, the last layer always among them."""
-    return layer_idx % 2 == (n_layer - 1) % 2
+def window_sizes(depth, pattern, short, seq_len):
+    """The attention window of each layer; the last layer always sees the full context."""
+    assert pattern and set(pattern) <= set("SL"), f"WINDOW_PATTERN must use S and L only: {pattern!r}"
+    sizes = [short if pattern[i % len(pattern)] == "S" else seq_len for i in range(depth)]
+    sizes[-1] = seq_len
+    return tuple(sizes)
+
+
+def has_value_embedding(layer, depth):
+    # alternating layers, always including the last one
+    return layer % 2 == (depth - 1) % 2
+
+
+def attention_mask(seq_len, window):
+    """'causal' (MLX's fused causal path) when the window covers the sequence, else a boolean band."""
+    if window >= seq_len:
+        return "causal"
+    i = mx.arange(seq_len)[:, None]
+    j = mx.arange(seq_len)[None, :]
+    return (j <= i) & (i - j < window)  # True = may attend
 
 
 class Linear(nn.Module):
-    """A bias-free linear layer keeping float32 master weights, cast to the activations' dtype."""
+    """Bias-free linear layer: float32 master weight, cast to the activations' dtype for the matmul."""
 
     def __init__(self, in_features, out_features):
         super().__init__()
@@ -111,31 +132,28 @@ class Linear(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config, layer_idx):
+    def __init__(self, dim, n_head, layer, depth):
         super().__init__()
-        self.n_head = config.n_head
-        self.n_kv_head = config.n_kv_head
-        self.head_dim = config.n_embd // config.n_head
-        assert config.n_embd % config.n_head == 0 and config.n_head % config.n_kv_head == 0
-        self.c_q = Linear(config.n_embd, self.n_head * self.head_dim)
-        self.c_k = Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.c_proj = Linear(config.n_embd, config.n_embd)
-        self.ve_gate_channels = min(32, config.n_embd)
-        if has_ve(layer_idx, config.n_layer):
-            self.ve_gate = Linear(self.ve_gate_channels, self.n_kv_head)
+        self.n_head, self.head_dim = n_head, dim // n_head
+        self.c_q = Linear(dim, dim)
+        self.c_k = Linear(dim, dim)
+        self.c_v = Linear(dim, dim)
+        self.c_proj = Linear(dim, dim)
+        self.gate_channels = min(VE_GATE_CHANNELS, dim)
+        if has_value_embedding(layer, depth):
+            # gate (per head, in 0..2) deciding how much of the value embedding enters v
+            self.ve_gate = Linear(self.gate_channels, n_head)
 
     def __call__(self, x, ve, mask):
         B, T, _ = x.shape
-        q = self.c_q(x).reshape(B, T, self.n_head, self.head_dim).transpose(0, 2, 1, 3)
-        k = self.c_k(x).reshape(B, T, self.n_kv_head, self.head_dim).transpose(0, 2, 1, 3)
-        v = self.c_v(x).reshape(B, T, self.n_kv_head, self.head_dim)
+        q = self.c_q(x).reshape(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).reshape(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).reshape(B, T, self.n_head, self.head_dim)
         if ve is not None:
-            # gated value embedding: gate in (0, 2), exactly 1 at init (ve_gate is zero-initialised)
-            gate = 2 * mx.sigmoid(self.ve_gate(x[..., : self.ve_gate_channels]))
-            v = v + gate[..., None] * ve.reshape(B, T, self.n_kv_head, self.head_dim)
-        v = v.transpose(0, 2, 1, 3)
-        # rotary embeddings over the sequence axis (axis -2 after the transpose), then QK-norm
+            gate = 2 * mx.sigmoid(self.ve_gate(x[..., : self.gate_channels]))
+            v = v + gate[..., None] * ve.reshape(B, T, self.n_head, self.head_dim)
+        q, k, v = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        # rotary embedding over the sequence axis (-2 in the B, H, T, D layout), then QK-norm
         q = norm(mx.fast.rope(q, self.head_dim, traditional=False, base=ROPE_BASE, scale=1.0, offset=0))
         k = norm(mx.fast.rope(k, self.head_dim, traditional=False, base=ROPE_BASE, scale=1.0, offset=0))
         y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask=mask)
@@ -143,117 +161,102 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config):
+    def __init__(self, dim):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(dim, 4 * dim)
+        self.c_proj = Linear(4 * dim, dim)
 
     def __call__(self, x):
         return self.c_proj(mx.square(mx.maximum(self.c_fc(x), 0)))  # ReLU^2
 
 
 class Block(nn.Module):
-    def __init__(self, config, layer_idx):
+    def __init__(self, dim, n_head, layer, depth):
         super().__init__()
-        self.attn = CausalSelfAttention(config, layer_idx)
-        self.mlp = MLP(config)
+        self.attn = CausalSelfAttention(dim, n_head, layer, depth)
+        self.mlp = MLP(dim)
 
-    def __call__(self, x, ve, mask):
+    def __call__(self, x, x0, resid_lambda, x0_lambda, ve, mask):
+        x = resid_lambda * x + x0_lambda * x0
         x = x + self.attn(norm(x), ve, mask)
         return x + self.mlp(norm(x))
-
-
-def window_sizes(config):
-    """The attention window of each layer from the pattern; the last layer always sees everything."""
-    pattern = config.window_pattern.upper()
-    assert pattern and set(pattern) <= set("SL"), f"WINDOW_PATTERN must use S and L only: {pattern!r}"
-    sizes = {"L": config.sequence_len, "S": config.sequence_len // 2}
-    out = [sizes[pattern[i % len(pattern)]] for i in range(config.n_layer)]
-    out[-1] = config.sequence_len
-    return out
-
-
-def attention_mask(seq_len, window):
-    """'causal' (the fused path) when the window covers the sequence, else a boolean band mask."""
-    if window >= seq_len:
-        return "causal"
-    i = mx.arange(seq_len)[:, None]
-    j = mx.arange(seq_len)[None, :]
-    return (j <= i) & (i - j < window)  # True = may attend
 
 
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.blocks = [Block(config, i) for i in range(config.n_layer)]
-        self.lm_head = Linear(config.n_embd, config.vocab_size)
-        self.resid_lambdas = mx.ones((config.n_layer,))
-        self.x0_lambdas = mx.zeros((config.n_layer,))
-        kv_dim = config.n_kv_head * (config.n_embd // config.n_head)
+        dim, depth = config.n_embd, config.n_layer
+        self.wte = nn.Embedding(config.vocab_size, dim)
+        self.blocks = [Block(dim, config.n_head, i, depth) for i in range(depth)]
         self.value_embeds = {
-            str(i): nn.Embedding(config.vocab_size, kv_dim) for i in range(config.n_layer) if has_ve(i, config.n_layer)
+            str(i): nn.Embedding(config.vocab_size, dim) for i in range(depth) if has_value_embedding(i, depth)
         }
-        self._windows = window_sizes(config)
-        # Built and evaluated here, once: a mask first created while mx.compile traces the step
-        # would be cached as a placeholder and break every later call.
-        self._masks = {w: attention_mask(config.sequence_len, w) for w in set(self._windows)}
+        self.lm_head = Linear(dim, config.vocab_size)
+        # per layer: x = resid_lambdas[i] * x + x0_lambdas[i] * x0 (x0 = the normed input embedding)
+        self.resid_lambdas = mx.ones((depth,))
+        self.x0_lambdas = mx.zeros((depth,))
+        # Masks are built and evaluated here, once (underscore: not parameters). A mask first
+        # created while mx.compile traces the step would be cached as a placeholder array.
+        self._masks = {w: attention_mask(config.sequence_len, w) for w in set(config.windows)}
         mx.eval([m for m in self._masks.values() if not isinstance(m, str)])
 
     def init_weights(self):
-        s = 3**0.5 * self.config.n_embd**-0.5  # uniform bound with the std of a 1/sqrt(fan_in) normal
+        s = 3**0.5 * self.config.n_embd**-0.5  # uniform bound with std 1/sqrt(dim)
         self.wte.weight = mx.random.normal(self.wte.weight.shape)
         self.lm_head.weight = 0.001 * mx.random.normal(self.lm_head.weight.shape)
+        for ve in self.value_embeds.values():
+            ve.weight = mx.random.uniform(-s, s, ve.weight.shape)
         for block in self.blocks:
             for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
                 lin.weight = mx.random.uniform(-s, s, lin.weight.shape)
-            block.attn.c_proj.weight = mx.zeros_like(block.attn.c_proj.weight)  # zero-init projections
+            # zero-initialised output projections: every block starts as the identity
+            block.attn.c_proj.weight = mx.zeros_like(block.attn.c_proj.weight)
             block.mlp.c_proj.weight = mx.zeros_like(block.mlp.c_proj.weight)
             if "ve_gate" in block.attn:
-                block.attn.ve_gate.weight = mx.zeros_like(block.attn.ve_gate.weight)
-        for ve in self.value_embeds.values():
-            ve.weight = mx.random.uniform(-s, s, ve.weight.shape)
+                block.attn.ve_gate.weight = mx.zeros_like(block.attn.ve_gate.weight)  # gate starts at 1.0
         self.resid_lambdas = mx.ones((self.config.n_layer,))
         self.x0_lambdas = mx.full((self.config.n_layer,), 0.1)
 
     def masks(self, seq_len):
         if seq_len == self.config.sequence_len:
-            return [self._masks[w] for w in self._windows]
-        return [attention_mask(seq_len, w) for w in self._windows]  # other lengths: built per call
+            return [self._masks[w] for w in self.config.windows]
+        return [attention_mask(seq_len, w) for w in self.config.windows]  # other lengths: built per call
 
     def __call__(self, idx):
-        """Logits (float32, soft-capped) for every position of idx (B, T)."""
+        """Float32, soft-capped logits (B, T, vocab): what evaluate_bpb consumes."""
         masks = self.masks(idx.shape[1])
         x = norm(self.wte(idx).astype(COMPUTE_DTYPE))
         x0 = x
         for i, block in enumerate(self.blocks):
-            x = self.resid_lambdas[i].astype(x.dtype) * x + self.x0_lambdas[i].astype(x.dtype) * x0
             ve = self.value_embeds[str(i)](idx).astype(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, masks[i])
+            r, z = self.resid_lambdas[i].astype(x.dtype), self.x0_lambdas[i].astype(x.dtype)
+            x = block(x, x0, r, z, ve, masks[i])
         logits = self.lm_head(norm(x)).astype(mx.float32)
         return LOGIT_SOFTCAP * mx.tanh(logits / LOGIT_SOFTCAP)
 
 
 def loss_fn(model, inputs, targets):
-    """Mean next-token cross-entropy (training only; the judged number comes from prepare)."""
-    logits = model(inputs)
-    return nn.losses.cross_entropy(logits, targets, reduction="mean")
+    """Mean next-token cross-entropy, for training only (the judged number comes from prepare)."""
+    return nn.losses.cross_entropy(model(inputs), targets, reduction="mean")
 
 
 # ---------------------------------------------------------------------------
-# Optimizer: Muon for the 2-D block matrices, AdamW for everything else
+# Optimizer: Muon for the matrices inside the blocks, AdamW for everything else
 # ---------------------------------------------------------------------------
 
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients (Keller Jordan's Muon)
 
-def newton_schulz(g, steps):
-    """Approximately orthogonalise g (U S V^T -> U V^T) with the quintic Newton-Schulz iteration."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.astype(COMPUTE_DTYPE)
+
+def orthogonalize(g, steps):
+    """Approximately replace g (rows, cols) by the nearest semi-orthogonal matrix U V^T."""
+    a, b, c = NS_COEFFS
+    x = g.astype(COMPUTE_DTYPE)  # bf16 on Metal: the iteration only needs singular values near 1
     tall = x.shape[0] > x.shape[1]
-    if tall:  # iterate on the wide orientation: X X^T is then the smaller Gram matrix
+    if tall:  # iterate on the wide orientation: x @ x.T is then the smaller Gram matrix
         x = x.T
-    x = x / (mx.sqrt(mx.sum(mx.square(x.astype(mx.float32)))).astype(x.dtype) + 1e-7)
+    frob = mx.sqrt(mx.sum(mx.square(x.astype(mx.float32))))
+    x = x / (frob + 1e-7).astype(x.dtype)  # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * (gram @ gram)) @ x
@@ -261,33 +264,32 @@ def newton_schulz(g, steps):
 
 
 class MuonAdamW:
-    """Per-parameter Muon or AdamW with per-group learning rates, as one pure compiled update.
+    """Muon or AdamW per parameter, with per-group learning rates, as one pure compiled update.
 
-    `step(params, grads, lrm, momentum, wd)` takes and returns flat {path: array} dicts; the
-    learning-rate multiplier, Muon momentum and weight decay arrive as 0-d arrays so that their
-    schedules change every step without recompiling the graph.
+    `step()` takes and returns flat {path: array} dicts. The lr multiplier, Muon momentum and
+    weight decay arrive as 0-d arrays, so their schedules change every step without recompiling.
     """
 
     def __init__(self, model):
-        dim = model.config.n_embd
-        width_scale = (dim / 768) ** -0.5  # AdamW lrs were tuned at width 768
-        self.groups = {}  # path -> (kind, base lr, betas)
-        for path, p in tree_flatten(model.trainable_parameters()):
+        lr_scale = (model.config.n_embd / 768) ** -0.5  # the AdamW lrs were tuned at width 768
+        self.groups = {}  # path -> (kind, base lr, betas or Muon's shape scale)
+        params = tree_flatten(model.trainable_parameters())
+        for path, p in params:
             if path.startswith("blocks.") and p.ndim == 2:
-                # shape-aware Muon lr: tall matrices take proportionally larger steps
-                self.groups[path] = ("muon", MATRIX_LR * max(1.0, p.shape[0] / p.shape[1]) ** 0.5, None)
+                rows, cols = p.shape
+                self.groups[path] = ("muon", MATRIX_LR, max(1.0, rows / cols) ** 0.5)
             elif path.startswith(("wte.", "value_embeds.")):
-                self.groups[path] = ("adam", EMBEDDING_LR * width_scale, ADAM_BETAS)
+                self.groups[path] = ("adam", EMBEDDING_LR * lr_scale, ADAM_BETAS)
             elif path.startswith("lm_head."):
-                self.groups[path] = ("adam", UNEMBEDDING_LR * width_scale, ADAM_BETAS)
+                self.groups[path] = ("adam", UNEMBEDDING_LR * lr_scale, ADAM_BETAS)
             elif path == "resid_lambdas":
                 self.groups[path] = ("adam", SCALAR_LR * 0.01, ADAM_BETAS)
             elif path == "x0_lambdas":
-                self.groups[path] = ("adam", SCALAR_LR, (0.96, 0.95))
+                self.groups[path] = ("adam", SCALAR_LR, ADAM_BETAS)
             else:
                 raise ValueError(f"parameter {path} has no optimizer group")
         self.state = {"t": mx.array(0.0)}
-        for path, p in tree_flatten(model.trainable_parameters()):
+        for path, p in params:
             if self.groups[path][0] == "muon":
                 self.state[path] = {"buf": mx.zeros_like(p)}
             else:
@@ -298,27 +300,25 @@ class MuonAdamW:
         t = state["t"] + 1
         new_params, new_state = {}, {"t": t}
         for path, p in params.items():
-            kind, base_lr, betas = self.groups[path]
+            kind, base_lr, extra = self.groups[path]
             g, s, lr = grads[path], state[path], base_lr * lrm
             if kind == "muon":
                 buf = momentum * s["buf"] + (1 - momentum) * g
-                update = newton_schulz((1 - momentum) * g + momentum * buf, NS_STEPS)  # Nesterov
-                # cautious weight decay: only shrink coordinates the update also pushes toward 0
-                decay = mx.where(update * p >= 0, p, 0.0)
-                new_params[path] = p - lr * wd * decay - lr * update
+                update = orthogonalize((1 - momentum) * g + momentum * buf, NS_STEPS)  # Nesterov
+                new_params[path] = p * (1 - lr * wd) - (lr * extra) * update  # decoupled weight decay
                 new_state[path] = {"buf": buf}
             else:
-                b1, b2 = betas
+                b1, b2 = extra
                 m = b1 * s["m"] + (1 - b1) * g
                 v = b2 * s["v"] + (1 - b2) * mx.square(g)
-                m_hat = m / (1 - mx.power(b1, t))
-                v_hat = v / (1 - mx.power(b2, t))
-                new_params[path] = p - lr * m_hat / (mx.sqrt(v_hat) + 1e-10)
+                step_size = lr / (1 - mx.power(b1, t))
+                denom = mx.sqrt(v / (1 - mx.power(b2, t))) + ADAM_EPS
+                new_params[path] = p - step_size * m / denom
                 new_state[path] = {"m": m, "v": v}
         return new_params, new_state
 
     def step(self, params, grads, lrm, momentum, wd):
-        """Lazy: returns new params and stores the new state; nothing is evaluated here."""
+        """Lazy: returns the new parameters and keeps the new state; nothing is evaluated here."""
         new_params, self.state = self._compiled(
             params, grads, self.state, mx.array(lrm), mx.array(momentum), mx.array(wd)
         )
@@ -326,35 +326,48 @@ class MuonAdamW:
 
 
 # ---------------------------------------------------------------------------
-# Schedules (all driven by progress = training seconds / budget, except Muon's step warm-up)
+# Schedules: all driven by progress = training seconds / budget (in 0..1)
 # ---------------------------------------------------------------------------
 
 
-def get_lr_multiplier(progress):
+def lr_multiplier(progress):
     if progress < WARMUP_RATIO:
-        return progress / WARMUP_RATIO
-    if progress < 1.0 - WARMDOWN_RATIO:
+        return (progress + 1e-8) / WARMUP_RATIO
+    if progress <= 1.0 - WARMDOWN_RATIO:
         return 1.0
-    cooldown = (1.0 - progress) / WARMDOWN_RATIO
+    cooldown = max(0.0, (1.0 - progress) / WARMDOWN_RATIO)
     return cooldown + (1.0 - cooldown) * FINAL_LR_FRAC
 
 
-def get_muon_momentum(step):
-    start, end, warmup_steps = MUON_MOMENTUM
-    frac = min(step / warmup_steps, 1.0)
-    return (1 - frac) * start + frac * end
+def muon_momentum(progress):
+    frac = min(progress / MUON_MOMENTUM_WARMUP, 1.0) if MUON_MOMENTUM_WARMUP > 0 else 1.0
+    return (1 - frac) * MUON_MOMENTUM[0] + frac * MUON_MOMENTUM[1]
 
 
-def get_weight_decay(progress):
+def weight_decay(progress):
     return WEIGHT_DECAY * (1.0 - progress)
 
 
-def make_grad_fn(model):
-    """A compiled forward+backward: (inputs, targets) -> (loss, grads), lazy.
+# ---------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------
 
-    The compiled function is pure: the parameters go in as an argument (so new values after each
-    optimizer step need no recompilation) and the model is pointed back at the real arrays after
-    the call, because tracing leaves placeholder arrays in it.
+
+def build_model(vocab_size):
+    dim = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
+    windows = window_sizes(DEPTH, WINDOW_PATTERN, SHORT_WINDOW, MAX_SEQ_LEN)
+    model = GPT(GPTConfig(MAX_SEQ_LEN, vocab_size, DEPTH, dim // HEAD_DIM, dim, windows))
+    model.init_weights()
+    mx.eval(model.parameters())
+    return model
+
+
+def make_grad_fn(model):
+    """A compiled forward+backward: (inputs, targets) -> (loss, grads), both lazy.
+
+    The compiled function is pure: the parameters go in as an argument (new values after each
+    optimizer step need no recompilation), and the model is pointed back at the real arrays
+    after the call because tracing leaves placeholder arrays in it.
     """
 
     def loss_of(params, inputs, targets):
@@ -372,113 +385,116 @@ def make_grad_fn(model):
     return grad_fn
 
 
-def build_model(vocab_size):
-    model_dim = ((DEPTH * ASPECT_RATIO + HEAD_DIM - 1) // HEAD_DIM) * HEAD_DIM
-    n_head = model_dim // HEAD_DIM
-    config = GPTConfig(MAX_SEQ_LEN, vocab_size, DEPTH, n_head, n_head, model_dim, WINDOW_PATTERN)
-    model = GPT(config)
-    model.init_weights()
-    mx.eval(model.parameters())
-    return model
+def train_step(model, optimizer, grad_fn, batches, progress):
+    """One optimizer step over len(batches) micro-batches; returns (loss, lrm), both not yet evaluated.
+
+    `batches` yields (inputs, targets) numpy arrays; the next one is packed on the CPU while the
+    device still works on the current micro-batch.
+    """
+    accum, loss_sum, n = None, None, 0
+    for x_np, y_np in batches:
+        if accum is not None:
+            # Boundary: materialise the running sums so the previous micro-batch's activations
+            # are freed before the next forward; memory stays at one micro-batch, not all of them.
+            mx.eval(accum, loss_sum)
+        loss, grads = grad_fn(mx.array(x_np), mx.array(y_np))
+        accum = grads if accum is None else tree_map(mx.add, accum, grads)
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        n += 1
+    if n > 1:
+        accum = tree_map(lambda g: g * (1.0 / n), accum)
+    lrm = lr_multiplier(progress)
+    params = dict(tree_flatten(model.trainable_parameters()))
+    new = optimizer.step(params, dict(tree_flatten(accum)), lrm, muon_momentum(progress), weight_decay(progress))
+    model.update(tree_map_with_path(lambda path, _: new[path], model.trainable_parameters()))
+    return loss_sum / n, lrm
 
 
 # ---------------------------------------------------------------------------
-# Training
+# Training loop: the budget counts only the steps after the untimed warm-up steps
 # ---------------------------------------------------------------------------
 
 
 def main():
-    t_start = time.time()
     mx.random.seed(SEED)
     tokenizer = Tokenizer.load()
     model = build_model(tokenizer.vocab_size)
-    config = model.config
+    optimizer = MuonAdamW(model)
+    grad_fn = make_grad_fn(model)
     num_params = sum(p.size for _, p in tree_flatten(model.parameters()))
     tokens_per_fwdbwd = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
-    assert TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0, "TOTAL_BATCH_SIZE must be a multiple of one forward's tokens"
-    grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
-    optimizer = MuonAdamW(model)
-    print(f"backend: {'metal' if ON_GPU else 'cpu'} | dtype: {COMPUTE_DTYPE} | time budget: {TIME_BUDGET}s")
-    print(f"model: depth {config.n_layer}, width {config.n_embd}, heads {config.n_head}, vocab {config.vocab_size}")
-    print(f"params: {num_params / 1e6:.2f}M | batch: {TOTAL_BATCH_SIZE:,} tokens, {grad_accum_steps} x {DEVICE_BATCH_SIZE} rows")
+    assert TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0, "TOTAL_BATCH_SIZE must be a multiple of one micro-batch"
+    grad_accum = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
+    print(
+        f"device: mlx {'gpu' if ON_GPU else 'cpu'} | dtype: {COMPUTE_DTYPE} | params: {num_params / 1e6:.1f}M"
+        f" | width: {model.config.n_embd} | depth: {DEPTH} | windows: {list(model.config.windows)}"
+        f" | grad_accum: {grad_accum} | budget: {TIME_BUDGET:.0f}s"
+    )
+    loader = make_dataloader_numpy(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
+    epoch = 0
 
-    grad_fn = make_grad_fn(model)
-    train_loader = make_dataloader_numpy(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
-    x_np, y_np, epoch = next(train_loader)
+    def micro_batches():
+        nonlocal epoch
+        for _ in range(grad_accum):
+            x_np, y_np, epoch = next(loader)
+            yield x_np, y_np
 
+    training_time = 0.0
     step = 0
-    total_training_time = 0.0
-    smooth_loss = 0.0
-    progress = 0.0
     while True:
-        t0 = time.time()
-        accum, loss_sum = None, None
-        for micro in range(grad_accum_steps):
-            loss, grads = grad_fn(mx.array(x_np), mx.array(y_np))
-            accum = grads if accum is None else tree_map(mx.add, accum, grads)
-            loss_sum = loss if loss_sum is None else loss_sum + loss
-            if micro < grad_accum_steps - 1:
-                # Boundary: materialise the running gradient sum so this micro-batch's activations
-                # are freed before the next forward; memory stays at one micro-batch, not all of them.
-                mx.eval(accum, loss_sum)
-            x_np, y_np, epoch = next(train_loader)
-        if grad_accum_steps > 1:
-            accum = tree_map(lambda g: g * (1.0 / grad_accum_steps), accum)
-        lrm = get_lr_multiplier(progress)
-        params = dict(tree_flatten(model.trainable_parameters()))
-        new_params = optimizer.step(params, dict(tree_flatten(accum)), lrm, get_muon_momentum(step), get_weight_decay(progress))
-        model.update(tree_map_with_path(lambda path, _: new_params[path], model.trainable_parameters()))
-        train_loss = loss_sum / grad_accum_steps
-        # Boundary: one evaluation per optimizer step over the last backward, the update and the
-        # loss together, so MLX fuses them; the parameters never hold an unevaluated graph across steps.
-        mx.eval(model.parameters(), optimizer.state, train_loss)
-        train_loss_f = train_loss.item()
-        if math.isnan(train_loss_f) or train_loss_f > 100:
-            print(f"step {step:05d} | loss: {train_loss_f:.6f}")
-            print("FAIL")
-            raise SystemExit(1)
+        progress = min(training_time / TIME_BUDGET, 1.0)
+        t_step = time.time()
+        loss, lrm = train_step(model, optimizer, grad_fn, micro_batches(), progress)
+        # Boundary: one evaluation per optimizer step covers the last backward, the update and the
+        # loss, so MLX schedules them as one graph; parameters never carry a graph across steps.
+        mx.eval(model.parameters(), optimizer.state, loss)
+        loss_f = loss.item()
+        dt = time.time() - t_step
 
-        dt = time.time() - t0
-        if step >= STARTUP_EXCLUDE_STEPS:
-            total_training_time += dt
-        progress = min(total_training_time / TIME_BUDGET, 1.0)
-        ema = 0.9
-        smooth_loss = ema * smooth_loss + (1 - ema) * train_loss_f
-        debiased = smooth_loss / (1 - ema ** (step + 1))
-        remaining = max(0.0, TIME_BUDGET - total_training_time)
-        print(
-            f"step {step:05d} ({100 * progress:.1f}%) | loss: {debiased:.6f} | lrm: {lrm:.2f} | "
-            f"dt: {dt * 1000:.0f}ms | tok/sec: {int(TOTAL_BATCH_SIZE / dt):,} | mfu: 0.0% | "
-            f"epoch: {epoch} | remaining: {remaining:.0f}s"
-        )
+        if not math.isfinite(loss_f) or loss_f > 100:  # fast-fail: a diverged run wastes the budget
+            print(f"step {step:05d} | loss: {loss_f}")
+            print("FAIL")
+            sys.exit(1)
+        if step >= UNTIMED_STEPS:
+            training_time += dt
         if step == 0:
-            # Python's GC walks every live object; after the first step nothing long-lived is
-            # created, so freeze what exists and stop paying for collections mid-training.
+            # Python's cyclic GC walks every live object and stalls at random steps; nothing in the
+            # loop creates cycles, so freeze what exists and stop collecting.
             gc.collect()
             gc.freeze()
             gc.disable()
+        tok_per_sec = TOTAL_BATCH_SIZE / dt
+        pct = 100 * min(training_time / TIME_BUDGET, 1.0)
+        remaining = max(0.0, TIME_BUDGET - training_time)
+        print(
+            f"step {step:05d} ({pct:.1f}%) | loss: {loss_f:.6f} | lrm: {lrm:.2f} | dt: {dt * 1000:.0f}ms"
+            f" | tok/sec: {tok_per_sec:,.0f} | mfu: 0.0% | epoch: {epoch} | remaining: {remaining:.0f}s"
+        )
         step += 1
-        if step > STARTUP_EXCLUDE_STEPS and total_training_time >= TIME_BUDGET:
+        if step > UNTIMED_STEPS and training_time >= TIME_BUDGET:
             break
 
-    t_train = time.time()
-    total_tokens = step * TOTAL_BATCH_SIZE
+    # ---------------------------------------------------------------------------
+    # Evaluation (by prepare's immutable evaluate_bpb) and the summary block
+    # ---------------------------------------------------------------------------
     gc.enable()
-    mx.clear_cache()  # hand the training buffers back before the evaluation allocates its own
-    val_bpb = evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE)
-    t_end = time.time()
-    print(f"eval: {t_end - t_train:.1f}s")
-    peak_mb = mx.get_peak_memory() / 1024 / 1024
+    mx.clear_cache()  # hand the training step's cached buffers back before the evaluation allocates
+    val_bpb = evaluate_bpb(model, tokenizer, EVAL_BATCH_SIZE)
+    total_tokens = step * TOTAL_BATCH_SIZE
+    timed_steps = step - UNTIMED_STEPS
+    mean_tok_per_sec = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
+    peak_mb = mx.get_peak_memory() / 1024**2  # MLX's own allocator counter (unified memory on a Mac)
     print("---")
     print(f"val_bpb:          {val_bpb:.6f}")
-    print(f"training_seconds: {total_training_time:.1f}")
-    print(f"total_seconds:    {t_end - t_start:.1f}")
+    print(f"training_seconds: {training_time:.1f}")
+    print(f"total_seconds:    {time.time() - T0:.1f}")
     print(f"peak_vram_mb:     {peak_mb:.1f}")
-    print(f"mfu_percent:      {0.0:.2f}")  # MLX exposes no peak FLOP/s for the chip: unknown -> 0
-    print(f"total_tokens_M:   {total_tokens / 1e6:.1f}")
+    print(f"mfu_percent:      {0.0:.2f}")  # MLX reports no peak FLOP/s for the chip: unknown -> 0
+    print(f"total_tokens_M:   {total_tokens / 1e6:.3f}")
     print(f"num_steps:        {step}")
     print(f"num_params_M:     {num_params / 1e6:.1f}")
     print(f"depth:            {DEPTH}")
+    print(f"tokens_per_sec:   {mean_tok_per_sec:.0f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""evaluate_bpb for MLX models: the same metric as the torch path, computed with MLX.
+
+    val_bpb = sum over targets of cross-entropy (nats) / (ln 2 * sum of the targets' UTF-8 bytes)
+
+`prepare.evaluate.evaluate_bpb` sends every model that is not a torch module here. The rows are
+the same pinned validation rows (`eval_batches_numpy`), the record the same JSON line
+(`record_result`), so the two paths differ only in the framework that runs the model.
+
+Memory is bounded on purpose (a 24 GB Mac shares it with everything else): each batch is cut
+into slices of rows whose float32 logits hold at most CHUNK_ELEMENTS values, and every slice is
+evaluated (a lazy-evaluation boundary) before the next is built, so at most one slice's
+activations and logits are alive whatever `batch_size` the train file asks for. The per-slice
+nats are float32 (at most CHUNK_ELEMENTS / vocab targets each), the byte and token counts int32,
+and all are added up as Python numbers (float64): Metal has no float64 to keep them on device.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prepare.evaluate import eval_batches_numpy, eval_rows, record_result
+from prepare.tokenizer import Tokenizer
+
+CHUNK_ELEMENTS = 1 << 25  # float32 logits per forward slice: 128 MiB
+
+
+def _slice_rows(seq_len: int, vocab: int) -> int:
+    return max(1, CHUNK_ELEMENTS // (seq_len * max(vocab, 1)))
+
+
+def _number(a: Any) -> float:
+    value = a.item()
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"expected a real number, got {value!r}")
+    return float(value)
+
+
+def _check_logits(logits: Any, shape: tuple[int, int], vocab_size: int) -> int:
+    import mlx.core as mx
+
+    if not isinstance(logits, mx.array) or logits.ndim != 3 or tuple(logits.shape[:2]) != shape:
+        raise TypeError(
+            "evaluate_bpb needs model(idx) to return logits of shape (batch, seq_len, vocab); "
+            f"got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+        )
+    vocab = int(logits.shape[-1])
+    if vocab < vocab_size:
+        raise TypeError(f"the model's logits have {vocab} classes but the tokenizer has {vocab_size} ids")
+    return vocab
+
+
+def evaluate_bpb_mlx(model: Any, tokenizer: Tokenizer, batch_size: int) -> float:
+    """Bits per byte of an MLX model (`model(idx) -> logits`) on the active profile's validation rows."""
+    import mlx.core as mx
+
+    t0 = time.perf_counter()
+    token_bytes = mx.array(tokenizer.token_bytes, dtype=mx.int32)
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    total_nats, total_bytes, target_tokens, n_rows = 0.0, 0, 0, 0
+    slice_rows = 0  # set from the first slice's vocabulary width
+    try:
+        for x_np, y_np in eval_batches_numpy(tokenizer, batch_size):
+            seq_len = x_np.shape[1]
+            start = 0
+            while start < x_np.shape[0]:
+                step = slice_rows or 1  # the very first slice is one row: it tells us the vocab width
+                x = mx.array(x_np[start : start + step])
+                y = mx.array(y_np[start : start + step])
+                logits = model(x)
+                vocab = _check_logits(logits, (x.shape[0], seq_len), tokenizer.vocab_size)
+                slice_rows = _slice_rows(seq_len, vocab)
+                logits = logits.astype(mx.float32)
+                # cross-entropy computed here, in float32: logsumexp minus the target's logit
+                picked = mx.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+                nats = mx.logsumexp(logits, axis=-1) - picked
+                tb = token_bytes[y]
+                counted = tb > 0  # special tokens (zero bytes) are masked out of both sums
+                nats_sum = mx.sum(mx.where(counted, nats, 0.0))
+                bytes_sum = mx.sum(tb)
+                count = mx.sum(counted.astype(mx.int32))
+                # boundary: evaluate this slice now so its activations are freed before the next one
+                mx.eval(nats_sum, bytes_sum, count)
+                total_nats += _number(nats_sum)
+                total_bytes += int(_number(bytes_sum))
+                target_tokens += int(_number(count))
+                start += x.shape[0]
+            n_rows += x_np.shape[0]
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    seq_len = eval_rows()[1]
+    return record_result(total_nats, total_bytes, target_tokens, n_rows * seq_len, time.perf_counter() - t0)
