@@ -11,10 +11,10 @@ proposal (`take`) when the run is over:
   fresh one) is taken.
 
 How many proposals are kept in flight adapts to the measured times: enough to cover the
-model's latency with runs, ceil(llm_seconds / run_seconds), between 1 and `max_depth`
+model's latency with runs, ceil(1.25 * llm_seconds / run_seconds), between 1 and `max_depth`
 (before the first measurement, `initial_depth`). With a 5-minute budget and a 1-minute
 model that is 1: exactly "propose the next while the current runs"; with a 30 s budget
-it is 2. Set AUTORESEARCH_PIPELINE_DEPTH to a number to fix it (0 turns pipelining off).
+it is 3. Set AUTORESEARCH_PIPELINE_DEPTH to a number to fix it (0 turns pipelining off).
 
 Threads are daemons: a night that ends with a proposal in flight does not wait for it.
 An exception raised while proposing (a non-retryable provider error) is re-raised by
@@ -40,6 +40,8 @@ C = TypeVar("C")
 
 DEPTH_ENV = "AUTORESEARCH_PIPELINE_DEPTH"
 _EWMA = 0.5  # weight of the newest measurement: adapt quickly, the model's latency drifts
+# Ask a little earlier than the averages say, so one slow answer does not leave the GPU idle.
+_MARGIN = 1.25
 
 
 @dataclass
@@ -109,7 +111,7 @@ class Pipeline(Generic[C, P]):
                     llm = max(llm or 0.0, now - ticket.started)
         if llm is None or not self.run_seconds:
             return self.initial_depth
-        return max(1, min(self.max_depth, math.ceil(llm / self.run_seconds)))
+        return max(1, min(self.max_depth, math.ceil(_MARGIN * llm / self.run_seconds)))
 
     def record_run(self, seconds: float) -> None:
         """The wall time of one run (from start to row), for the depth estimate."""
