@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.agents.base import Context, CrashReport
-from harness.prompt import MAX_CRASH_LINES, build_prompt, redact
+from harness.prompt import MAX_CRASH_LINES, build_prompt, describe_hardware, is_simple_bug, redact
 from harness.results import Row
 
 TRAIN = "experiments/gpt/train.py"
@@ -130,3 +130,26 @@ def test_secrets_are_redacted_everywhere() -> None:
     assert p.user.count("[redacted]") == 2
     # a base URL and ordinary variables are not secrets
     assert redact("http://127.0.0.1:9999/v1 /usr/bin:/bin", env) == "http://127.0.0.1:9999/v1 /usr/bin:/bin"
+
+
+def test_simple_bugs_are_recognised() -> None:
+    def crash(reason: str, tail: str) -> CrashReport:
+        return CrashReport("d", reason, tail)
+
+    assert is_simple_bug(crash("syntax error", "  File train.py, line 3\nSyntaxError: invalid syntax"))
+    assert is_simple_bug(crash("exception: NameError: name 'x' is not defined", "NameError: name 'x'"))
+    assert is_simple_bug(
+        crash("exception: ModuleNotFoundError", "ModuleNotFoundError: No module named 'flash'")
+    )
+    shape = "RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x512 and 768x512)"
+    assert is_simple_bug(crash(f"exception: {shape}", shape))
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert not is_simple_bug(crash(f"exception: {oom}", oom))
+    assert not is_simple_bug(crash("timeout", "step 100 (50%)"))
+    assert not is_simple_bug(crash("nan", "loss: nan\nFAIL"))
+    assert not is_simple_bug(crash("exception: RuntimeError: boom", "RuntimeError: boom"))
+
+
+def test_hardware_line_is_nonempty() -> None:
+    line = describe_hardware("cpu")
+    assert "CPU cores" in line
