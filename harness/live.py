@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from harness.metrics import last_loss, progress_pct
 
@@ -92,6 +93,8 @@ class RichView:
         self._best: float | None = None
         self._started = time.monotonic()
         self._rows: deque[Row] = deque(maxlen=last_rows)
+        # Set by the loop for LLM agents: one line with the provider state (retrying, PAUSED) and the spend.
+        self.status_line: Callable[[], str] | None = None
         self._live: Live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
         self._live.start()
 
@@ -127,11 +130,18 @@ class RichView:
                 )
             from rich.console import Group
 
-            return Group(head, bar, rows)
+            parts: list[Any] = [head, bar]
+            status = self.status_line() if self.status_line is not None else ""
+            if status:
+                parts.append(Text(status, style="bold red" if "PAUSED" in status else "dim"))
+            return Group(*parts, rows)
 
     def message(self, text: str) -> None:
+        from rich.markup import escape
+
+        # Escaped: messages carry provider errors and log text, whose brackets are not markup.
         self._live.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}", markup=True, highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", markup=True, highlight=False
         )
 
     def start(self, n: int, description: str, budget: float) -> None:

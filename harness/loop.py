@@ -93,8 +93,11 @@ class Night:
         inner = getattr(self.agent, "inner", self.agent)
         self.llm: LLMAgent | None = inner if isinstance(inner, LLMAgent) else None
         self.pipeline: Pipeline[Context, Proposal] | None = None
+        self.spent = 0.0  # LLM spend of the night so far (USD), for the live view
         if self.llm is not None:
             self.llm.notify = self.view.message
+            if hasattr(self.view, "status_line"):  # the rich panel shows provider state and spend
+                setattr(self.view, "status_line", self._llm_status)  # noqa: B010 - not part of View
             depth = depth_from_env(self.env)
             if depth != 0:
                 self.pipeline = Pipeline(self._propose, self._reapply, depth=depth)
@@ -371,11 +374,19 @@ class Night:
         """The LLM spend of this attempt and of the night so far (and against --max-cost)."""
         if self.llm is None:
             return
-        total = sum(_float(r.extra.get("cost_usd", "")) for r in self.tsv.rows())
+        total = self.spent = sum(_float(r.extra.get("cost_usd", "")) for r in self.tsv.rows())
         limit = f" of --max-cost ${self.s.max_cost:g}" if self.s.max_cost is not None else ""
         self.view.message(
             f"LLM cost: ${_float(row.extra.get('cost_usd', '')):.4f} this attempt, ${total:.4f} in total{limit}"
         )
+
+    def _llm_status(self) -> str:
+        """One line for the live panel: the provider's state (retrying, PAUSED) and the spend so far."""
+        if self.llm is None:
+            return ""
+        limit = f" of ${self.s.max_cost:g}" if self.s.max_cost is not None else ""
+        state = self.llm.status.line()
+        return (state + " | " if state else "") + f"LLM {self.llm.model}: ${self.spent:.4f} spent{limit}"
 
     def _bad_edit(self, info: AttemptInfo, reply: Reply, error: str) -> Row:
         self.view.message(f"#{info.n} bad edit: {error}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import Any
 
@@ -315,3 +316,20 @@ def test_outage_pauses_visibly_and_resumes(
     assert "LLM PAUSED (provider outage)" in out
     assert "resuming" in out
     assert [r["status"] for r in toy.tsv("out1")] == ["keep", "keep"]
+
+
+def test_rich_view_shows_provider_text_verbatim_and_the_status_line() -> None:
+    from harness.live import RichView
+
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = TTY()
+    view = RichView(stream)
+    view.status_line = lambda: "LLM PAUSED (provider outage) since 10:00:00 | LLM m: $0.1000 spent"
+    view.message("provider said [/x] and [redacted]")  # not markup: must neither crash nor vanish
+    view.close()
+    out = stream.getvalue()
+    assert "[/x]" in out and "[redacted]" in out
+    assert "LLM PAUSED (provider outage)" in out
