@@ -130,3 +130,17 @@ def test_prefetching_changes_nothing_and_passes_errors_on(tok, docs_and_files, t
     it = dataloader.make_dataloader_numpy(tok, 2, SEQ, "train", files=[broken])
     with pytest.raises(DataError, match="re-run `autoresearch prepare`"):
         next(it)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_variant_pinned_double_buffering_keeps_earlier_batches_intact(tok, docs_and_files) -> None:
+    _, files = docs_and_files
+    expected = rows_numpy(tok, files, 8, 6)
+    it = dataloader.make_dataloader(tok, 8, SEQ, "train", device="cuda", files=files)
+    got = [next(it) for _ in range(6)]  # hold every batch while later ones are copied in
+    torch.cuda.synchronize()
+    for k, (x, y, _) in enumerate(got):
+        assert x.is_cuda and x.dtype == torch.long
+        rows = expected[k * 8 : (k + 1) * 8]
+        assert (x.cpu().numpy() == rows[:, :-1]).all() and (y.cpu().numpy() == rows[:, 1:]).all()

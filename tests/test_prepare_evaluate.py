@@ -126,3 +126,12 @@ def test_model_must_return_logits_and_training_mode_is_restored(tok: Tokenizer) 
     with pytest.raises(TypeError, match=r"model\(idx\) to return logits"):
         evaluate.evaluate_bpb(model, tok, 8)
     assert model.training
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_and_cpu_agree(tok: Tokenizer) -> None:
+    table = np.random.default_rng(2).normal(0, 1, (tok.vocab_size, tok.vocab_size))
+    cpu = evaluate.evaluate_bpb(Table(table), tok, 16)
+    gpu = evaluate.evaluate_bpb(Table(table).cuda(), tok, 16)
+    assert gpu == pytest.approx(cpu, rel=1e-5)
