@@ -9,15 +9,17 @@ the same pinned validation rows (`eval_batches_numpy`), the record the same JSON
 Memory is bounded on purpose (a 24 GB Mac shares it with everything else): each batch is cut
 into slices of rows whose float32 logits hold at most CHUNK_ELEMENTS values, and every slice is
 evaluated (a lazy-evaluation boundary) before the next is built, so at most one slice's
-activations and logits are alive whatever `batch_size` the train file asks for. The per-slice
-nats are float32 (at most CHUNK_ELEMENTS / vocab targets each), the byte and token counts int32,
-and all are added up as Python numbers (float64): Metal has no float64 to keep them on device.
+activations and logits are alive whatever `batch_size` the train file asks for. Each slice's
+per-target nats (rows x seq_len numbers, tiny next to the logits) are summed in float64 with
+NumPy: Metal has no float64, and a float32 sum of many near-equal values drifts.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import numpy as np
 
 from prepare.evaluate import eval_batches_numpy, eval_rows, record_result
 from prepare.tokenizer import Tokenizer
@@ -27,13 +29,6 @@ CHUNK_ELEMENTS = 1 << 25  # float32 logits per forward slice: 128 MiB
 
 def _slice_rows(seq_len: int, vocab: int) -> int:
     return max(1, CHUNK_ELEMENTS // (seq_len * max(vocab, 1)))
-
-
-def _number(a: Any) -> float:
-    value = a.item()
-    if not isinstance(value, (int, float)):
-        raise TypeError(f"expected a real number, got {value!r}")
-    return float(value)
 
 
 def _check_logits(logits: Any, shape: tuple[int, int], vocab_size: int) -> int:
@@ -55,7 +50,7 @@ def evaluate_bpb_mlx(model: Any, tokenizer: Tokenizer, batch_size: int) -> float
     import mlx.core as mx
 
     t0 = time.perf_counter()
-    token_bytes = mx.array(tokenizer.token_bytes, dtype=mx.int32)
+    token_bytes = np.asarray(tokenizer.token_bytes, dtype=np.int64)
     was_training = bool(getattr(model, "training", False))
     if hasattr(model, "eval"):
         model.eval()
@@ -76,16 +71,15 @@ def evaluate_bpb_mlx(model: Any, tokenizer: Tokenizer, batch_size: int) -> float
                 # cross-entropy computed here, in float32: logsumexp minus the target's logit
                 picked = mx.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
                 nats = mx.logsumexp(logits, axis=-1) - picked
-                tb = token_bytes[y]
+                tb = token_bytes[y_np[start : start + step]]
                 counted = tb > 0  # special tokens (zero bytes) are masked out of both sums
-                nats_sum = mx.sum(mx.where(counted, nats, 0.0))
-                bytes_sum = mx.sum(tb)
-                count = mx.sum(counted.astype(mx.int32))
+                masked = mx.where(mx.array(counted), nats, 0.0)
                 # boundary: evaluate this slice now so its activations are freed before the next one
-                mx.eval(nats_sum, bytes_sum, count)
-                total_nats += _number(nats_sum)
-                total_bytes += int(_number(bytes_sum))
-                target_tokens += int(_number(count))
+                mx.eval(masked)
+                # the sum in float64 on the host: (rows, seq_len) numbers, tiny next to the logits
+                total_nats += float(np.array(masked).astype(np.float64).sum())
+                total_bytes += int(tb.sum())
+                target_tokens += int(counted.sum())
                 start += x.shape[0]
             n_rows += x_np.shape[0]
     finally:
