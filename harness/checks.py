@@ -266,8 +266,6 @@ class _Checker(ast.NodeVisitor):
                 "patch-prepare",
                 "defining `evaluate_bpb` replaces the evaluator; import it from prepare",
             )
-        elif name in ("__builtins__",):
-            self.add(node, "patch-prepare", f"assigning `{name}` is not allowed")
 
     def visit_Assign(self, node: ast.Assign) -> None:
         for t in node.targets:
@@ -507,9 +505,3 @@ def check_files(files: Mapping[str, str]) -> None:
         f"refused: {problems[0].rule}: {problems[0]}",
         feedback=f"Your edit was refused and not run, because it breaks the rules of the experiment:\n{lines}{more}\n{_GUIDE}",
     )
-
-
-def first_rule(exc: EditError) -> str:
-    """The rule of the first problem named in a refusal's feedback (for the TSV reason)."""
-    m = re.search(r"\[([a-z-]+)\]", exc.feedback)
-    return m.group(1) if m else "refused"
