@@ -1,0 +1,209 @@
+"""experiments/gpt-mlx on MLX's CPU backend (mlx[cpu]): model, optimizer, real runs, the real loop.
+
+The train file is imported as a module for the model/optimizer tests (its `main()` only runs as
+a script) and started as a real child process for the rest. Runs use the `cpu` device profile
+(256-token rows, 32,768 evaluation tokens): under the `mlx` profile (2,048-token rows, 2 M
+evaluation tokens, sized for an Apple GPU) one evaluation takes tens of minutes on a CPU, so
+the MLX train file is smoke-tested here under the CPU profile's constants. The first compiled
+step pays MLX's one-time JIT of its CPU kernels (cached under $TMPDIR/mlx afterwards).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+
+from harness.metrics import parse_summary, read_summary  # noqa: E402
+from prepare import datasets  # noqa: E402
+from tests.conftest import PROJECT  # noqa: E402
+
+TRAIN = PROJECT / "experiments" / "gpt-mlx" / "train.py"
+PROFILE = "cpu"  # the device profile the runs below use (see the module docstring)
+SUMMARY_KEYS = {
+    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+    "total_tokens_M", "num_steps", "num_params_M", "depth",
+}  # fmt: skip
+PROGRESS = re.compile(
+    r"^step \d{5} \(\d+\.\d%\) \| loss: \d+\.\d{6} \| lrm: .* \| mfu: 0\.0% \| .*remaining: \d+s$"
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cache")
+    datasets.prepare_dataset("arithmetic", root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def train() -> ModuleType:
+    """The train file as a module, under the CPU profile (its constants are read at import)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTORESEARCH_DEVICE", PROFILE)
+    mp.delenv("AUTORESEARCH_TIME_BUDGET", raising=False)
+    try:
+        spec = importlib.util.spec_from_file_location("gpt_mlx_train", TRAIN)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        mp.undo()
+    return module
+
+
+def child_env(cache: Path, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
+    env.update(
+        PYTHONPATH=str(PROJECT),
+        PYTHONUNBUFFERED="1",
+        AUTORESEARCH_DEVICE=PROFILE,
+        AUTORESEARCH_DATASET="arithmetic",
+        AUTORESEARCH_CACHE=str(cache),
+        AUTORESEARCH_TIME_BUDGET="5",
+        AUTORESEARCH_EVAL_RECORD=str(tmp_path / "eval.jsonl"),
+    )
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Model and optimizer, in process
+# ---------------------------------------------------------------------------
+
+
+def test_loss_falls_on_a_fixed_batch(train: ModuleType) -> None:
+    mx.random.seed(0)
+    model = train.build_model(32)
+    optimizer = train.MuonAdamW(model)
+    grad_fn = train.make_grad_fn(model)
+    rows = np.random.default_rng(0).integers(0, 32, (4, train.MAX_SEQ_LEN + 1)).astype(np.int32)
+    batch = (rows[:, :-1], rows[:, 1:])
+    losses = []
+    for step in range(12):
+        loss, _ = train.train_step(model, optimizer, grad_fn, [batch, batch], progress=step / 24)
+        mx.eval(model.parameters(), optimizer.state, loss)
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(32), rel=0.05)  # tiny lm_head at init: near uniform
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.8 * losses[0], losses  # memorising the batch: 3.47 -> ~2.5 in 12 steps
+
+
+def test_architecture_is_causal_with_zero_init_projections_and_no_biases(train: ModuleType) -> None:
+    mx.random.seed(1)
+    model = train.build_model(40)
+    depth = model.config.n_layer
+    names = [name for name, _ in train.tree_flatten(model.parameters())]
+    assert all(n.endswith(".weight") or n in ("resid_lambdas", "x0_lambdas") for n in names)  # no biases
+    for block in model.blocks:
+        assert not mx.any(block.attn.c_proj.weight).item() and not mx.any(block.mlp.c_proj.weight).item()
+    assert sorted(model.value_embeds) == [str(i) for i in range(depth) if i % 2 == (depth - 1) % 2]
+    assert str(depth - 1) in model.value_embeds  # the last layer always has a value embedding
+    assert model.config.windows[-1] == train.MAX_SEQ_LEN  # the last layer sees the whole context
+    # Give the projections weights so every block mixes positions, then perturb one token:
+    # logits before it must not move (causal), logits from it on must.
+    for block in model.blocks:
+        for lin in (block.attn.c_proj, block.mlp.c_proj):
+            lin.weight = 0.05 * mx.random.normal(lin.weight.shape)
+    idx = np.random.default_rng(1).integers(0, 40, (1, train.MAX_SEQ_LEN)).astype(np.int32)
+    changed = idx.copy()
+    p = train.MAX_SEQ_LEN // 2
+    changed[0, p] = (changed[0, p] + 1) % 40
+    a, b = model(mx.array(idx)), model(mx.array(changed))
+    assert a.dtype == mx.float32 and a.shape == (1, train.MAX_SEQ_LEN, 40)
+    assert mx.allclose(a[:, :p], b[:, :p], atol=1e-6).item()
+    assert mx.max(mx.abs(a[:, p + 1 :] - b[:, p + 1 :])).item() > 1e-4
+    assert mx.max(mx.abs(a)).item() <= train.LOGIT_SOFTCAP  # soft-capped
+
+
+def test_sliding_window_masks(train: ModuleType) -> None:
+    band = np.array(train.attention_mask(8, 3))
+    i, j = np.indices((8, 8))
+    assert (band == ((j <= i) & (i - j < 3))).all()
+    assert train.attention_mask(8, 8) == "causal"
+    assert train.window_sizes(5, "SL", 4, 16) == (4, 16, 4, 16, 16)
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(train: ModuleType) -> None:
+    model = train.build_model(40)
+    groups = train.MuonAdamW(model).groups
+    muon = {path for path, (kind, _, _) in groups.items() if kind == "muon"}
+    assert muon == {
+        p for p, a in train.tree_flatten(model.parameters()) if p.startswith("blocks.") and a.ndim == 2
+    }
+    assert {"wte.weight", "lm_head.weight", "resid_lambdas", "x0_lambdas"} <= set(groups) - muon
+    ortho = train.orthogonalize(mx.random.normal((16, 48)), 5)
+    s = np.linalg.svd(np.array(ortho), compute_uv=False)
+    assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz pushes singular values toward 1
+
+
+# ---------------------------------------------------------------------------
+# The train file as a real child process
+# ---------------------------------------------------------------------------
+
+
+def test_train_file_runs_to_a_valid_summary(cache: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(TRAIN)], cwd=TRAIN.parent, env=child_env(cache, tmp_path),
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = parse_summary(out.stdout)
+    assert summary is not None and set(summary) >= SUMMARY_KEYS
+    assert out.stdout.rstrip().splitlines()[-len(summary) - 1] == "---"
+    progress = [line for line in out.stdout.splitlines() if line.startswith("step ")]
+    assert progress and all(PROGRESS.match(line) for line in progress), progress[:3]
+    assert float(summary["training_seconds"]) >= 5.0 and int(summary["num_steps"]) == len(progress)
+    assert float(summary["peak_vram_mb"]) > 0 and float(summary["mfu_percent"]) == 0.0
+    # the printed metric is exactly the one evaluate_bpb recorded
+    (record,) = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert f"{record['val_bpb']:.6f}" == f"{float(summary['val_bpb']):.6f}"
+    assert 0 < record["val_bpb"] < 8.1  # below ln(260)/ln(2)/1 byte: it learned something
+
+
+def test_a_diverging_run_prints_fail_and_exits_1(cache: Path, tmp_path: Path) -> None:
+    source = TRAIN.read_text()
+    assert "EMBEDDING_LR = 0.6" in source
+    broken = tmp_path / "train.py"
+    broken.write_text(source.replace("EMBEDDING_LR = 0.6", 'EMBEDDING_LR = float("nan")', 1))
+    out = subprocess.run(
+        [sys.executable, str(broken)], cwd=tmp_path, env=child_env(cache, tmp_path),
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.rstrip().splitlines()[-1] == "FAIL"
+    assert parse_summary(out.stdout) is None
+
+
+# ---------------------------------------------------------------------------
+# Through the real loop (the issue's CI check)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_loop_runs_gpt_mlx_with_the_search_agent(project_repo: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--tag", "mlx", "--experiment", "gpt-mlx",
+         "--device", PROFILE, "--agent", "search", "--judge", "strict", "--max-experiments", "2", "--budget", "5"],
+        cwd=project_repo, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = (project_repo / "results" / "mlx.tsv").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == 3 and rows[0][4] == "baseline"
+    assert all(row[4].startswith("search: ") for row in rows[1:])
+    for n in range(3):
+        log = project_repo / "results" / "mlx" / "runs" / f"{n}.log"
+        summary = read_summary(log)
+        assert summary is not None and set(summary) >= SUMMARY_KEYS, log.read_text()[-2000:]
+        assert log.read_text().rstrip().splitlines()[-len(summary) - 1] == "---"
