@@ -48,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--judge", default="noise", choices=["noise", "strict"],
         help="noise: keep only gains that stand out from run-to-run noise (default); strict: any gain",
     )  # fmt: skip
-    p.add_argument("--baseline-runs", type=int, metavar="N", help="runs of the baseline (default: noise 3, strict 1)")
+    p.add_argument(
+        "--baseline-runs", type=int, metavar="N", help="runs of the baseline (default: noise 3, strict 1)"
+    )
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
 
 
