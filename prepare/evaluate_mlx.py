@@ -24,7 +24,7 @@ import numpy as np
 from prepare.evaluate import eval_batches_numpy, eval_rows, record_result
 from prepare.tokenizer import Tokenizer
 
-CHUNK_ELEMENTS = 1 << 25  # float32 logits per forward slice: 128 MiB
+CHUNK_ELEMENTS = 1 << 26  # float32 logits per forward slice: 256 MiB (4 rows of 2048 x 8192)
 
 
 def _slice_rows(seq_len: int, vocab: int) -> int:

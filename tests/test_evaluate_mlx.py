@@ -105,7 +105,7 @@ def test_batch_size_does_not_change_the_result(tok: Tokenizer) -> None:
 
 def test_wide_logits_are_evaluated_a_slice_of_rows_at_a_time(tok: Tokenizer) -> None:
     # A 16,384-wide output (extra classes beyond the tokenizer's ids, as padded vocabularies have):
-    # the whole 128-row batch would be 1 GiB of float32 logits; slices keep it far below that.
+    # the whole 128-row batch would be 2 GiB of float32 logits; 16-row slices keep it far below that.
     V, wide = tok.vocab_size, 16384
     table = np.zeros((V, wide), dtype=np.float32)
     model = MlxTable(table)

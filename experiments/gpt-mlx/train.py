@@ -385,29 +385,29 @@ def make_grad_fn(model):
     return grad_fn
 
 
-def train_step(model, optimizer, grad_fn, batches, progress):
-    """One optimizer step over len(batches) micro-batches; returns (loss, lrm), both not yet evaluated.
+def train_step(model, optimizer, grad_fn, loader, batch, grad_accum, progress):
+    """One optimizer step over grad_accum micro-batches, starting with the already-packed `batch`.
 
-    `batches` yields (inputs, targets) numpy arrays; the next one is packed on the CPU while the
-    device still works on the current micro-batch.
+    Returns (loss, lrm, next batch); the loss and the new parameters are not evaluated yet.
     """
-    accum, loss_sum, n = None, None, 0
-    for x_np, y_np in batches:
-        if accum is not None:
-            # Boundary: materialise the running sums so the previous micro-batch's activations
-            # are freed before the next forward; memory stays at one micro-batch, not all of them.
-            mx.eval(accum, loss_sum)
+    accum, loss_sum = None, None
+    for _ in range(grad_accum):
+        x_np, y_np, _epoch = batch
         loss, grads = grad_fn(mx.array(x_np), mx.array(y_np))
         accum = grads if accum is None else tree_map(mx.add, accum, grads)
         loss_sum = loss if loss_sum is None else loss_sum + loss
-        n += 1
-    if n > 1:
-        accum = tree_map(lambda g: g * (1.0 / n), accum)
+        # Boundary: start this micro-batch on the device now (asynchronously) and pack the next
+        # one on the CPU meanwhile. Evaluating the running sums before the next forward is built
+        # keeps memory at about one micro-batch's activations instead of grad_accum of them.
+        mx.async_eval(accum, loss_sum)
+        batch = next(loader)
+    if grad_accum > 1:
+        accum = tree_map(lambda g: g * (1.0 / grad_accum), accum)
     lrm = lr_multiplier(progress)
     params = dict(tree_flatten(model.trainable_parameters()))
     new = optimizer.step(params, dict(tree_flatten(accum)), lrm, muon_momentum(progress), weight_decay(progress))
     model.update(tree_map_with_path(lambda path, _: new[path], model.trainable_parameters()))
-    return loss_sum / n, lrm
+    return loss_sum / grad_accum, lrm, batch
 
 
 # ---------------------------------------------------------------------------
@@ -431,22 +431,18 @@ def main():
         f" | grad_accum: {grad_accum} | budget: {TIME_BUDGET:.0f}s"
     )
     loader = make_dataloader_numpy(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
-    epoch = 0
-
-    def micro_batches():
-        nonlocal epoch
-        for _ in range(grad_accum):
-            x_np, y_np, epoch = next(loader)
-            yield x_np, y_np
+    batch = next(loader)
 
     training_time = 0.0
     step = 0
     while True:
         progress = min(training_time / TIME_BUDGET, 1.0)
         t_step = time.time()
-        loss, lrm = train_step(model, optimizer, grad_fn, micro_batches(), progress)
-        # Boundary: one evaluation per optimizer step covers the last backward, the update and the
-        # loss, so MLX schedules them as one graph; parameters never carry a graph across steps.
+        epoch = batch[2]
+        loss, lrm, batch = train_step(model, optimizer, grad_fn, loader, batch, grad_accum, progress)
+        # Boundary: one synchronous evaluation per optimizer step (the update and the loss); the
+        # parameters never carry an unevaluated graph into the next step, and the loss is read
+        # every step for the fast-fail check anyway.
         mx.eval(model.parameters(), optimizer.state, loss)
         loss_f = loss.item()
         dt = time.time() - t_step
