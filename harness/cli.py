@@ -9,6 +9,7 @@ HarnessError is one line on stderr and exit 2; argparse errors exit 2 with the u
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # A full disk stops the night: no row can be written. The journal keeps the attempt.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"autoresearch {args.command}: error: no space left on device{where}: "
+            "free some space, then run the same command again with --resume",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

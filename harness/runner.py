@@ -255,9 +255,11 @@ class _Stream:
             self.on_line(body.decode("utf-8", "replace"))
 
     def marker(self, text: str) -> None:
-        """One line from the harness itself; allowed past the cap."""
-        self.log.write(f"\n[autoresearch] {text}\n".encode())
-        self.log.flush()
+        """One line from the harness itself; allowed past the cap. Best effort: when the disk
+        is full, the OSError that got us here is the one worth reporting, not this one."""
+        with contextlib.suppress(OSError):
+            self.log.write(f"\n[autoresearch] {text}\n".encode())
+            self.log.flush()
 
 
 def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, grace: float) -> str | None:

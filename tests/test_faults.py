@@ -248,12 +248,6 @@ for i in range(40000):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="harness.runner lets OSError(ENOSPC) from the log write escape run() and the harness dies with a "
-    "traceback (runner.py _Stream._line); it should end the run as a crash (or stop with a clear "
-    "'disk full' message) so that --resume can finish the night",
-)
 def test_full_disk_under_results(toy_experiment: Toy) -> None:
     """results/ on a 1 MB filesystem: a run fills it; no torn row, and after space is freed
     --resume finishes with one row per attempt."""
