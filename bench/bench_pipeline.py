@@ -16,6 +16,7 @@ and are re-applied to the new best) and one that does not (discarded).
     python bench/bench_pipeline.py                      # both modes, in parallel (~7 min)
     python bench/bench_pipeline.py --mode pipelined --experiments 10
     python bench/bench_pipeline.py --llm-seconds 6 --train-seconds 3   # quick check
+    python bench/bench_pipeline.py --mode pipelined --judge noise       # 3 baseline runs hide the warm-up
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run_night(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 "GIT_COMMITTER_EMAIL": "b@example.com",
             }
             cmd = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "--tag", "bench"]
-            cmd += ["--agent", "claude", "--judge", "strict", "--max-experiments", str(experiments)]
+            cmd += ["--agent", "claude", "--judge", args.judge, "--max-experiments", str(experiments)]
             started = time.time()
             out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
             wall = time.time() - started
@@ -198,6 +199,7 @@ def main() -> None:
     p.add_argument(
         "--sequential-experiments", type=int, default=4, help="attempts past the baseline, not pipelined"
     )
+    p.add_argument("--judge", choices=["strict", "noise"], default="strict", help="strict: one baseline run")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     modes = ["pipelined", "sequential"] if args.mode == "both" else [args.mode]
