@@ -12,16 +12,16 @@ of a JSON or TOML file, mapping a model (prefix) to `[input, output]` or to
 
     AUTORESEARCH_PRICES='{"my-finetune": [0.5, 1.5], "claude-opus-4-5": [5, 25]}'
 
-`CostMeter` adds up the night's spend for the TSV's total, the live view and `--max-cost`.
+The loop adds the per-call cost to each row's `cost_usd` and sums the rows for the live view
+and `--max-cost`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,35 +142,3 @@ def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
             )
         out[str(model)] = (float(pair[0]), float(pair[1]))  # type: ignore[arg-type]
     return out
-
-
-@dataclass
-class CostMeter:
-    """The night's running total (thread-safe: the pipelined proposer adds from a thread)."""
-
-    limit: float | None = None  # --max-cost in USD
-    total: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, cost_usd: float, input_tokens: int = 0, output_tokens: int = 0) -> None:
-        with self._lock:
-            self.total += cost_usd
-            self.input_tokens += input_tokens
-            self.output_tokens += output_tokens
-            self.calls += 1
-
-    def exhausted(self) -> bool:
-        """True once the spend reached --max-cost: the night ends cleanly after the current row."""
-        with self._lock:
-            return self.limit is not None and self.total >= self.limit
-
-    def line(self) -> str:
-        with self._lock:
-            limit = f" of ${self.limit:.2f}" if self.limit is not None else ""
-            return (
-                f"LLM cost ${self.total:.4f}{limit} ({self.calls} calls, "
-                f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens)"
-            )

@@ -440,3 +440,42 @@ def test_missing_key_is_a_clear_cli_error(toy_experiment: Toy) -> None:
     assert out.returncode == 2
     assert "ANTHROPIC_API_KEY" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+# --------------------------------------------------------------------------- prices
+
+
+def test_price_lookup_by_prefix_up_to_a_separator() -> None:
+    table = PriceTable.load({})
+    assert table.lookup("claude-sonnet-5-5") == (2.0, 10.0)
+    assert table.lookup("claude-sonnet-4-5-20250929") == (3.0, 15.0)
+    assert table.lookup("anthropic/claude-opus-5-5") == (4.0, 20.0)  # gateway prefix
+    assert table.lookup("gpt-5-2025-08-07") == (1.25, 10.0)
+    assert table.lookup("gpt-5.5") == (5.0, 30.0)  # not gpt-5's price
+    assert table.lookup("qwen3-coder") is None
+    assert table.cost("qwen3-coder", 10**6, 10**6) == 0.0
+    assert table.cost("gpt-6.1-sol", 1_000_000, 100_000) == pytest.approx(2.0 + 1.0)
+
+
+def test_prices_from_env_json_and_files(tmp_path: Any) -> None:
+    table = PriceTable.load(
+        {"AUTORESEARCH_PRICES": '{"my-model": [1, 2], "gpt-5": {"input": 9, "output": 9}}'}
+    )
+    assert table.lookup("my-model") == (1.0, 2.0) and table.lookup("gpt-5") == (9.0, 9.0)
+    toml = tmp_path / "prices.toml"
+    toml.write_text('[prices]\n"local-coder" = [0.1, 0.2]\n')
+    assert PriceTable.load({"AUTORESEARCH_PRICES": str(toml)}).lookup("local-coder") == (0.1, 0.2)
+    js = tmp_path / "prices.json"
+    js.write_text('{"m": [3, 4]}')
+    assert PriceTable.load({"AUTORESEARCH_PRICES": str(js)}).lookup("m") == (3.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    "raw, why",
+    [("{not json", "not valid JSON"), ('{"m": [1]}', "must be [input, output]"), ('{"m": [-1, 2]}', "must be"),
+     ("/no/such/prices.toml", "no such file")],
+)  # fmt: skip
+def test_bad_prices_are_config_errors(raw: str, why: str) -> None:
+    with pytest.raises(ConfigError, match="AUTORESEARCH_PRICES") as err:
+        PriceTable.load({"AUTORESEARCH_PRICES": raw})
+    assert why in str(err.value)
