@@ -48,20 +48,24 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def train() -> ModuleType:
-    """The train file as a module, under the CPU profile (its constants are read at import)."""
+def load_module(path: Path, name: str) -> ModuleType:
+    """A train file as a module, under the CPU profile (its constants are read at import)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("AUTORESEARCH_DEVICE", PROFILE)
     mp.delenv("AUTORESEARCH_TIME_BUDGET", raising=False)
     try:
-        spec = importlib.util.spec_from_file_location("gpt_mlx_train", TRAIN)
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
         mp.undo()
     return module
+
+
+@pytest.fixture(scope="module")
+def train() -> ModuleType:
+    return load_module(TRAIN, "gpt_mlx_train")
 
 
 def child_env(cache: Path, tmp_path: Path) -> dict[str, str]:
@@ -126,6 +130,41 @@ def test_architecture_is_causal_with_zero_init_projections_and_no_biases(train: 
     assert mx.allclose(a[:, :p], b[:, :p], atol=1e-6).item()
     assert mx.max(mx.abs(a[:, p + 1 :] - b[:, p + 1 :])).item() > 1e-4
     assert mx.max(mx.abs(a)).item() <= train.LOGIT_SOFTCAP  # soft-capped
+
+
+def test_same_logits_as_the_pytorch_gpt_on_the_same_weights(train: ModuleType) -> None:
+    """The architecture is the PyTorch file's: copy random weights across by name, compare logits."""
+    torch = pytest.importorskip("torch")
+    gpt_path = PROJECT / "experiments" / "gpt" / "train.py"
+    if not gpt_path.exists():
+        pytest.skip("experiments/gpt/train.py is not in this checkout")
+    gpt = load_module(gpt_path, "gpt_torch_train")
+    if not all(hasattr(gpt, name) for name in ("build_model", "DEPTH", "WINDOW_PATTERN")):
+        pytest.skip("experiments/gpt/train.py no longer has build_model/DEPTH/WINDOW_PATTERN")
+    if (gpt.DEPTH, gpt.ASPECT_RATIO, gpt.HEAD_DIM, gpt.WINDOW_PATTERN, gpt.SHORT_WINDOW) != (
+        train.DEPTH, train.ASPECT_RATIO, train.HEAD_DIM, train.WINDOW_PATTERN, train.SHORT_WINDOW,
+    ):  # fmt: skip
+        pytest.skip("the two files' CPU configurations differ (an experiment changed one of them)")
+    V = 48
+    mx.random.seed(3)
+    model = train.build_model(V)
+    params = dict(train.tree_flatten(model.parameters()))
+    randomised = ("c_proj.weight", "ve_gate.weight", "lm_head.weight")  # zero or tiny at init
+    params = {k: 0.3 * mx.random.normal(v.shape) if k.endswith(randomised) else v for k, v in params.items()}
+    params["x0_lambdas"] = mx.array(np.linspace(0.05, 0.3, model.config.n_layer, dtype=np.float32))
+    model.update(train.tree_map_with_path(lambda path, _: params[path], model.parameters()))
+    reference = gpt.build_model(V, torch.device("cpu"))
+    theirs = dict(reference.named_parameters())
+    assert set(theirs) == set(params), "parameter names differ between the two GPTs"
+    with torch.no_grad():
+        for name, value in params.items():
+            theirs[name].copy_(torch.from_numpy(np.array(value)))
+        idx = np.random.default_rng(3).integers(0, V, (2, train.MAX_SEQ_LEN))
+        expected = reference(torch.from_numpy(idx).long()).numpy()
+    got = np.array(model(mx.array(idx.astype(np.int32))))
+    assert got.shape == expected.shape
+    assert np.abs(expected).std() > 0.5  # the logits carry signal: not a trivially equal pair
+    assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
 
 
 def test_sliding_window_masks(train: ModuleType) -> None:

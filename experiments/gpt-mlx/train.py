@@ -153,9 +153,10 @@ class CausalSelfAttention(nn.Module):
             gate = 2 * mx.sigmoid(self.ve_gate(x[..., : self.gate_channels]))
             v = v + gate[..., None] * ve.reshape(B, T, self.n_head, self.head_dim)
         q, k, v = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-        # rotary embedding over the sequence axis (-2 in the B, H, T, D layout), then QK-norm
-        q = norm(mx.fast.rope(q, self.head_dim, traditional=False, base=ROPE_BASE, scale=1.0, offset=0))
-        k = norm(mx.fast.rope(k, self.head_dim, traditional=False, base=ROPE_BASE, scale=1.0, offset=0))
+        # rotary embedding over the sequence axis (-2 in the B, H, T, D layout), then QK-norm.
+        # Half-split pairs rotated by -pos*freq (scale=-1): exactly experiments/gpt's apply_rotary.
+        q = norm(mx.fast.rope(q, self.head_dim, traditional=False, base=ROPE_BASE, scale=-1.0, offset=0))
+        k = norm(mx.fast.rope(k, self.head_dim, traditional=False, base=ROPE_BASE, scale=-1.0, offset=0))
         y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask=mask)
         return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
 
