@@ -132,21 +132,34 @@ def test_architecture_is_causal_with_zero_init_projections_and_no_biases(train: 
     assert mx.max(mx.abs(a)).item() <= train.LOGIT_SOFTCAP  # soft-capped
 
 
-def test_same_logits_as_the_pytorch_gpt_on_the_same_weights(train: ModuleType) -> None:
-    """The architecture is the PyTorch file's: copy random weights across by name, compare logits."""
-    torch = pytest.importorskip("torch")
-    gpt_path = PROJECT / "experiments" / "gpt" / "train.py"
-    if not gpt_path.exists():
+def load_gpt_or_skip(train: ModuleType) -> ModuleType:
+    """experiments/gpt/train.py as a module, or skip when it is missing or configured differently."""
+    path = PROJECT / "experiments" / "gpt" / "train.py"
+    if not path.exists():
         pytest.skip("experiments/gpt/train.py is not in this checkout")
-    gpt = load_module(gpt_path, "gpt_torch_train")
-    if not all(hasattr(gpt, name) for name in ("build_model", "DEPTH", "WINDOW_PATTERN")):
-        pytest.skip("experiments/gpt/train.py no longer has build_model/DEPTH/WINDOW_PATTERN")
-    if (gpt.DEPTH, gpt.ASPECT_RATIO, gpt.HEAD_DIM, gpt.WINDOW_PATTERN, gpt.SHORT_WINDOW) != (
-        train.DEPTH, train.ASPECT_RATIO, train.HEAD_DIM, train.WINDOW_PATTERN, train.SHORT_WINDOW,
-    ):  # fmt: skip
+    gpt = load_module(path, "gpt_torch_train")
+    names = ("build_model", "build_optimizers", "apply_schedules", "DEPTH", "WINDOW_PATTERN", "SHORT_WINDOW")
+    if not all(hasattr(gpt, name) for name in names):
+        pytest.skip("experiments/gpt/train.py no longer has the names this comparison uses")
+    config = (
+        "DEPTH",
+        "ASPECT_RATIO",
+        "HEAD_DIM",
+        "WINDOW_PATTERN",
+        "SHORT_WINDOW",
+        "MATRIX_LR",
+        "EMBEDDING_LR",
+    )
+    if any(getattr(gpt, c) != getattr(train, c) for c in config):
         pytest.skip("the two files' CPU configurations differ (an experiment changed one of them)")
-    V = 48
-    mx.random.seed(3)
+    return gpt
+
+
+def twin_models(train: ModuleType, gpt: ModuleType, V: int, seed: int) -> tuple:  # type: ignore[type-arg]
+    """The MLX GPT with random weights everywhere (also where init puts zeros) and its PyTorch copy."""
+    import torch
+
+    mx.random.seed(seed)
     model = train.build_model(V)
     params = dict(train.tree_flatten(model.parameters()))
     randomised = ("c_proj.weight", "ve_gate.weight", "lm_head.weight")  # zero or tiny at init
@@ -159,12 +172,54 @@ def test_same_logits_as_the_pytorch_gpt_on_the_same_weights(train: ModuleType) -
     with torch.no_grad():
         for name, value in params.items():
             theirs[name].copy_(torch.from_numpy(np.array(value)))
-        idx = np.random.default_rng(3).integers(0, V, (2, train.MAX_SEQ_LEN))
+    return model, reference
+
+
+def test_same_logits_as_the_pytorch_gpt_on_the_same_weights(train: ModuleType) -> None:
+    """The architecture is the PyTorch file's: copy random weights across by name, compare logits."""
+    torch = pytest.importorskip("torch")
+    gpt = load_gpt_or_skip(train)
+    model, reference = twin_models(train, gpt, V=48, seed=3)
+    idx = np.random.default_rng(3).integers(0, 48, (2, train.MAX_SEQ_LEN))
+    with torch.no_grad():
         expected = reference(torch.from_numpy(idx).long()).numpy()
     got = np.array(model(mx.array(idx.astype(np.int32))))
     assert got.shape == expected.shape
     assert np.abs(expected).std() > 0.5  # the logits carry signal: not a trivially equal pair
     assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+def test_one_optimizer_step_matches_the_pytorch_optimizers(train: ModuleType) -> None:
+    """Same weights, same batch: the MLX Muon+AdamW step moves every parameter like the PyTorch one."""
+    torch = pytest.importorskip("torch")
+    gpt = load_gpt_or_skip(train)
+    model, reference = twin_models(train, gpt, V=48, seed=4)
+    rows = np.random.default_rng(4).integers(0, 48, (2, train.MAX_SEQ_LEN + 1))
+    before = {k: np.array(v) for k, v in train.tree_flatten(model.parameters())}
+    # PyTorch: its own loss, backward, schedules at progress 0, both optimizers
+    optimizers = gpt.build_optimizers(reference)
+    loss = reference(torch.from_numpy(rows[:, :-1]).long(), torch.from_numpy(rows[:, 1:]).long())
+    loss.backward()
+    gpt.apply_schedules(optimizers, 0.0)
+    for opt in optimizers:
+        opt.step()
+    theirs = {k: v.detach().numpy() for k, v in reference.named_parameters()}
+    # MLX: the train file's compiled gradient and update
+    batch = (rows[:, :-1].astype(np.int32), rows[:, 1:].astype(np.int32), 0)
+    mine_loss, _, _ = train.train_step(
+        model, train.MuonAdamW(model), train.make_grad_fn(model), iter([batch]), batch, 1, 0.0
+    )
+    mx.eval(model.parameters(), mine_loss)
+    assert mine_loss.item() == pytest.approx(loss.item(), rel=1e-4)
+    for name, new in train.tree_flatten(model.parameters()):
+        step_mine, step_theirs = np.array(new) - before[name], theirs[name] - before[name]
+        norm_mine, norm_theirs = np.linalg.norm(step_mine), np.linalg.norm(step_theirs)
+        assert norm_theirs > 0, f"{name} did not move in the PyTorch step"
+        cosine = float((step_mine * step_theirs).sum() / (norm_mine * norm_theirs))
+        if name.startswith("blocks."):  # Muon: the PyTorch file orthogonalises in bf16, this one in float32
+            assert cosine > 0.99 and norm_mine / norm_theirs == pytest.approx(1.0, abs=0.03), name
+        else:  # AdamW: the same arithmetic
+            assert np.abs(step_mine - step_theirs).max() < 1e-3 * np.abs(step_theirs).max(), name
 
 
 def test_sliding_window_masks(train: ModuleType) -> None:
