@@ -232,15 +232,17 @@ def test_sliding_window_masks(train: ModuleType) -> None:
 
 def test_muon_takes_the_block_matrices_and_adamw_the_rest(train: ModuleType) -> None:
     model = train.build_model(40)
-    groups = train.MuonAdamW(model).groups
-    muon = {path for path, (kind, _, _) in groups.items() if kind == "muon"}
-    assert muon == {
-        p for p, a in train.tree_flatten(model.parameters()) if p.startswith("blocks.") and a.ndim == 2
-    }
-    assert {"wte.weight", "lm_head.weight", "resid_lambdas", "x0_lambdas"} <= set(groups) - muon
-    ortho = train.orthogonalize(mx.random.normal((16, 48)), 5)
-    s = np.linalg.svd(np.array(ortho), compute_uv=False)
-    assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz pushes singular values toward 1
+    opt = train.MuonAdamW(model)
+    muon = {path for paths in opt.muon.values() for path in paths}
+    params = dict(train.tree_flatten(model.parameters()))
+    assert muon == {p for p, a in params.items() if p.startswith("blocks.") and a.ndim == 2}
+    assert all(params[path].shape == shape for shape, paths in opt.muon.items() for path in paths)
+    assert set(opt.adam) == set(params) - muon
+    assert {"wte.weight", "lm_head.weight", "resid_lambdas", "x0_lambdas"} <= set(opt.adam)
+    stacked = train.orthogonalize(mx.random.normal((3, 48, 16)), 5)  # a stack of tall matrices
+    for m in np.array(stacked):
+        s = np.linalg.svd(m, compute_uv=False)
+        assert s.min() > 0.5 and s.max() < 1.3  # Newton-Schulz pushes singular values toward 1
 
 
 # ---------------------------------------------------------------------------

@@ -250,72 +250,77 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients (Kel
 
 
 def orthogonalize(g, steps):
-    """Approximately replace g (rows, cols) by the nearest semi-orthogonal matrix U V^T."""
+    """Approximately replace each matrix of g (..., rows, cols) by the nearest semi-orthogonal U V^T."""
     a, b, c = NS_COEFFS
     x = g.astype(COMPUTE_DTYPE)  # bf16 on Metal: the iteration only needs singular values near 1
-    tall = x.shape[0] > x.shape[1]
-    if tall:  # iterate on the wide orientation: x @ x.T is then the smaller Gram matrix
-        x = x.T
-    frob = mx.sqrt(mx.sum(mx.square(x.astype(mx.float32))))
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:  # iterate on the wide orientation: x @ x^T is then the smaller Gram matrix
+        x = x.swapaxes(-1, -2)
+    frob = mx.sqrt(mx.sum(mx.square(x.astype(mx.float32)), axis=(-2, -1), keepdims=True))
     x = x / (frob + 1e-7).astype(x.dtype)  # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.swapaxes(-1, -2)
         x = a * x + (b * gram + c * (gram @ gram)) @ x
-    return (x.T if tall else x).astype(mx.float32)
+    return (x.swapaxes(-1, -2) if tall else x).astype(mx.float32)
 
 
 class MuonAdamW:
-    """Muon or AdamW per parameter, with per-group learning rates, as one pure compiled update.
+    """Muon for the block matrices, AdamW for the rest, per-group lrs, as one pure compiled update.
 
+    Muon matrices of one shape are stacked, so each Newton-Schulz iteration is a few batched
+    matmuls for the whole group rather than a few per matrix (fewer, larger kernels on Metal).
     `step()` takes and returns flat {path: array} dicts. The lr multiplier, Muon momentum and
     weight decay arrive as 0-d arrays, so their schedules change every step without recompiling.
     """
 
     def __init__(self, model):
         lr_scale = (model.config.n_embd / 768) ** -0.5  # the AdamW lrs were tuned at width 768
-        self.groups = {}  # path -> (kind, base lr, betas or Muon's shape scale)
+        self.adam = {}  # path -> (lr, betas)
+        self.muon = {}  # shape -> paths of the block matrices of that shape
         params = tree_flatten(model.trainable_parameters())
         for path, p in params:
             if path.startswith("blocks.") and p.ndim == 2:
-                rows, cols = p.shape
-                self.groups[path] = ("muon", MATRIX_LR, max(1.0, rows / cols) ** 0.5)
+                self.muon.setdefault(tuple(p.shape), []).append(path)
             elif path.startswith(("wte.", "value_embeds.")):
-                self.groups[path] = ("adam", EMBEDDING_LR * lr_scale, ADAM_BETAS)
+                self.adam[path] = (EMBEDDING_LR * lr_scale, ADAM_BETAS)
             elif path.startswith("lm_head."):
-                self.groups[path] = ("adam", UNEMBEDDING_LR * lr_scale, ADAM_BETAS)
+                self.adam[path] = (UNEMBEDDING_LR * lr_scale, ADAM_BETAS)
             elif path == "resid_lambdas":
-                self.groups[path] = ("adam", SCALAR_LR * 0.01, ADAM_BETAS)
+                self.adam[path] = (SCALAR_LR * 0.01, ADAM_BETAS)
             elif path == "x0_lambdas":
-                self.groups[path] = ("adam", SCALAR_LR, ADAM_BETAS)
+                self.adam[path] = (SCALAR_LR, ADAM_BETAS)
             else:
                 raise ValueError(f"parameter {path} has no optimizer group")
+        shapes = dict(params)
         self.state = {"t": mx.array(0.0)}
-        for path, p in params:
-            if self.groups[path][0] == "muon":
-                self.state[path] = {"buf": mx.zeros_like(p)}
-            else:
-                self.state[path] = {"m": mx.zeros_like(p), "v": mx.zeros_like(p)}
+        for path in self.adam:
+            self.state[path] = {"m": mx.zeros_like(shapes[path]), "v": mx.zeros_like(shapes[path])}
+        for shape, paths in self.muon.items():
+            self.state[f"muon{shape}"] = {"buf": mx.zeros((len(paths), *shape))}
         self._compiled = mx.compile(self._update)
 
     def _update(self, params, grads, state, lrm, momentum, wd):
         t = state["t"] + 1
         new_params, new_state = {}, {"t": t}
-        for path, p in params.items():
-            kind, base_lr, extra = self.groups[path]
-            g, s, lr = grads[path], state[path], base_lr * lrm
-            if kind == "muon":
-                buf = momentum * s["buf"] + (1 - momentum) * g
-                update = orthogonalize((1 - momentum) * g + momentum * buf, NS_STEPS)  # Nesterov
-                new_params[path] = p * (1 - lr * wd) - (lr * extra) * update  # decoupled weight decay
-                new_state[path] = {"buf": buf}
-            else:
-                b1, b2 = extra
-                m = b1 * s["m"] + (1 - b1) * g
-                v = b2 * s["v"] + (1 - b2) * mx.square(g)
-                step_size = lr / (1 - mx.power(b1, t))
-                denom = mx.sqrt(v / (1 - mx.power(b2, t))) + ADAM_EPS
-                new_params[path] = p - step_size * m / denom
-                new_state[path] = {"m": m, "v": v}
+        for path, (base_lr, (b1, b2)) in self.adam.items():
+            p, g, s, lr = params[path], grads[path], state[path], base_lr * lrm
+            m = b1 * s["m"] + (1 - b1) * g
+            v = b2 * s["v"] + (1 - b2) * mx.square(g)
+            step_size = lr / (1 - mx.power(b1, t))
+            denom = mx.sqrt(v / (1 - mx.power(b2, t))) + ADAM_EPS
+            new_params[path] = p - step_size * m / denom
+            new_state[path] = {"m": m, "v": v}
+        for shape, paths in self.muon.items():
+            key, lr = f"muon{shape}", MATRIX_LR * lrm
+            p = mx.stack([params[path] for path in paths])
+            g = mx.stack([grads[path] for path in paths])
+            buf = momentum * state[key]["buf"] + (1 - momentum) * g
+            update = orthogonalize((1 - momentum) * g + momentum * buf, NS_STEPS)  # Nesterov
+            scale = max(1.0, shape[0] / shape[1]) ** 0.5  # tall matrices take proportionally larger steps
+            p = p * (1 - lr * wd) - (lr * scale) * update  # decoupled weight decay
+            new_state[key] = {"buf": buf}
+            for i, path in enumerate(paths):
+                new_params[path] = p[i]
         return new_params, new_state
 
     def step(self, params, grads, lrm, momentum, wd):
