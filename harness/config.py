@@ -29,6 +29,7 @@ from harness.detect import (
     _known_experiments,
     detect_dataset,
     detect_device,
+    detect_profile,
     find_experiment,
     find_repo_root,
     parse_gpus,
@@ -108,6 +109,7 @@ class Settings:
     budget_overridden: bool  # True when --budget or budget_seconds replaced the profile's value
     timeout: float  # hard kill after this many wall seconds
     device: str
+    profile: str  # the constants.py profile the run gets as AUTORESEARCH_DEVICE (usually == device)
     dataset: str  # "arithmetic", "climbmix", "text:PATH" or "none"
     cache_root: Path
     agent: str  # "claude", "openai", "search" or "replay:/abs/path"
@@ -151,6 +153,7 @@ class Settings:
             ("budget", f"{self.budget:g} s"),
             ("timeout", f"{self.timeout:g} s"),
             ("device", self.device),
+            ("profile", self.profile),
             ("dataset", self.dataset),
             ("cache", self.cache_root),
             ("agent", self.agent),
@@ -308,14 +311,17 @@ def resolve(
         raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
     mutable = tuple((exp_dir / m).resolve().relative_to(repo_root).as_posix() for m in exp.mutable)
 
+    profile_name, why = detect_profile(device)
+    if why:
+        reasons["profile"] = why
     # Budget: flag > experiment.toml > constants profile.
-    profile = profile_values(repo_root, device)
+    profile = profile_values(repo_root, profile_name)
     if budget is not None:
         budget_s, reasons["budget"], overridden = float(budget), "--budget", True
     elif exp.budget_seconds is not None:
         budget_s, reasons["budget"], overridden = exp.budget_seconds, "experiment.toml budget_seconds", True
     elif "TIME_BUDGET" in profile:
-        budget_s, reasons["budget"] = float(profile["TIME_BUDGET"]), f"constants.py, {device} profile"
+        budget_s, reasons["budget"] = float(profile["TIME_BUDGET"]), f"constants.py, {profile_name} profile"
         overridden = False
     else:
         budget_s, reasons["budget"], overridden = FALLBACK_TIME_BUDGET, "default (no constants.py)", False
@@ -362,6 +368,7 @@ def resolve(
         budget_overridden=overridden,
         timeout=timeout_s,
         device=device,
+        profile=profile_name,
         dataset=ds,
         cache_root=cache_root,
         agent=agent,

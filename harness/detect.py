@@ -101,7 +101,7 @@ def profile_values(repo_root: Path, device: str) -> dict[str, Any]:
 
 def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[str, str]:
     """(device, why): mlx on Apple silicon when mlx imports, cuda when torch sees a GPU, else cpu."""
-    if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx"):
+    if mlx_has_metal() and importlib.util.find_spec("mlx"):
         return "mlx", "Apple silicon with mlx installed"
     if importlib.util.find_spec("torch") is None:
         return "cpu", "torch is not installed"
@@ -125,6 +125,22 @@ def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[
         return "cuda", "torch.cuda.is_available()"
     last = (out.stderr.strip().splitlines() or ["no output"])[-1]
     return "cpu", f"importing torch failed ({last})"
+
+
+def mlx_has_metal() -> bool:
+    """True where MLX runs on Apple's GPU (Metal); on Linux mlx[cpu] has only its CPU backend."""
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+def detect_profile(device: str) -> tuple[str, str]:
+    """(constants.py profile, why when it differs from the device).
+
+    MLX without Metal (Linux, mlx[cpu]) runs on a CPU roughly ten times slower than PyTorch's:
+    the mlx profile's 2 M evaluation tokens would take ten minutes a run, so it gets the cpu
+    profile's sizes, as a CPU smoke run should."""
+    if device == "mlx" and not mlx_has_metal():
+        return "cpu", "mlx without Metal runs on its CPU backend: the cpu profile's sizes"
+    return device, ""
 
 
 def detect_dataset(cache_root: Path) -> tuple[str, str]:

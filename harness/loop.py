@@ -338,7 +338,7 @@ class Night(Proposer):
             reason = tampering.reason
         elif eval_record is not None and reason is None:
             printed = provenance.printed_metric(log_path, self.s.metric)
-            tokens = provenance.expected_eval_tokens(self.s.device)
+            tokens = provenance.expected_eval_tokens(self.s.profile)
             reason = eval_record.verify(printed, expected_eval_tokens=tokens)
         if eval_record is not None:
             eval_record.archive(log_path.with_name(log_path.name + ".eval.jsonl"))
@@ -357,7 +357,7 @@ class Night(Proposer):
         extra = {
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "PYTHONUNBUFFERED": "1",
-            "AUTORESEARCH_DEVICE": self.s.device,
+            "AUTORESEARCH_DEVICE": self.s.profile,
             "AUTORESEARCH_TIME_BUDGET": f"{self.s.budget:g}",
             "AUTORESEARCH_CACHE": str(self.s.cache_root),
             "AUTORESEARCH_EVAL_RECORD": str(log_path.with_name(log_path.name + ".eval.jsonl")),

@@ -22,6 +22,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -133,7 +134,8 @@ def describe_hardware(device: str) -> str:
         if gpus:
             return f"{len(gpus)}x {gpus[0]}; {cpu}"
     if device == "mlx":
-        return f"Apple silicon (MLX); {cpu}"
+        backend = "Apple silicon (MLX, Metal)" if sys.platform == "darwin" else "MLX on its CPU backend"
+        return f"{backend}; {cpu}"
     return cpu
 
 
