@@ -141,7 +141,7 @@ def synthetic_one(variant: str, steps: int, profile: bool, out: Path) -> dict[st
         return loss.item()
 
     t0 = time.time()
-    for i in range(train.UNTIMED_STEPS):
+    for _ in range(train.UNTIMED_STEPS):
         step(0.0)
     torch.cuda.synchronize()
     t_warm = time.time() - t0
