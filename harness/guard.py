@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.atomic import write_atomic
+
 #: worktree-relative paths protected by default (files, or folders protected recursively)
 DEFAULT_PROTECTED = ("prepare", "constants.py", "program.md", "harness", "pyproject.toml")
 
@@ -130,10 +132,7 @@ def _restore(path: Path, data: bytes) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".guard-restore")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _remove(path: Path) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness.atomic import fsync_dir, write_atomic
 from harness.errors import DataError, RepoError
 
 
@@ -42,14 +43,7 @@ class Pending:
 
 
 def write_pending(path: Path, pending: Pending) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(asdict(pending), fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomic(path, json.dumps(asdict(pending), indent=1))
 
 
 def read_pending(path: Path) -> Pending | None:
@@ -68,21 +62,7 @@ def read_pending(path: Path) -> Pending | None:
 def clear_pending(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename/unlink itself must survive a power cut, not only the file's bytes.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)  # the unlink must survive a power cut too
 
 
 # --- one harness per tag ---------------------------------------------------------------------

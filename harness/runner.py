@@ -42,6 +42,7 @@ from typing import BinaryIO
 
 import psutil
 
+from harness.atomic import write_atomic
 from harness.metrics import last_loss as parse_loss
 
 # A progress line whose loss is above this is diverging; the run is killed (kill_reason "loss").
@@ -372,10 +373,7 @@ def _write_pid_file(log_path: Path, pid: int, command: str) -> None:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = time.time()
-    path = pid_file(log_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"pgid": pid, "create_time": created, "command": command}))
-    os.replace(tmp, path)
+    write_atomic(pid_file(log_path), json.dumps({"pgid": pid, "create_time": created, "command": command}))
 
 
 def _limit_memory(limit: int) -> Callable[[], None]:

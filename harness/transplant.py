@@ -32,6 +32,7 @@ from pathlib import Path
 import tomllib
 
 from harness.agents.base import Agent, Context, Reply
+from harness.atomic import write_atomic
 from harness.edits import apply_reply, parse_reply
 from harness.errors import ConfigError, DataError, EditError
 from harness.gitview import BRANCH_PREFIX, CommitInfo, GitView
@@ -207,9 +208,7 @@ class QueuedAgent(Agent):
                     )
                     continue
                 if isinstance(reply, str) and reply.strip():
-                    tmp = self.served_path.with_name(self.served_path.name + ".tmp")
-                    tmp.write_text(f"{served}\n")
-                    os.replace(tmp, self.served_path)
+                    write_atomic(self.served_path, f"{served}\n")
                     return reply
             return None
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import constants
 from prepare import arithmetic, shards, tokenizer
+from prepare.atomic import atomic_write
 from prepare.env import default_cache_root
 from prepare.errors import DataError
 
@@ -148,13 +149,7 @@ def ensure_ready(spec: str, cache_root: Path) -> DatasetInfo:
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, root / MANIFEST)
+    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
 def new_manifest(

@@ -7,14 +7,13 @@ never taken for a good one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prepare.atomic import atomic_path
 from prepare.errors import DataError
 
 ROW_GROUP_ROWS = 1024  # small row groups: the dataloader streams a shard without reading it whole
@@ -26,19 +25,9 @@ def shard_name(index: int) -> str:
 
 def write_text_shard(path: Path, texts: Sequence[str]) -> int:
     """Write `texts` as a parquet shard at `path` atomically; returns its size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table = pa.table({"text": pa.array(list(texts), type=pa.string())})
+    table = pa.table({"text": pa.array(list(texts), type=pa.string())})
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path.stat().st_size
 
 

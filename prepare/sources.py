@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prepare import datasets, download, shards, tokenizer
+from prepare.atomic import atomic_write
 from prepare.errors import DataError
 
 CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
@@ -121,7 +122,7 @@ def ensure_tokenizer(
         "seconds": round(seconds, 2),
         "sha256": sha,
     }
-    tokenizer.atomic_write(record, json.dumps(payload, indent=2).encode())
+    atomic_write(record, json.dumps(payload, indent=2).encode())
     print(f"tokenizer: trained on {chars:,} characters in {seconds:.1f}s")
 
 
@@ -245,7 +246,7 @@ def build_text(path: Path, data: Path) -> tuple[list[str], str, dict[str, Any]]:
         "train_docs": len(train_docs),
         "val_docs": len(val_docs),
     }
-    tokenizer.atomic_write(
+    atomic_write(
         stamp,
         json.dumps(
             {"fingerprint": fingerprint, "train": train, "val": "val.parquet", "source": source}

@@ -21,13 +21,13 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import tiktoken
 
+from prepare.atomic import atomic_write
 from prepare.errors import DataError
 
 # GPT-4's split pattern with numbers split into 1-2 digit groups (not 1-3): better use of a small vocabulary.
@@ -177,20 +177,6 @@ def save(enc: tiktoken.Encoding, directory: Path) -> str:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_and_save(
