@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harness.agents.base import Agent, Context, Reply
-from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries
+from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, positive_float
 from harness.cost import PriceTable
-from harness.errors import ConfigError, ProviderError
+from harness.errors import ProviderError
 from harness.prompt import Prompt, build_prompt
 
 log = logging.getLogger("harness.agents")
@@ -55,15 +55,7 @@ class CallOptions:
     def from_env(cls, env: Mapping[str, str]) -> CallOptions:
         def number(name: str, default: float) -> float:
             raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a number") from None
-            if value <= 0:
-                raise ConfigError(f"{name}={raw!r} must be positive")
-            return value
+            return positive_float(name, raw) if raw else default
 
         return cls(
             timeout=number("AUTORESEARCH_LLM_TIMEOUT", DEFAULT_TIMEOUT),

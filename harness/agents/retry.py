@@ -54,10 +54,10 @@ class RetryPolicy:
         for name, attr in (("BASE", "base"), ("CAP", "cap"), ("PAUSE_AFTER", "pause_after")):
             raw = env.get(f"AUTORESEARCH_RETRY_{name}")
             if raw:
-                setattr(policy, attr, _positive_float(f"AUTORESEARCH_RETRY_{name}", raw))
+                setattr(policy, attr, positive_float(f"AUTORESEARCH_RETRY_{name}", raw))
         raw = env.get("AUTORESEARCH_RETRY_MAX_ATTEMPTS")
         if raw:
-            policy.max_attempts = int(_positive_float("AUTORESEARCH_RETRY_MAX_ATTEMPTS", raw))
+            policy.max_attempts = int(positive_float("AUTORESEARCH_RETRY_MAX_ATTEMPTS", raw))
         return policy
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
@@ -70,7 +70,8 @@ class RetryPolicy:
         return max(0.0, backoff)
 
 
-def _positive_float(name: str, raw: str) -> float:
+def positive_float(name: str, raw: str) -> float:
+    """The value of the environment variable `name`, which must be a positive number."""
     from harness.errors import ConfigError
 
     try:
