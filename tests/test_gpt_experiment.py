@@ -243,6 +243,24 @@ def test_schedules_follow_progress(train) -> None:
     assert train.muon_momentum(1.0) == train.MUON_MOMENTUM[1]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU configuration")
+def test_cpu_configuration_follows_the_top_level_knobs(tmp_path: Path) -> None:
+    """An edit to DEPTH, the width or the lr (an agent's, the search agent's) must change what a
+    CPU smoke run trains, not be overridden by the tiny CPU configuration."""
+    source = (EXPERIMENT / "train.py").read_text()
+    edited = tmp_path / "train.py"
+    edited.write_text(
+        source.replace("DEPTH = 8  #", "DEPTH = 4  #", 1)
+        .replace("ASPECT_RATIO = 64  #", "ASPECT_RATIO = 128  #", 1)
+        .replace("MATRIX_LR = 0.04  #", "MATRIX_LR = 0.08  #", 1)
+    )
+    spec = importlib.util.spec_from_file_location("gpt_train_edited", edited)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (module.DEPTH, module.ASPECT_RATIO, module.MATRIX_LR) == (1, 64, 0.04)
+
+
 def test_mfu_table_never_guesses(train) -> None:
     assert train.gpu_peak_flops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4e12)
     assert train.gpu_peak_flops("NVIDIA H100 NVL") == pytest.approx(835.5e12)

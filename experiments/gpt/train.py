@@ -65,16 +65,18 @@ COMPILE = "blocks" if USE_CUDA else ""  # torch.compile: "blocks" (each distinct
 UNTIMED_STEPS = 3 if USE_CUDA else 1  # first steps run untimed: they absorb compilation and warm-up
 SEED = 1337  # torch seed for the initialisation
 
-if not USE_CUDA:  # tiny CPU configuration: a smoke run that finishes in seconds on two cores
-    DEPTH = 2
-    ASPECT_RATIO = 32
-    HEAD_DIM = 32
+if not USE_CUDA:  # tiny CPU configuration: a smoke run that finishes in seconds on two cores.
+    # Scaled down from the values above, not replacing them, so that an edit to DEPTH, the
+    # width, the batch or the lr still changes what a CPU run trains.
+    DEPTH = max(1, DEPTH // 4)  # 8 -> 2
+    ASPECT_RATIO = max(1, ASPECT_RATIO // 2)  # 64 -> 32
+    HEAD_DIM = max(8, HEAD_DIM // 4)  # 128 -> 32
     WINDOW_PATTERN = "SL"
     SHORT_WINDOW = max(1, MAX_SEQ_LEN // 4)
-    DEVICE_BATCH_SIZE = 8
-    TOTAL_BATCH_SIZE = 2 * DEVICE_BATCH_SIZE * MAX_SEQ_LEN
-    EVAL_BATCH_SIZE = 16
-    MATRIX_LR = 0.02
+    DEVICE_BATCH_SIZE = max(1, DEVICE_BATCH_SIZE // 8)  # 64 -> 8
+    TOTAL_BATCH_SIZE = 2 * DEVICE_BATCH_SIZE * MAX_SEQ_LEN  # two micro-batches per step
+    EVAL_BATCH_SIZE = max(1, EVAL_BATCH_SIZE // 4)  # 64 -> 16
+    MATRIX_LR = MATRIX_LR / 2  # 0.04 -> 0.02
 
 # peak dense bf16 tensor-core FLOP/s of known GPUs (datasheets, no sparsity). An unknown GPU
 # gets 0 and MFU is reported as 0: a wrong guess would be worse than no number.
