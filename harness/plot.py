@@ -86,8 +86,10 @@ def _draw(ax: plt.Axes, rows: Sequence[Row], summary: Summary) -> None:
     for k, (i, r) in enumerate(kept):
         # Rotate the label offset so neighbouring annotations do not sit on each other.
         dy = (14, -18, 30)[k % 3]
+        # parse_math=False: a description is data; "$" in it must not be read as mathtext (a bad
+        # formula would raise at draw time and lose the whole report).
         ax.annotate(_label(r.description), (i, clip(r.metric)), xytext=(6, dy), textcoords="offset points",
-                    fontsize=7, rotation=20, color="#1b5e20", zorder=5)  # fmt: skip
+                    fontsize=7, rotation=20, color="#1b5e20", zorder=5, parse_math=False)  # fmt: skip
 
     # The running best over kept rows, held until the next kept row improves it.
     xs: list[float] = []

@@ -96,6 +96,22 @@ def test_hand_edited_tsv_skips_bad_lines_and_escapes(
     assert "Skipped lines" in page
 
 
+def test_dollar_signs_in_descriptions_are_text_not_mathtext(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Unparseable mathtext in a kept row's label used to raise inside matplotlib and lose the report.
+    tsv = tmp_path / "money.tsv"
+    tsv.write_text(
+        "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+        "aaaaaaa\t1.000000\t10.0\tkeep\tbaseline\n"
+        "bbbbbbb\t0.990000\t10.0\tkeep\tscale lr by $\\frac{a$ (saves $5 of $10)\n"
+    )
+    code, out, err = report(capsys, "--tsv", str(tsv), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert (tmp_path / "out" / "progress.png").read_bytes().startswith(b"\x89PNG")
+    assert "scale lr by $\\frac{a$" in (tmp_path / "out" / "report.html").read_text()
+
+
 @pytest.mark.parametrize("content", ["", "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"])
 def test_empty_tsv_is_a_clear_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
