@@ -100,7 +100,14 @@ def _walk(root: Path) -> Iterable[Path]:
     if not root.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
+        # os.walk lists a symlinked folder among the folders and never enters it: yield it as an
+        # entry (reported and removed like any planted link), even where it poses as __pycache__
+        links = sorted(d for d in dirnames if (Path(dirpath) / d).is_symlink())
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in links and d not in _SKIP_DIRS and not d.endswith(".egg-info")
+        )
+        for name in links:
+            yield Path(dirpath) / name
         for name in sorted(filenames):
             yield Path(dirpath) / name
 

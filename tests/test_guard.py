@@ -135,3 +135,25 @@ def test_git_hook_planted_by_a_run_is_removed(tmp_path: Path) -> None:
     found = guard.check()
     assert found and any("post-commit" in p for p in found.added)
     assert not (hooks / "post-commit").exists() and (hooks / "pre-commit.sample").exists()
+
+
+def test_symlinked_folder_planted_in_a_protected_tree_is_removed(tmp_path: Path) -> None:
+    """A symlinked __pycache__ (forged bytecode) or package inside prepare/ is not walked into
+    by os.walk; it must still be reported and removed."""
+    wt, exp, ledger = _tree(tmp_path)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "evaluate.cpython-311.pyc").write_bytes(b"forged")
+    guard = _guard(wt, exp, ledger)
+    guard.snapshot()
+    _run(
+        "import os\n"
+        f"os.symlink({str(forged)!r}, '../../prepare/__pycache__')\n"
+        f"os.symlink({str(forged)!r}, '../../prepare/extra')\n",
+        exp,
+    )
+    found = guard.check()
+    assert "prepare/__pycache__" in found.added and "prepare/extra" in found.added, found
+    assert not (wt / "prepare" / "__pycache__").exists() and not (wt / "prepare" / "extra").exists()
+    assert (forged / "evaluate.cpython-311.pyc").exists()  # the link is removed, not its target
+    assert not guard.check()
