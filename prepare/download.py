@@ -259,8 +259,10 @@ class Downloader:
                         on_bytes(len(chunk))
                     f.flush()
                     os.fsync(f.fileno())
-            if expected is not None and int(expected) != got:
-                raise _Retry(f"truncated: got {got} of {expected} bytes")
+                # Content-Length counts the bytes on the wire: compressed ones under a Content-Encoding
+                wire = resp.num_bytes_downloaded
+            if expected is not None and int(expected) != wire:
+                raise _Retry(f"truncated: got {wire} of {expected} bytes")
             try:
                 shards.verify(tmp)
             except DataError as exc:

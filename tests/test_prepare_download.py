@@ -65,6 +65,18 @@ def test_faults_are_retried_and_files_are_byte_identical(tmp_path: Path, files: 
         assert server.downloads() == served  # the second run fetched nothing
 
 
+def test_compressed_transfer_is_not_taken_for_a_truncated_one(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
+    # Content-Length counts the bytes on the wire (compressed), not the decoded body
+    with ShardServer(files) as server:
+        server.fail("shard_00000.parquet", "gzip")
+        report = fetch(server, tmp_path, ["shard_00000.parquet"], retries=1)
+        assert report.downloaded == ["shard_00000.parquet"]
+        assert (tmp_path / "shard_00000.parquet").read_bytes() == files["shard_00000.parquet"]
+        assert server.requests == [("shard_00000.parquet", "gzip")]
+
+
 def test_404_fails_at_once_with_advice(tmp_path: Path, files: dict[str, bytes]) -> None:
     with ShardServer(files) as server:
         with pytest.raises(DownloadError, match=r"404.*--base-url"):

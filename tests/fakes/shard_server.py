@@ -12,11 +12,14 @@ Faults, consumed one per request, in order:
     "truncate"  announce the full Content-Length, send half the body, close the connection
     "corrupt"   answer 200 with the right length but the bytes scrambled (not valid parquet)
     "stall"     send the headers and a little of the body, then wait until the server stops
+    "gzip"      answer 200 with the body gzip-compressed (Content-Encoding: gzip, Content-Length
+                of the compressed bytes, as HTTP says), like a compressing proxy or CDN
 Names not in the table answer 404 every time.
 """
 
 from __future__ import annotations
 
+import gzip
 import random
 import threading
 from collections import defaultdict, deque
@@ -93,6 +96,8 @@ class ShardServer:
                     self._reply(500, b"boom")
                 elif fault == "corrupt":
                     self._reply(200, bytes(reversed(body)))
+                elif fault == "gzip":
+                    self._reply(200, gzip.compress(body), encoding="gzip")
                 elif fault in ("truncate", "stall"):
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
@@ -105,10 +110,12 @@ class ShardServer:
                 else:
                     self._reply(200, body)
 
-            def _reply(self, code: int, body: bytes) -> None:
+            def _reply(self, code: int, body: bytes, encoding: str | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/octet-stream")
+                if encoding is not None:
+                    self.send_header("Content-Encoding", encoding)
                 self.end_headers()
                 self.wfile.write(body)
 
