@@ -148,7 +148,10 @@ class GitView:
             raise RepoError(f"cannot diff {a}..{b}: {exc}") from exc
 
     def changed_paths(self, a: str, b: str) -> list[str]:
-        out = self.repo.git.diff("--name-only", a, b)
+        try:
+            out = self.repo.git.diff("--name-only", a, b)
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"cannot diff {a}..{b}: {exc}") from exc
         return [p for p in str(out).splitlines() if p]
 
     def read_file(self, ref: str, path: str) -> str | None:
@@ -192,8 +195,11 @@ class GitView:
             ) from exc
 
     def set_upstream(self, branch: str, remote: str) -> None:
-        self.repo.git.config(f"branch.{branch}.remote", remote)
-        self.repo.git.config(f"branch.{branch}.merge", f"refs/heads/{branch}")
+        try:
+            self.repo.git.config(f"branch.{branch}.remote", remote)
+            self.repo.git.config(f"branch.{branch}.merge", f"refs/heads/{branch}")
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"pushed, but cannot set the upstream of {branch}: {exc}") from exc
 
     # -- plumbing writes (publish) ------------------------------------------------------------
 

@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError, DataError, HarnessError
-from harness.gitview import BRANCH_PREFIX, RESULTS_PREFIX, GitView
+from harness.gitview import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, GitView
 from harness.report import metric_name, newest_tag, summarize
 from harness.results import read_any_tsv
+
+# What publish_if_upstream swallows: the end of a night must not fail on git or the network.
+_NEVER_FATAL: tuple[type[Exception], ...] = (HarnessError, *ANY_GIT_ERROR)
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def publish_if_upstream(repo_root: Path, tag: str) -> bool:
         if remote is None:
             return False
         done = publish(view, tag, remote)
-    except HarnessError as exc:
+    except _NEVER_FATAL as exc:
         print(f"autoresearch: could not publish {tag}: {exc}", file=sys.stderr)
         return False
     print(f"published {done.branch} and {done.results_branch} to {done.remote}", file=sys.stderr)
