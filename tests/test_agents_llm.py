@@ -283,6 +283,8 @@ def test_policy_delay_backoff_and_cap() -> None:
     jittered = RetryPolicy(base=1.0, jitter=0.5)
     values = {round(jittered.delay(3, None), 6) for _ in range(50)}
     assert len(values) > 1 and all(4.0 <= v <= 12.0 for v in values)
+    # A long outage: retry number 2000 still waits the cap (2.0**2000 would overflow).
+    assert policy.delay(2000, None) == 8.0
 
 
 def test_policy_from_env() -> None:
@@ -290,6 +292,11 @@ def test_policy_from_env() -> None:
     assert policy.base == 0.01 and policy.max_attempts == 4
     with pytest.raises(ConfigError, match="AUTORESEARCH_RETRY_BASE"):
         RetryPolicy.from_env({"AUTORESEARCH_RETRY_BASE": "fast"})
+    for raw in ("nan", "inf"):
+        with pytest.raises(ConfigError, match="AUTORESEARCH_RETRY_MAX_ATTEMPTS"):
+            RetryPolicy.from_env({"AUTORESEARCH_RETRY_MAX_ATTEMPTS": raw})
+        with pytest.raises(ConfigError, match="AUTORESEARCH_LLM_MAX_TOKENS"):
+            CallOptions.from_env({"AUTORESEARCH_LLM_MAX_TOKENS": raw})
 
 
 def test_classify_plain_exceptions() -> None:

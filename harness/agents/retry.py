@@ -18,6 +18,7 @@ loop simply waits, probing every `cap` seconds, until the provider answers again
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -62,7 +63,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
-        backoff = min(self.cap, self.base * (2.0**attempt))
+        # The exponent is bounded: 2.0**1024 overflows, and an outage may last that many retries.
+        backoff = min(self.cap, self.base * (2.0 ** min(attempt, 64)))
         backoff *= 1.0 + self.jitter * (2.0 * random.random() - 1.0)
         if retry_after is not None:
             # Honour the server, plus a little jitter so parallel workers do not stampede.
@@ -78,8 +80,8 @@ def positive_float(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to seconds, e.g. {name}=2") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive finite number")
     return value
 
 
