@@ -393,6 +393,13 @@ def _check_python(path: str, text: str) -> None:
         ) from exc
 
 
+def _layout(text: str | None) -> str | None:
+    """`text` without what no run can see: line endings, trailing spaces, trailing blank lines."""
+    if text is None:
+        return None
+    return "\n".join(line.rstrip() for line in text.splitlines()).rstrip("\n")
+
+
 def apply_reply(parsed: ParsedReply, files: Mapping[str, str], mutable: Sequence[str]) -> dict[str, str]:
     """Return {path: new content} for every mutable file the reply changes.
 
@@ -434,7 +441,7 @@ def apply_reply(parsed: ParsedReply, files: Mapping[str, str], mutable: Sequence
                 f"{len(failures)} of {len(parsed.edits)} SEARCH/REPLACE blocks did not apply: {summary}",
                 "\n\n".join(exc.feedback for exc in failures),
             )
-    changed = {p: text for p, text in new.items() if text != files.get(p)}
+    changed = {p: text for p, text in new.items() if _layout(text) != _layout(files.get(p))}
     if not changed:
         raise EditError(
             "the edit changes nothing",

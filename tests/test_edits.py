@@ -237,6 +237,11 @@ def test_apply_noop_is_refused() -> None:
         apply("Description: d\n" + block("DEPTH = 8\n", "DEPTH = 8\n"))
     with pytest.raises(EditError, match="changes nothing"):
         apply(f"Description: d\n```python\n{SOURCE}```\n")
+    # Only trailing whitespace or the final newline would differ: still nothing to run.
+    with pytest.raises(EditError, match="changes nothing"):
+        apply("Description: d\n" + block("A = 1\n", "A = 1\n"), {TRAIN: "A = 1   \nB = 2\n"})
+    with pytest.raises(EditError, match="changes nothing"):
+        apply("Description: d\n```python\nA = 1\nB = 2\n```\n", {TRAIN: "A = 1\r\nB = 2"})
 
 
 def test_apply_syntax_error_is_refused_with_location() -> None:
