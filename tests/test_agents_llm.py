@@ -239,6 +239,20 @@ def test_client_errors_are_not_retried(server: FakeLLM, kind: str, status: int) 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_key_echoed_by_the_provider_never_reaches_messages(server: FakeLLM, kind: str) -> None:
+    secret = KEY if kind == "claude" else OKEY
+    server.push(error(500, message=f"upstream rejected key {secret}"), error(401, message=f"bad key {secret}"))
+    agent = make(kind, server)
+    shown: list[str] = []
+    agent.notify = shown.append
+    with pytest.raises(ProviderError) as err:
+        agent.propose(ctx())
+    assert not err.value.retryable and "bad key [redacted]" in str(err.value)
+    assert len(shown) == 1 and "[redacted]" in shown[0]
+    assert all(secret not in text for text in [str(err.value), *shown, agent.status.message])
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_empty_reply_is_retried_then_handed_on(server: FakeLLM, kind: str) -> None:
     sleeps = Sleeps()
     server.push(reply(""), reply(GOOD))

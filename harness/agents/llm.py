@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harness.agents.base import Agent, Context, Reply
-from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, positive_float
+from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, positive_float
 from harness.cost import PriceTable
 from harness.errors import ProviderError
-from harness.prompt import Prompt, build_prompt
+from harness.prompt import Prompt, build_prompt, redact
 
 log = logging.getLogger("harness.agents")
 
@@ -94,7 +94,7 @@ class LLMAgent(Agent):
     def propose(self, ctx: Context) -> Reply:
         prompt = build_prompt(ctx, env=self.env)
         done = call_with_retries(
-            lambda: self._checked(prompt),
+            lambda: self._call(prompt),
             policy=self.policy,
             status=self.status,
             key_env_var=self.key_env_var,
@@ -109,6 +109,15 @@ class LLMAgent(Agent):
             cost_usd=cost,
             meta={"prompt_chars": prompt.chars, "stop_reason": done.stop_reason},
         )
+
+    def _call(self, prompt: Prompt) -> Completion:
+        """One checked call whose errors are classified and carry no secret: a gateway may echo the key."""
+        try:
+            return self._checked(prompt)
+        except Exception as exc:  # noqa: BLE001 - classified here so the message can be redacted
+            err = classify(exc, key_env_var=self.key_env_var)
+            message = redact(str(err), self.env)
+            raise ProviderError(message, retryable=err.retryable, retry_after=err.retry_after) from exc
 
     def _checked(self, prompt: Prompt) -> Completion:
         done = self._complete(prompt)
