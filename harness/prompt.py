@@ -94,7 +94,8 @@ def build_prompt(
 
 def redact(text: str, env: Mapping[str, str]) -> str:
     """Replace the value of every secret-looking environment variable in `text` by [redacted]."""
-    for name, value in env.items():
+    # Longest first: a secret that contains another must not be left half-visible.
+    for name, value in sorted(env.items(), key=lambda item: -len(item[1])):
         upper = name.upper()
         secret = upper.endswith(_SECRET_SUFFIXES) or (
             upper.startswith(("ANTHROPIC_", "OPENAI_")) and not upper.endswith(("_BASE_URL", "_MODEL"))

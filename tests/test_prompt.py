@@ -130,6 +130,9 @@ def test_secrets_are_redacted_everywhere() -> None:
     assert p.user.count("[redacted]") == 2
     # a base URL and ordinary variables are not secrets
     assert redact("http://127.0.0.1:9999/v1 /usr/bin:/bin", env) == "http://127.0.0.1:9999/v1 /usr/bin:/bin"
+    # one secret inside another: the longer is redacted whole, whatever the order of the environment
+    nested = {"A_TOKEN": "abcdefgh", "ANTHROPIC_API_KEY": "abcdefgh-LONGERPART"}
+    assert redact("k=abcdefgh-LONGERPART", nested) == "k=[redacted]"
 
 
 def test_simple_bugs_are_recognised() -> None:
