@@ -137,7 +137,11 @@ class Night(Proposer):
 
     def _check_tag_state(self) -> None:
         tsv, tag = self.s.tsv_path, self.s.tag
-        if not self.s.resume and (tsv.exists() or self.s.tag_dir.exists()):
+        # A tag folder holding only the lock is what a harness killed before it made the branch
+        # leaves behind: nothing was recorded, so it does not make the tag exist (Ratchet.open
+        # still refuses an existing branch or worktree).
+        recorded = self.s.tag_dir.exists() and any(p.name != "lock" for p in self.s.tag_dir.iterdir())
+        if not self.s.resume and (tsv.exists() or recorded):
             raise RepoError(
                 f"tag {tag!r} already exists ({tsv}); continue it with --resume or pick another --tag"
             )

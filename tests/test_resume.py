@@ -129,3 +129,19 @@ def test_a_second_harness_on_the_same_tag_is_refused(toy_experiment: Toy, capsys
     assert (toy.repo / "results" / "busy.tsv").read_text() == before
     assert main(["status", "--tag", "busy"]) == 0
     assert "running: no" in capsys.readouterr().out
+
+
+def test_killed_before_the_branch_was_made_starts_afresh(toy_experiment: Toy, capsys) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 between taking the tag lock and creating the branch leaves only results/<tag>/lock:
+    nothing was recorded, so a plain start (what --resume's message says to do) must work."""
+    toy = toy_experiment
+    path = toy.replay_file([])
+    tag_dir = toy.repo / "results" / "early"
+    tag_dir.mkdir(parents=True)
+    (tag_dir / "lock").write_text("999999\n")
+    args = ["run", "--device", "cpu", "--tag", "early", "--agent", f"replay:{path}"]
+    assert main([*args, "--resume"]) == 2
+    assert "without --resume" in capsys.readouterr().err
+    assert main(args) == 0
+    rows = toy.tsv("early")
+    assert [r["description"] for r in rows] == ["baseline"] * len(rows) and rows[-1]["status"] == "keep"
