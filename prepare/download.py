@@ -85,6 +85,19 @@ def _default_opener(path: Path) -> BinaryIO:
     return open(path, "xb")
 
 
+def _checked_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; a malformed one is bad input, said before any download."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise DataError(
+            f"--base-url {base_url!r} is not a valid URL ({exc}); expected e.g. https://host/path"
+        ) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise DataError(f"--base-url {base_url!r} must be an http:// or https:// URL with a host")
+    return base_url.rstrip("/")
+
+
 class Downloader:
     """Downloads `names` from `base_url` into `dest`; see the module docstring for the fault model."""
 
@@ -100,7 +113,7 @@ class Downloader:
         opener: Opener = _default_opener,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _checked_base_url(base_url)
         self.dest = Path(dest)
         self.workers = max(1, workers)
         self.retries = max(1, retries)

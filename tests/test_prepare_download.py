@@ -230,3 +230,10 @@ def test_ctrl_c_leaves_nothing_partial_and_next_run_resumes(tmp_path: Path, file
         assert done.returncode == 0, done.stdout + done.stderr
         for name in NAMES:
             assert (data / name).read_bytes() == files[name]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/shards", "no-scheme-or-host", "http://"])
+def test_a_malformed_base_url_is_refused_before_any_download(tmp_path: Path, url: str) -> None:
+    with pytest.raises(DataError, match="--base-url"):
+        download.Downloader(url, tmp_path / "data")
+    assert not (tmp_path / "data").exists()
