@@ -144,7 +144,7 @@ class Ratchet:
         return self.head()
 
     def keep(self, sha: str) -> None:
-        """Make ``sha`` (a descendant of the best commit) the best; the branch ends up at it."""
+        """Make ``sha`` (a descendant of the best commit) the best; the branch and worktree end up at it."""
         full = _git(self._tree, "rev-parse", "--verify", sha + "^{commit}")
         old = self.best()
         try:
@@ -155,8 +155,9 @@ class Ratchet:
                 "the branch must only move forward"
             ) from None
         _git(self._repo, "update-ref", best_ref(self.tag), full, old)
-        if self.head() != full:
-            _git(self._tree, "reset", "-q", "--hard", full)
+        # Always reset, also when the head is already there: a run may have rewritten its own
+        # mutable file, and that change must not ride along into the next attempt's commit.
+        _git(self._tree, "reset", "-q", "--hard", full)
 
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""

@@ -256,3 +256,14 @@ def test_person_can_keep_working_while_the_night_runs(repo: Path) -> None:
     r.keep(r.commit("lr 0.3"))
     assert git(repo, "rev-parse", "main") == person
     assert git(repo, "merge-base", "main", "autoresearch/t") == git(repo, "rev-parse", "main~1")
+
+
+def test_keep_leaves_the_worktree_at_the_kept_commit(repo: Path) -> None:
+    """A run that rewrote its own mutable file must not leak that change into the next commit."""
+    r = Ratchet.open(repo, "selfmod", MUTABLE, resume=False)
+    edit(r, "LEARNING_RATE = 0.02\n")
+    c1 = r.commit("raise lr")
+    edit(r, "LEARNING_RATE = 0.02\nWRITTEN_BY_THE_RUN = 1\n")  # the run edits train.py as it runs
+    r.keep(c1)
+    assert (r.worktree / TOY_TRAIN).read_text() == "LEARNING_RATE = 0.02\n"
+    assert git(r.worktree, "status", "--porcelain") == ""
