@@ -12,6 +12,7 @@ wrong type raises ConfigError naming the key. Nothing here changes anything on d
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -210,7 +211,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
     if direction not in DIRECTIONS:
         raise ConfigError(f"{path}: key 'direction' must be 'minimize' or 'maximize', got {direction!r}")
     for key in ("budget_seconds", "timeout_seconds"):
-        if key in data and data[key] <= 0:
+        if key in data and not 0 < data[key] < math.inf:  # TOML has nan and inf too
             raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
     if not data["run"].strip():
         raise ConfigError(f"{path}: key 'run' is empty")
@@ -269,13 +270,15 @@ def resolve(
         raise ConfigError(
             f"--tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting with '.' or '-')"
         )
-    if budget is not None and budget <= 0:
+    # `not x > 0` rather than `x <= 0`: NaN compares false both ways (a NaN or infinite
+    # --timeout would switch the hard kill off).
+    if budget is not None and not 0 < budget < math.inf:
         raise ConfigError(f"--budget {budget:g}: must be a positive number of seconds")
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not 0 < timeout < math.inf:
         raise ConfigError(f"--timeout {timeout:g}: must be a positive number of seconds")
     if max_experiments is not None and max_experiments < 0:
         raise ConfigError(f"--max-experiments {max_experiments}: must be 0 or more")
-    if max_cost is not None and max_cost < 0:
+    if max_cost is not None and not 0 <= max_cost < math.inf:
         raise ConfigError(f"--max-cost {max_cost:g}: must be 0 or more")
     gpu_list = parse_gpus(gpus) if isinstance(gpus, str) else tuple(gpus or ())
 

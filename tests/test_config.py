@@ -34,6 +34,14 @@ def write_exp(root: Path, toml: str, name: str = "e") -> Path:
             "key 'budget_seconds' must be a int or float",
         ),
         ('mutable = ["train.py"]\nrun = "x"\ntimeout_seconds = true\n', "key 'timeout_seconds'"),
+        (
+            'mutable = ["train.py"]\nrun = "x"\ntimeout_seconds = nan\n',
+            "key 'timeout_seconds' must be positive",
+        ),
+        (
+            'mutable = ["train.py"]\nrun = "x"\nbudget_seconds = inf\n',
+            "key 'budget_seconds' must be positive",
+        ),
         ('mutable = ["train.py"]\nrun = "x"\ndirection = "up"\n', "key 'direction'"),
         ('mutable = ["missing.py"]\nrun = "x"\n', "'missing.py' does not exist"),
         ('mutable = ["../escape.py"]\nrun = "x"\n', "outside the experiment folder"),
@@ -136,3 +144,14 @@ def test_replay_path_is_made_absolute(toy_experiment: Toy) -> None:
         path.parent, agent="replay:replies.jsonl", experiment=str(toy_experiment.repo / "experiments/toy")
     )
     assert s.agent == f"replay:{path}"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("budget", float("nan")), ("budget", float("inf")), ("timeout", float("nan")), ("timeout", float("inf")),
+     ("max_cost", float("nan"))],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused(toy_experiment: Toy, flag: str, value: float) -> None:
+    """NaN slips past `x <= 0`; a NaN or infinite --timeout would switch the hard kill off."""
+    with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
+        resolve(toy_experiment.repo, agent="search", **{flag: value})
