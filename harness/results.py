@@ -16,6 +16,7 @@ first five, lines it cannot read are skipped and reported.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from dataclasses import dataclass, field
@@ -94,10 +95,18 @@ class ResultsTSV:
             else:
                 header = self._check_header(_first_line(fd), 1)
                 data = _format(row, header)
+            size = os.fstat(fd).st_size
             view = memoryview(data)
-            while view:  # a regular-file write is whole in practice; loop in case it is not
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            try:
+                while view:  # a regular-file write is whole in practice; loop in case it is not
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # A full disk can take part of the row before it fails: cut that part off, so
+                # the file is never left with a torn line (the row is written again on --resume).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)  # closing releases the lock
 

@@ -137,6 +137,36 @@ def test_concurrent_appends_from_processes_stay_whole(tmp_path: Path) -> None:
         )
 
 
+FULL_DISK_WRITER = """
+import os, resource, signal, sys
+from harness.results import ResultsTSV, Row
+tsv = ResultsTSV(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, like ENOSPC
+size = os.path.getsize(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    tsv.append(Row("abcdef1", 0.9, 1.0, "keep", "x" * 500))
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def test_a_row_that_does_not_fit_leaves_no_torn_line(tmp_path: Path) -> None:
+    """Disk full mid-row (a partial write, then an error): the file is as before, not torn,
+    so the next append after space is freed (--resume) still yields a strictly readable file."""
+    tsv = ResultsTSV(tmp_path / "full.tsv")
+    tsv.append(Row("0000001", 1.0, 0.0, "keep", "baseline"))
+    before = tsv.path.read_bytes()
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FULL_DISK_WRITER), str(tsv.path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "refused" in out.stdout, out.stdout + out.stderr
+    assert tsv.path.read_bytes() == before
+    tsv.append(Row("abcdef2", 0.8, 1.0, "keep", "after space was freed"))
+    assert [r.description for r in tsv.rows()] == ["baseline", "after space was freed"]
+
+
 def test_read_any_tsv_on_the_real_karpathy_night() -> None:
     rows, skipped = read_any_tsv(KARPATHY)
     assert skipped == []
