@@ -207,6 +207,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
             raise ConfigError(f"{path}: key 'mutable': {rel!r} is outside the experiment folder")
         if not target.is_file():
             raise ConfigError(f"{path}: key 'mutable': {rel!r} does not exist in {exp_dir}")
+        try:
+            target.read_text(encoding="utf-8")  # the agent edits text; the loop reads it as UTF-8
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: key 'mutable': {rel!r} is not UTF-8 text ({exc.reason}); save it as UTF-8"
+            ) from None
     direction = data.get("direction", "minimize")
     if direction not in DIRECTIONS:
         raise ConfigError(f"{path}: key 'direction' must be 'minimize' or 'maximize', got {direction!r}")

@@ -155,3 +155,10 @@ def test_non_finite_numbers_are_refused(toy_experiment: Toy, flag: str, value: f
     """NaN slips past `x <= 0`; a NaN or infinite --timeout would switch the hard kill off."""
     with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
         resolve(toy_experiment.repo, agent="search", **{flag: value})
+
+
+def test_a_mutable_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    exp = write_exp(tmp_path, 'mutable = ["train.py"]\nrun = "python train.py"\n')
+    (exp / "train.py").write_bytes(b"# caf\xe9 (latin-1)\nX = 1\n")
+    with pytest.raises(ConfigError, match="'train.py' is not UTF-8 text"):
+        config.load_experiment(exp)
