@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from harness.agents.base import Context, CrashReport
 from harness.edits import REPLY_FORMAT
+from harness.runner import is_secret
 
 if TYPE_CHECKING:
     from harness.results import Row
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 MAX_CRASH_LINES = 50
 MAX_HISTORY_CHARS = 12_000
 _MAX_DESCRIPTION = 140
-_SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN", "_SECRET", "_TOKEN", "_PASSWORD")
 # A crash the model can fix from the log: syntax, import, name and shape errors. Out of
 # memory, timeouts, NaNs and integrity refusals are not "simple bugs": they go to the
 # history like any other crash.
@@ -96,10 +96,9 @@ def redact(text: str, env: Mapping[str, str]) -> str:
     """Replace the value of every secret-looking environment variable in `text` by [redacted]."""
     # Longest first: a secret that contains another must not be left half-visible.
     for name, value in sorted(env.items(), key=lambda item: -len(item[1])):
-        upper = name.upper()
-        secret = upper.endswith(_SECRET_SUFFIXES) or (
-            upper.startswith(("ANTHROPIC_", "OPENAI_")) and not upper.endswith(("_BASE_URL", "_MODEL"))
-        )
+        # The same names the experiment's environment drops, except the provider's base URL and
+        # model, which are not secrets and which the prompt may mention.
+        secret = is_secret(name) and not name.upper().endswith(("_BASE_URL", "_MODEL"))
         if secret and len(value) >= 8 and value in text:
             text = text.replace(value, "[redacted]")
     return text

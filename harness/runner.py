@@ -54,7 +54,12 @@ MAX_LINE_BYTES = 1 << 20
 DRAIN_SECONDS = 2.0
 _READ_CHUNK = 1 << 16
 
-_SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN", "_SECRET", "_TOKEN", "_PASSWORD")
+_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_CREDENTIALS")
+_SECRET_WORDS = (
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+)  # anywhere in the name: AWS_SECRET_ACCESS_KEY, DB_PASSWORD_FILE
 _SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
 _SECRET_NAMES = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 
@@ -74,15 +79,20 @@ class RunResult:
 def is_secret(name: str) -> bool:
     """True for environment variable names that may hold credentials."""
     upper = name.upper()
-    return upper in _SECRET_NAMES or upper.endswith(_SECRET_SUFFIXES) or upper.startswith(_SECRET_PREFIXES)
+    return (
+        upper in _SECRET_NAMES
+        or upper.endswith(_SECRET_SUFFIXES)
+        or upper.startswith(_SECRET_PREFIXES)
+        or any(word in upper for word in _SECRET_WORDS)
+    )
 
 
 def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The experiment's environment: ``base`` overlaid with ``extra``, minus every secret.
 
-    Secrets are names ending in _API_KEY, _AUTH_TOKEN, _SECRET, _TOKEN or _PASSWORD, and
-    anything starting with ANTHROPIC_ or OPENAI_ (base URLs included: the experiment has no
-    business talking to the agent's provider). They are dropped from ``extra`` too.
+    Secrets are names ending in _KEY, _TOKEN or _CREDENTIALS, names containing SECRET, PASSWORD
+    or PASSWD, and anything starting with ANTHROPIC_ or OPENAI_ (base URLs included: the
+    experiment has no business talking to the agent's provider). They are dropped from ``extra`` too.
     PYTHONUNBUFFERED=1 is set unless given, so lines reach the log as they are printed.
     """
     env = {k: v for k, v in base.items() if not is_secret(k)}

@@ -337,6 +337,9 @@ def test_child_env_drops_secrets_in_a_real_child(tmp_path: Path) -> None:
         "HF_AUTH_TOKEN": "hf_secret",
         "DB_PASSWORD": "hunter2",
         "AWS_SECRET": "aws",
+        "AWS_SECRET_ACCESS_KEY": "aws-access",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/sa.json",
+        "PGPASSWORD_FILE": "/home/me/.pgpass",
         "together_api_key": "lower",
         "LANG": "C.UTF-8",
     }
@@ -356,6 +359,9 @@ def test_child_env_drops_secrets_in_a_real_child(tmp_path: Path) -> None:
         "HF_AUTH_TOKEN",
         "DB_PASSWORD",
         "AWS_SECRET",
+        "AWS_SECRET_ACCESS_KEY",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "PGPASSWORD_FILE",
         "together_api_key",
         "MY_TOKEN",
     ):
