@@ -7,7 +7,6 @@ memory (the logits are evaluated a slice of rows at a time) and for its eval rec
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 torch = pytest.importorskip("torch")
+
+from evalutil import TorchTable, all_rows, records  # noqa: E402
 
 from prepare import datasets, evaluate  # noqa: E402
 from prepare.evaluate_mlx import CHUNK_ELEMENTS, evaluate_bpb_mlx  # noqa: E402
@@ -48,24 +49,6 @@ class MlxTable:
     def __call__(self, idx):  # type: ignore[no-untyped-def]
         self.calls.append(tuple(idx.shape))
         return self.table[idx]
-
-
-class TorchTable(torch.nn.Module):
-    def __init__(self, table: np.ndarray) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.table[idx]
-
-
-def all_rows(tok: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*evaluate.eval_batches_numpy(tok, 1000), strict=True)
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def records(tmp_path: Path) -> list[dict]:
-    return [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
 
 
 def test_zero_logits_give_ln_v_per_target_over_bytes(tok: Tokenizer, tmp_path: Path) -> None:

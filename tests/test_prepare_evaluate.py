@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from evalutil import TorchTable, all_rows, records
 
 from prepare import datasets, evaluate
 from prepare.tokenizer import Tokenizer
@@ -30,29 +30,9 @@ def tok(cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Tokeniz
     return Tokenizer.load()
 
 
-class Table(torch.nn.Module):
-    """logits[b, t] = table[idx[b, t]]: a bigram model (a constant row for a unigram one)."""
-
-    def __init__(self, table: np.ndarray) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.table[idx]
-
-
-def all_rows(tok: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*evaluate.eval_batches_numpy(tok, 1000), strict=True)
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def records(tmp_path: Path) -> list[dict]:
-    return [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-
-
 def test_zero_logits_give_ln_v(tok: Tokenizer, tmp_path: Path) -> None:
     V = tok.vocab_size
-    bpb = evaluate.evaluate_bpb(Table(np.zeros((V, V))), tok, 16)
+    bpb = evaluate.evaluate_bpb(TorchTable(np.zeros((V, V))), tok, 16)
     _, y = all_rows(tok)
     tb = np.array(tok.token_bytes)[y]
     targets, nbytes = int((tb > 0).sum()), int(tb.sum())
@@ -67,7 +47,7 @@ def test_zero_logits_give_ln_v(tok: Tokenizer, tmp_path: Path) -> None:
 def test_bigram_model_matches_a_hand_computation(tok: Tokenizer) -> None:
     V = tok.vocab_size
     table = np.random.default_rng(0).normal(0, 2, (V, V))
-    bpb = evaluate.evaluate_bpb(Table(table), tok, 7)
+    bpb = evaluate.evaluate_bpb(TorchTable(table), tok, 7)
     x, y = all_rows(tok)
     t32 = table.astype(np.float32).astype(np.float64)
     nats = 0.0
@@ -87,7 +67,7 @@ def test_special_token_targets_are_masked(tok: Tokenizer) -> None:
     V = tok.vocab_size
     table = np.zeros((V, V))
     table[:, tok.bos_id] = -1e9  # a BOS target would cost ~1e9 nats if it were counted
-    bpb = evaluate.evaluate_bpb(Table(table), tok, 32)
+    bpb = evaluate.evaluate_bpb(TorchTable(table), tok, 32)
     _, y = all_rows(tok)
     tb = np.array(tok.token_bytes)[y]
     assert bpb == pytest.approx(math.log(V - 1) * (tb > 0).sum() / (math.log(2) * tb.sum()), rel=1e-6)
@@ -95,7 +75,7 @@ def test_special_token_targets_are_masked(tok: Tokenizer) -> None:
 
 def test_independent_of_batch_size_and_deterministic(tok: Tokenizer, tmp_path: Path) -> None:
     table = np.random.default_rng(1).normal(0, 1, (tok.vocab_size, tok.vocab_size))
-    model = Table(table)
+    model = TorchTable(table)
     values = [evaluate.evaluate_bpb(model, tok, b) for b in (128, 5, 128)]
     assert values[0] == values[2]
     assert values[1] == pytest.approx(values[0], rel=1e-9)
@@ -106,11 +86,11 @@ def test_padded_vocab_is_accepted_and_short_one_refused(tok: Tokenizer) -> None:
     V = tok.vocab_size
     padded = np.full((V, V + 60), -1e9)
     padded[:, :V] = 0
-    assert evaluate.evaluate_bpb(Table(padded), tok, 64) == pytest.approx(
-        evaluate.evaluate_bpb(Table(np.zeros((V, V))), tok, 64), rel=1e-9
+    assert evaluate.evaluate_bpb(TorchTable(padded), tok, 64) == pytest.approx(
+        evaluate.evaluate_bpb(TorchTable(np.zeros((V, V))), tok, 64), rel=1e-9
     )
     with pytest.raises(TypeError, match="classes"):
-        evaluate.evaluate_bpb(Table(np.zeros((V, V - 1))), tok, 64)
+        evaluate.evaluate_bpb(TorchTable(np.zeros((V, V - 1))), tok, 64)
 
 
 def test_model_must_return_logits_and_training_mode_is_restored(tok: Tokenizer) -> None:
@@ -132,6 +112,6 @@ def test_model_must_return_logits_and_training_mode_is_restored(tok: Tokenizer) 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_and_cpu_agree(tok: Tokenizer) -> None:
     table = np.random.default_rng(2).normal(0, 1, (tok.vocab_size, tok.vocab_size))
-    cpu = evaluate.evaluate_bpb(Table(table), tok, 16)
-    gpu = evaluate.evaluate_bpb(Table(table).cuda(), tok, 16)
+    cpu = evaluate.evaluate_bpb(TorchTable(table), tok, 16)
+    gpu = evaluate.evaluate_bpb(TorchTable(table).cuda(), tok, 16)
     assert gpu == pytest.approx(cpu, rel=1e-5)

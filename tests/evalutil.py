@@ -1,0 +1,33 @@
+"""Shared pieces of the evaluate_bpb tests (torch and MLX paths): a table model and readers for
+the validation rows and the eval records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prepare import evaluate
+from prepare.tokenizer import Tokenizer
+
+
+class TorchTable(torch.nn.Module):
+    """logits[b, t] = table[idx[b, t]]: a bigram model (a constant row for a unigram one)."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx]
+
+
+def all_rows(tok: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*evaluate.eval_batches_numpy(tok, 1000), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
