@@ -29,7 +29,7 @@ from harness.errors import ConfigError, EditError, HarnessError, RepoError
 from harness.guard import Guard
 from harness.judge import Judge, mean
 from harness.live import View, make_view
-from harness.metrics import metric_value, read_summary
+from harness.metrics import metric_value, read_summary, typed
 from harness.noise import make_judge, prime_from_runs
 from harness.outcome import AttemptInfo, RunRecord, build_row, crash_reason, log_tail, row_values
 from harness.pipeline import Pipeline, depth_from_env
@@ -336,14 +336,16 @@ class Night(Proposer):
             on_line=self.view.line,
         )
         tampering = guard.check()
-        summary = read_summary(log_path)
+        printed = read_summary(log_path, raw=True)  # one read: the metric as printed, for provenance
+        summary = typed(printed)
         reason = crash_reason(result, summary, self.s.metric)
         if tampering:
             reason = tampering.reason
         elif eval_record is not None and reason is None:
-            printed = provenance.printed_metric(log_path, self.s.metric)
             tokens = provenance.expected_eval_tokens(self.s.profile)
-            reason = eval_record.verify(printed, expected_eval_tokens=tokens)
+            reason = eval_record.verify(
+                provenance.printed_metric(printed, self.s.metric), expected_eval_tokens=tokens
+            )
         if eval_record is not None:
             eval_record.archive(log_path.with_name(log_path.name + ".eval.jsonl"))
         record = RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)

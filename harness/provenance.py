@@ -32,6 +32,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -40,31 +41,12 @@ from typing import Any
 RECORD_ENV = "AUTORESEARCH_EVAL_RECORD"
 VERIFY_KEY = "verify_metric"  # experiment.toml key
 VERIFIERS = ("evaluate_bpb",)  # accepted values of verify_metric
-_TAIL_BYTES = 256 * 1024
 
 
-def printed_metric(log_path: Path, metric: str) -> str | None:
-    """The metric's value as printed in the log's last summary block (the raw text), or None."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = text.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].strip() != "---":
-            continue
-        for line in lines[i + 1 :]:
-            key, sep, value = line.partition(":")
-            if not sep:
-                break
-            if key.strip() == metric:
-                return value.strip()
-        # a block without the metric: keep looking further up, like metrics.parse_summary
-    return None
+def printed_metric(summary: Mapping[str, float | str] | None, metric: str) -> str | None:
+    """The metric as printed, from a raw summary block (`metrics.read_summary(log, raw=True)`)."""
+    value = summary.get(metric) if summary else None
+    return None if value is None else str(value)
 
 
 def _tolerance(printed: str) -> Decimal | None:

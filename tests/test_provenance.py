@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.metrics import read_summary
 from harness.provenance import EvalRecord, expected_eval_tokens, printed_metric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,9 @@ def _verify(code: str, tmp_path: Path) -> str | None:
     record = EvalRecord.create(tmp_path)
     log = _run(code, record, tmp_path)
     try:
-        return record.verify(printed_metric(log, "val_bpb"), expected_eval_tokens=TOKENS)
+        return record.verify(
+            printed_metric(read_summary(log, raw=True), "val_bpb"), expected_eval_tokens=TOKENS
+        )
     finally:
         record.archive(tmp_path / "0.eval.jsonl")
 
@@ -84,8 +87,8 @@ def test_no_metric_is_left_to_the_loop(tmp_path: Path) -> None:
 def test_printed_metric_reads_the_last_block(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("---\nval_bpb: 1.000000\nstep 5\n---\nfoo: 1\nval_bpb:   0.990000\ntotal: 3\n")
-    assert printed_metric(log, "val_bpb") == "0.990000"
-    assert printed_metric(tmp_path / "missing.log", "val_bpb") is None
+    assert printed_metric(read_summary(log, raw=True), "val_bpb") == "0.990000"
+    assert printed_metric(read_summary(tmp_path / "missing.log", raw=True), "val_bpb") is None
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "mlx"])
