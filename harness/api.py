@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import DataError
-from harness.report import Summary, better, infer_direction, metric_name, results_dir, summarize
+from harness.judge import better
+from harness.report import Summary, infer_direction, metric_name, results_dir, summarize
 from harness.results import read_any_tsv
 
 

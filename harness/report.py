@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, DataError, HarnessError
+from harness.judge import better
 from harness.results import Row, read_any_tsv
 
 # Metric names that are better when larger; anything else defaults to minimize (val_bpb, loss).
@@ -72,11 +73,6 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def better(a: float, b: float, direction: str) -> bool:
-    """Whether metric a is strictly better than b."""
-    return a > b if direction == "maximize" else a < b
 
 
 def infer_direction(metric: str, rows: Sequence[Row]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.config import find_repo_root
 from harness.errors import ConfigError
 from harness.journal import lock_holder, read_pending
+from harness.report import infer_direction, metric_name
 from harness.results import Row, read_any_tsv
 
 LAST_ROWS = 5
@@ -30,12 +31,6 @@ def _best(rows: list[Row], direction: str = "minimize") -> Row | None:
     return (
         min(keeps, key=lambda r: r.metric) if direction == "minimize" else max(keeps, key=lambda r: r.metric)
     )
-
-
-def _direction(rows: list[Row]) -> str:
-    # Kept rows only ever improve; if the metric went up along the keeps, the night maximises.
-    keeps = [r.metric for r in rows if r.status == "keep"]
-    return "maximize" if len(keeps) > 1 and keeps[-1] > keeps[0] else "minimize"
 
 
 def _fmt(row: Row) -> str:
@@ -58,7 +53,7 @@ def tag_lines(results: Path, tag: str) -> list[str]:
     lines = [
         f"tag {tag}: {len(rows)} rows ({counts['keep']} keep, {counts['discard']} discard, {counts['crash']} crash)"
     ]
-    best = _best(rows, _direction(rows))
+    best = _best(rows, infer_direction(metric_name(tsv), rows))
     if best is not None:
         lines.append(f"best: {best.metric:.6f} at {best.commit} ({best.description})")
     holder = lock_holder(results / tag / "lock")
@@ -85,7 +80,7 @@ def list_lines(results: Path) -> list[str]:
     lines = []
     for tsv in tsvs:
         rows, _ = read_any_tsv(tsv)
-        best = _best(rows, _direction(rows))
+        best = _best(rows, infer_direction(metric_name(tsv), rows))
         running = " running" if lock_holder(results / tsv.stem / "lock") else ""
         best_s = f"best {best.metric:.6f}" if best else "no keep yet"
         lines.append(f"{tsv.stem:<24} {len(rows):4d} rows  {best_s}{running}")
