@@ -289,7 +289,7 @@ SUMMARY_LINE = re.compile(r"^([a-z_A-Z0-9]+):\s+(\S+)\s*$")
 
 
 def parse_summary(text: str) -> dict[str, float | str]:
-    """The last `---` block of a log (the same contract harness.metrics parses)."""
+    """The last `---` block of a log (the same contract harness.night.metrics parses)."""
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
     if not starts:

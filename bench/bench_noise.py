@@ -5,7 +5,7 @@ true value plus Gaussian noise of standard deviation sigma = 1, so gains are in 
 sigma. The best starts as a baseline run `--baseline-runs` times. A null change (gain 0:
 a new random seed) should be discarded; a real gain should be kept.
 
-* strict: the real `harness.judge.StrictJudge` (keep iff the single run beats the mean).
+* strict: the real `harness.night.judge.StrictJudge` (keep iff the single run beats the mean).
 * noise (3 runs): `NoiseAwareJudge` with only the baseline's own runs as spread evidence,
   the situation at the first attempt of a night.
 * noise (night): the same judge after a night's worth of repeated runs (20 degrees of
@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from harness.judge import StrictJudge, Verdict
-from harness.noise import NoiseAwareJudge
+from harness.night.judge import StrictJudge, Verdict
+from harness.night.noise import NoiseAwareJudge
 
 GAINS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 

@@ -113,7 +113,7 @@ def run_night(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 "GIT_COMMITTER_NAME": "bench",
                 "GIT_COMMITTER_EMAIL": "b@example.com",
             }
-            cmd = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "--tag", "bench"]
+            cmd = [sys.executable, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "bench"]
             cmd += ["--agent", "claude", "--judge", args.judge, "--max-experiments", str(experiments)]
             started = time.time()
             out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         replay = Path(tmp) / "seed.jsonl"
         replay.write_text(json.dumps({"reply": reply}) + "\n")
-        cmd = [sys.executable, "-m", "harness.cli", "run", "--tag", "seed", "--experiment", "gpt", "--device", "cpu",
+        cmd = [sys.executable, "-m", "harness.commands.main", "run", "--tag", "seed", "--experiment", "gpt", "--device", "cpu",
                "--dataset", "arithmetic", "--budget", f"{args.budget:g}", "--agent", f"replay:{replay}",
                "--judge", args.judge]  # fmt: skip
         done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)

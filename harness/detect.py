@@ -1,6 +1,6 @@
 """What the machine and the repository say: repo root, experiment folder, device, dataset, profile.
 
-The auto-detected parts of `harness.config.Settings`, each returning its answer with the
+The auto-detected parts of `harness.settings.Settings`, each returning its answer with the
 reason it was chosen where the choice is not obvious (printed at start). Probing CUDA runs
 in a child process with a timeout, so a broken torch install can neither hang nor crash us.
 Nothing here changes anything on disk.

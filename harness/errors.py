@@ -8,7 +8,7 @@
     │   └── ProviderError   an LLM call failed; `retryable` says whether backing off may help
     └── EditError           a reply's edit cannot be applied; `feedback` is written for the model
 
-Lower modules raise these (or subclasses) and never call sys.exit; `harness.cli` is the
+Lower modules raise these (or subclasses) and never call sys.exit; `harness.commands.main` is the
 only place that turns them into an exit code.
 """
 

@@ -3,7 +3,7 @@
     autoresearch prepare [--dataset climbmix|arithmetic|text:PATH] [--num-shards N]
                          [--base-url URL] [--cache-dir DIR] [--workers N] [--max-chars N]
 
-`harness.cli` registers this module (add_arguments + run). Errors are raised as
+`harness.commands.main` registers this module (add_arguments + run). Errors are raised as
 prepare.errors.DataError (a harness.errors.DataError: exit code 2, one message saying what to
 do); Ctrl-C returns 130 after the downloads have stopped and removed their partial files.
 """

@@ -16,7 +16,7 @@ from harness.errors import AgentError, ConfigError
 
 if TYPE_CHECKING:
     from harness.agents.base import Agent
-    from harness.config import Settings
+    from harness.settings import Settings
 
 REGISTRY: dict[str, str] = {
     "claude": "harness.agents.claude:ClaudeAgent",

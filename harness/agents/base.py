@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from harness.results import Row
+    from harness.store.ledger import Row
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The key comes from ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a bearer-token
 gateway) and nowhere else; ANTHROPIC_BASE_URL points the SDK at a gateway or a loopback
 test server. The SDK's own retries are off (max_retries=0): `harness.agents.retry` owns
 the policy. program.md plus the reply format is the system text; one user message holds
-the rest of the prompt (see harness.prompt).
+the rest of the prompt (see harness.agents.prompt).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.agents.llm import Completion, LLMAgent, as_int
+from harness.agents.prompt import Prompt
 from harness.errors import AgentError
-from harness.prompt import Prompt
 
 if TYPE_CHECKING:
-    from harness.config import Settings
+    from harness.settings import Settings
 
 DEFAULT_MODEL = "claude-sonnet-5-5"  # the current Sonnet: strong at code, $2/$10 per MTok
 

@@ -2,8 +2,8 @@
 
 A provider subclass implements `_complete(prompt) -> Completion` with its SDK and sets
 `name`, `key_env_var` and `default_model`; everything else is here: the prompt from
-`harness.prompt`, the retry policy and outage status of `harness.agents.retry`, and the
-cost of each call from `harness.cost`. Calls may come from the pipelined proposer's
+`harness.agents.prompt`, the retry policy and outage status of `harness.agents.retry`, and the
+cost of each call from `harness.agents.cost`. Calls may come from the pipelined proposer's
 thread while the main thread runs an experiment; `status` and the meter are thread-safe.
 
 Knobs from the environment (all optional): AUTORESEARCH_LLM_TIMEOUT (seconds per call,
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harness.agents.base import Agent, Context, Reply
+from harness.agents.cost import PriceTable
+from harness.agents.prompt import Prompt, build_prompt, redact
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, positive_float
-from harness.cost import PriceTable
 from harness.errors import ProviderError
-from harness.prompt import Prompt, build_prompt, redact
 
 log = logging.getLogger("harness.agents")
 

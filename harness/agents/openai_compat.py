@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.agents.llm import Completion, LLMAgent, as_int
+from harness.agents.prompt import Prompt
 from harness.errors import AgentError, ProviderError
-from harness.prompt import Prompt
 
 if TYPE_CHECKING:
-    from harness.config import Settings
+    from harness.settings import Settings
 
 DEFAULT_MODEL = "gpt-6.1-sol"  # the current flagship tier, $2/$10 per MTok
 NO_KEY_PLACEHOLDER = "no-key-needed"

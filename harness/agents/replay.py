@@ -19,7 +19,7 @@ from harness.agents.base import Agent, Context, Reply
 from harness.errors import AgentError
 
 if TYPE_CHECKING:
-    from harness.config import Settings
+    from harness.settings import Settings
 
 
 def load_replies(path: Path) -> list[str]:

@@ -32,8 +32,8 @@ from harness.agents.base import Agent, Context, Reply
 from harness.errors import AgentError
 
 if TYPE_CHECKING:
-    from harness.config import Settings
-    from harness.results import Row
+    from harness.settings import Settings
+    from harness.store.ledger import Row
 
 MAX_CHANGES = 3
 _RESAMPLE = 20  # attempts to find a trial that changes something before giving up on it

@@ -1,0 +1,211 @@
+"""Compare nights from several GPUs or machines, side by side (`autoresearch compare`).
+
+    autoresearch compare autoresearch/nov21-a100 origin/autoresearch/nov21-h100 [--json]
+
+For each ref (a local branch or a fetched remote-tracking one) it shows the best metric,
+experiments, keep rate and hardware (the TSV's `worker` column), the final diff against
+the common base of all refs, and the kept changes one branch has that another lacks.
+Results come from the published results branch that travels with each branch
+(`[remote/]autoresearch-results/<tag>`, see `harness.review.publish`), or for a local branch
+from `results/<tag>.tsv` on disk. Two kept commits count as the same change when their
+diffs add and remove the same lines (a patch id), so a change transplanted from one
+machine to another is recognised on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, RepoError
+from harness.review.report import Summary, metric_name, summarize
+from harness.store.gitview import CommitInfo, GitView, results_ref_for, tag_of
+from harness.store.ledger import read_any_tsv
+
+
+@dataclass
+class Side:
+    """One ref in the comparison."""
+
+    ref: str
+    head: str
+    tag: str | None
+    results_source: str  # where the TSV came from, or why there is none
+    summary: Summary | None
+    kept: list[CommitInfo]  # first-parent commits since the common base, oldest first
+    patch_ids: dict[str, str] = field(default_factory=dict)  # sha -> patch id
+    diff: str = ""
+
+
+def patch_id(diff: str) -> str:
+    """A fingerprint of a change that ignores line numbers and context: the added and removed lines."""
+    keep = []
+    for line in diff.splitlines():
+        if line.startswith("diff --git") or (line[:1] in "+-" and not line.startswith(("+++", "---"))):
+            keep.append(line.rstrip())
+    return hashlib.sha1("\n".join(keep).encode("utf-8")).hexdigest()
+
+
+def _local_branch(view: GitView, ref: str) -> bool:
+    name = ref.removeprefix("refs/heads/")
+    return any(h.name == name for h in view.repo.heads)
+
+
+def load_results(view: GitView, ref: str, tag: str | None) -> tuple[Summary | None, str]:
+    """The summary of a ref's night and where it came from (or why there is none)."""
+    if tag is None:
+        return None, "not an autoresearch/<tag> branch: no results"
+    candidates: list[tuple[str, str]] = []  # (label, TSV text)
+    local = view.root / "results" / f"{tag}.tsv"
+    if _local_branch(view, ref) and local.is_file():
+        candidates.append((str(local), local.read_text(encoding="utf-8", errors="replace")))
+    results_ref = results_ref_for(ref)
+    text = view.read_file(results_ref, f"results/{tag}.tsv") if results_ref else None
+    if text is not None:
+        candidates.append((f"{results_ref}:results/{tag}.tsv", text))
+    if not candidates:
+        return (
+            None,
+            f"no results found (publish them with `autoresearch publish --tag {tag}`, then git fetch)",
+        )
+    label, content = candidates[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{tag}.tsv"
+        path.write_text(content, encoding="utf-8")
+        rows, skipped = read_any_tsv(path)
+        summary = summarize(rows, metric_name(path), None, skipped, label) if rows else None
+    return summary, label if summary is not None else f"{label} has no readable rows"
+
+
+def compare(view: GitView, refs: Sequence[str]) -> tuple[str, list[Side]]:
+    """The common base of all refs and one Side per ref."""
+    if not refs:
+        raise ConfigError("name at least one ref, e.g. `autoresearch compare origin/autoresearch/<tag>`")
+    heads = [view.require(ref) for ref in refs]
+    base = view.merge_base(heads)
+    if base is None:
+        raise RepoError(f"{', '.join(refs)} share no history; compare branches that grew from one repository")
+    sides = []
+    for ref, head in zip(refs, heads, strict=True):
+        tag = tag_of(ref)
+        summary, source = load_results(view, ref, tag)
+        kept = view.log(base, head)
+        ids = {c.sha: patch_id(view.diff(c.parent, c.sha)) for c in kept if c.parent}
+        sides.append(Side(ref, head, tag, source, summary, kept, ids, view.diff(base, head)))
+    return base, sides
+
+
+def lacking(a: Side, b: Side) -> list[CommitInfo]:
+    """The kept changes of `a` that `b` does not have (by sha or by patch id)."""
+    b_ids = set(b.patch_ids.values())
+    b_shas = {c.sha for c in b.kept}
+    return [c for c in a.kept if c.sha not in b_shas and a.patch_ids.get(c.sha) not in b_ids]
+
+
+def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
+    out: dict[str, Any] = {"base": base, "refs": []}
+    for s in sides:
+        entry: dict[str, Any] = {
+            "ref": s.ref,
+            "head": s.head,
+            "tag": s.tag,
+            "results_source": s.results_source,
+            "hardware": (s.summary.workers if s.summary else []) or ["unknown"],
+            "kept_commits": [{"sha": c.sha, "subject": c.subject} for c in s.kept],
+            "diff": s.diff,
+        }
+        if s.summary is not None:
+            keys = ("metric", "direction", "experiments", "kept", "discarded", "crashed", "keep_rate",
+                    "baseline", "best", "best_commit", "improvement_pct", "gpu_hours", "llm_cost_usd")  # fmt: skip
+            entry.update({k: getattr(s.summary, k) for k in keys})
+        out["refs"].append(entry)
+    out["lacks"] = {
+        a.ref: {
+            b.ref: [{"sha": c.sha, "subject": c.subject} for c in lacking(a, b)] for b in sides if b is not a
+        }
+        for a in sides
+    }
+    return out
+
+
+def _cell(x: object, spec: str = "") -> str:
+    if x is None:
+        return "-"
+    return format(x, spec) if spec and isinstance(x, (int, float)) else str(x)
+
+
+def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
+    width = max(24, *(len(s.ref) + 2 for s in sides))
+
+    def row(label: str, values: Sequence[str]) -> str:
+        return f"{label:<22}" + "".join(f"{v:<{width}}" for v in values)
+
+    def stat(key: str, spec: str = "") -> list[str]:
+        return [_cell(getattr(s.summary, key) if s.summary else None, spec) for s in sides]
+
+    rates = [
+        _cell(s.summary.keep_rate * 100 if s.summary and s.summary.keep_rate is not None else None, ".1f")
+        for s in sides
+    ]
+    lines = [
+        row("", [s.ref for s in sides]),
+        row("head", [s.head[:7] for s in sides]),
+        row("metric", stat("metric")),
+        row("best", stat("best", ".6f")),
+        row("baseline", stat("baseline", ".6f")),
+        row("improvement %", stat("improvement_pct", "+.2f")),
+        row("experiments", stat("experiments")),
+        row("kept", stat("kept")),
+        row("keep rate %", rates),
+        row(
+            "hardware",
+            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "unknown" for s in sides],
+        ),
+        row("commits since base", [str(len(s.kept)) for s in sides]),
+        f"common base: {base[:7]}",
+    ]
+    for s in sides:
+        if s.summary is None:
+            lines.append(f"{s.ref}: {s.results_source}")
+    for a in sides:
+        for b in sides:
+            if a is b:
+                continue
+            missing = lacking(a, b)
+            lines += ["", f"Kept in {a.ref}, missing from {b.ref} ({len(missing)}):"]
+            lines += [f"  {c.short} {c.subject}" for c in missing] or ["  (none)"]
+    if diffs:
+        for s in sides:
+            lines += ["", f"=== {s.ref}: final diff against the common base {base[:7]} ==="]
+            lines.append(s.diff.rstrip() or "(no changes)")
+    return "\n".join(lines)
+
+
+# -- the subcommand ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "refs",
+        nargs="+",
+        metavar="REF",
+        help="branches, local or remote-tracking (origin/autoresearch/<tag>)",
+    )
+    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser.add_argument("--no-diff", action="store_true", help="leave the final diffs out of the text output")
+
+
+def run(args: argparse.Namespace) -> int:
+    view = GitView.find(Path.cwd())
+    base, sides = compare(view, args.refs)
+    if args.json:
+        print(json.dumps(to_json(base, sides), indent=2))
+    else:
+        print(render_text(base, sides, diffs=not args.no_diff))
+    return 0

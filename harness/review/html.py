@@ -1,0 +1,210 @@
+"""report.html: the whole night on one self-contained page.
+
+The plot is embedded as a base64 data URI, the style sheet is inline, there is no
+script and no external resource, so the file opens from disk (or an e-mail attachment)
+with no network. Every string that came from the TSV or from git is HTML-escaped: a
+description or diff is data, never markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.review.report import Summary
+from harness.store.ledger import Row
+
+MAX_DIFF_CHARS = 200_000  # per commit; a runaway diff should not make the page unusable
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5em 0; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-family: ui-monospace, monospace; }
+tr.keep td { background: #edf7ed; } tr.crash td { background: #fdecea; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
+pre.diff { background: #fafafa; border: 1px solid #ddd; padding: .6em; overflow-x: auto; }
+.add { color: #1b5e20; background: #e8f5e9; } .del { color: #b71c1c; background: #ffebee; }
+.hunk { color: #6a1b9a; } img.plot { width: 100%; height: auto; border: 1px solid #eee; }
+.note { color: #666; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(x: float | None, spec: str = ".6f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def kept_diffs(start: Path, tag: str | None, summary: Summary) -> tuple[dict[str, str], str]:
+    """Each kept commit's diff from the tag's branch, when run inside the repository that has it.
+
+    Returns (short sha -> diff, a note saying why diffs are missing, or "").
+    """
+    from harness.store.gitview import BRANCH_PREFIX, GitView
+
+    if not tag:
+        return {}, "diffs unavailable: no tag"
+    try:
+        view = GitView.find(start)
+    except HarnessError:
+        return {}, "diffs unavailable: not run inside a git repository"
+    branch = BRANCH_PREFIX + tag
+    if view.resolve(branch) is None:
+        return {}, f"diffs unavailable: no branch {branch} in this repository"
+    # Only commits on the tag's branch count: a 7-character sha could name anything elsewhere.
+    on_branch = {c.short: c for c in view.log(None, branch)}
+    diffs: dict[str, str] = {}
+    for step in summary.improvements:
+        commit = on_branch.get(step.commit[:7])
+        if commit is not None and commit.parent is not None:
+            diffs[step.commit] = view.diff(commit.parent, commit.sha)[:MAX_DIFF_CHARS]
+    return diffs, ""
+
+
+def _diff_html(diff: str) -> str:
+    out = []
+    for line in diff.splitlines():
+        cls = ""
+        if line.startswith("+") and not line.startswith("+++"):
+            cls = "add"
+        elif line.startswith("-") and not line.startswith("---"):
+            cls = "del"
+        elif line.startswith("@@"):
+            cls = "hunk"
+        out.append(f'<span class="{cls}">{_e(line)}</span>' if cls else _e(line))
+    return '<pre class="diff">' + "\n".join(out) + "</pre>"
+
+
+def render_html(
+    summary: Summary,
+    rows: Sequence[Row],
+    png: bytes,
+    diffs: Mapping[str, str],
+    *,
+    diff_note: str = "",
+    title: str = "",
+) -> str:
+    """The page as a string."""
+    s = summary
+    title = title or f"autoresearch report: {Path(s.source).name or s.metric}"
+    facts = [
+        ("experiments", s.experiments),
+        ("kept / discarded / crashed", f"{s.kept} / {s.discarded} / {s.crashed}"),
+        ("keep rate", "–" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"),
+        (f"baseline {s.metric}", _num(s.baseline)),
+        (f"best {s.metric}", f"{_num(s.best)} ({s.best_commit or '–'}: {s.best_description or ''})"),
+        ("improvement", _num(s.improvement_pct, "+.2f") + "%"),
+        ("direction", s.direction),
+    ]
+    if s.gpu_hours is not None:
+        facts.append(("GPU hours", f"{s.gpu_hours:.2f}"))
+    if s.llm_cost_usd is not None:
+        facts.append(("LLM cost", f"${s.llm_cost_usd:.2f}"))
+    if s.workers:
+        facts.append(("hardware", ", ".join(s.workers)))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        "<table id='summary'>"
+        + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+        + "</table>",
+        "<h2>Progress</h2>",
+        f'<img class="plot" id="progress" alt="progress plot" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode("ascii")}">',
+    ]
+    if s.skipped_lines:
+        parts.append(
+            "<p class='note'>Skipped lines: "
+            + "; ".join(f"{_e(x['line'])}: {_e(x['why'])}" for x in s.skipped_lines)
+            + "</p>"
+        )
+
+    parts.append("<h2>Kept improvements</h2>")
+    if s.improvements:
+        parts.append(
+            f"<table id='kept'><tr><th>#</th><th>commit</th><th>{_e(s.metric)}</th><th>delta</th>"
+            "<th>gain</th><th>description</th></tr>"
+        )
+        for st in s.improvements:
+            link = (
+                f"<a href='#diff-{_e(st.commit)}'>{_e(st.commit)}</a>"
+                if st.commit in diffs
+                else _e(st.commit)
+            )
+            parts.append(
+                f"<tr class='keep'><td class='num'>{st.n}</td><td><code>{link}</code></td>"
+                f"<td class='num'>{st.metric:.6f}</td><td class='num'>{st.delta:+.6f}</td>"
+                f"<td class='num'>{st.delta_pct:+.2f}%</td><td>{_e(st.description)}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p class='note'>No experiment beat the baseline.</p>")
+
+    if s.biggest_hits:
+        parts.append("<h2>Biggest hits</h2><ol>")
+        parts += [
+            f"<li>{st.delta_pct:+.2f}% <code>{_e(st.commit)}</code> {_e(st.description)}</li>"
+            for st in s.biggest_hits
+        ]
+        parts.append("</ol>")
+
+    if s.crashes:
+        parts.append(
+            "<h2>Crashes by reason</h2><table id='crashes'><tr><th>reason</th><th>count</th><th>attempts</th></tr>"
+        )
+        for reason, items in s.crashes.items():
+            what = "<br>".join(
+                f"#{_e(c['n'])} <code>{_e(c['commit'])}</code> {_e(c['description'])}" for c in items
+            )
+            parts.append(
+                f"<tr class='crash'><td>{_e(reason)}</td><td class='num'>{len(items)}</td><td>{what}</td></tr>"
+            )
+        parts.append("</table>")
+
+    parts.append("<h2>Diffs of kept commits</h2>")
+    if diffs:
+        for st in s.improvements:
+            if st.commit in diffs:
+                parts.append(
+                    f"<h3 id='diff-{_e(st.commit)}'><code>{_e(st.commit)}</code> {_e(st.description)}</h3>"
+                )
+                parts.append(_diff_html(diffs[st.commit]))
+    else:
+        parts.append(f"<p class='note'>{_e(diff_note or 'no diffs recorded')}</p>")
+
+    parts.append(f"<h2>All experiments</h2><table id='all'><tr><th>#</th><th>commit</th><th>{_e(s.metric)}</th>"
+                 "<th>memory GB</th><th>status</th><th>description</th></tr>")  # fmt: skip
+    for i, r in enumerate(rows):
+        parts.append(
+            f"<tr class='{_e(r.status)}'><td class='num'>{i}</td><td><code>{_e(r.commit)}</code></td>"
+            f"<td class='num'>{r.metric:.6f}</td><td class='num'>{r.memory_gb:.1f}</td>"
+            f"<td>{_e(r.status)}</td><td>{_e(r.description)}</td></tr>"
+        )
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+def write_html(
+    summary: Summary,
+    rows: Sequence[Row],
+    png_path: Path,
+    diffs: Mapping[str, str],
+    path: Path,
+    *,
+    diff_note: str = "",
+) -> Path:
+    """Render the page with the PNG at `png_path` embedded, write it to `path`, return the path."""
+    page = render_html(summary, rows, png_path.read_bytes(), diffs, diff_note=diff_note)
+    path.write_text(page, encoding="utf-8")
+    return path

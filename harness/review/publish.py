@@ -1,0 +1,163 @@
+"""Publish a night: push the tag's branch and its results so they travel together.
+
+    autoresearch publish [--tag T] [--remote NAME]
+
+Where the results live in git. The branch `autoresearch/<tag>` holds only kept commits
+(code); the ledger `results/<tag>.tsv` is untracked on purpose (the loop appends to it
+every few minutes and must never dirty the person's checkout). Publishing records the
+ledger on a sibling branch, `autoresearch-results/<tag>`, whose tree is exactly
+
+    results/<tag>.tsv     the ledger, byte for byte
+    results/<tag>.json    the report's summary (experiments, kept, best, ...)
+
+Each publish adds one commit there (only when the ledger changed), made with git plumbing
+(blob and tree objects, commit-tree, update-ref): the person's checkout, index and HEAD are
+never touched. Both branches go out in one atomic push, so a remote never has a branch
+without its results or the other way round. Because it is an ordinary branch, a plain
+`git fetch` on any other clone brings it as `origin/autoresearch-results/<tag>`, next to
+`origin/autoresearch/<tag>`; `autoresearch compare` reads it from there.
+
+When a run ends, the loop calls `publish_if_upstream`: if the tag's branch tracks a remote
+(e.g. after a first manual publish, which sets the upstream), it publishes again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ConfigError, DataError, HarnessError
+from harness.review.report import metric_name, newest_tag, summarize
+from harness.store.gitview import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, GitView
+from harness.store.ledger import read_any_tsv
+
+# What publish_if_upstream swallows: the end of a night must not fail on git or the network.
+_NEVER_FATAL: tuple[type[Exception], ...] = (HarnessError, *ANY_GIT_ERROR)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What one publish did."""
+
+    remote: str
+    branch: str
+    branch_sha: str
+    results_branch: str
+    results_sha: str
+    new_results_commit: bool
+    experiments: int
+
+
+def results_files(root: Path, tag: str) -> dict[str, bytes]:
+    """The tree of the results branch: the TSV as it is on disk and its summary JSON."""
+    tsv = root / "results" / f"{tag}.tsv"
+    if not tsv.is_file():
+        raise DataError(
+            f"no results at {tsv}; run `autoresearch run --tag {tag}` first, or pass the right --tag"
+        )
+    rows, skipped = read_any_tsv(tsv)
+    summary = summarize(rows, metric_name(tsv), None, skipped, f"results/{tag}.tsv").to_json()
+    return {
+        f"results/{tag}.tsv": tsv.read_bytes(),
+        f"results/{tag}.json": (json.dumps(summary, indent=2) + "\n").encode("utf-8"),
+    }
+
+
+def pick_remote(view: GitView, branch: str, remote: str | None) -> str:
+    """--remote, else the branch's upstream remote, else origin, else the only remote."""
+    names = view.remote_names()
+    if remote is not None:
+        if remote not in names:
+            raise ConfigError(
+                f"no remote named {remote!r}; this repository has: {', '.join(names) or 'none'}"
+            )
+        return remote
+    chosen = view.upstream_remote(branch)
+    if chosen:
+        return chosen
+    if "origin" in names:
+        return "origin"
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError(
+            "this repository has no remote; add one (`git remote add origin URL`) and publish again"
+        )
+    raise ConfigError(f"several remotes ({', '.join(names)}); pick one with --remote NAME")
+
+
+def publish(view: GitView, tag: str, remote: str | None = None) -> Published:
+    """Record the results on autoresearch-results/<tag> and push it together with the branch."""
+    branch = BRANCH_PREFIX + tag
+    results_branch = RESULTS_PREFIX + tag
+    branch_sha = view.resolve(f"refs/heads/{branch}")
+    if branch_sha is None:
+        raise ConfigError(
+            f"no branch {branch} here; run `autoresearch run --tag {tag}` or pass another --tag"
+        )
+    target = pick_remote(view, branch, remote)
+    files = results_files(view.root, tag)
+    rows = files[f"results/{tag}.tsv"].decode("utf-8", "replace").splitlines()
+    experiments = max(len([line for line in rows if line.strip()]) - 1, 0)
+    new = view.commit_files(
+        f"refs/heads/{results_branch}",
+        files,
+        f"results: {tag}: {experiments} experiments at {branch_sha[:7]}",
+    )
+    results_sha = view.require(f"refs/heads/{results_branch}")
+    view.push(
+        target,
+        [
+            f"refs/heads/{branch}:refs/heads/{branch}",
+            f"refs/heads/{results_branch}:refs/heads/{results_branch}",
+        ],
+    )
+    # From now on the branch has an upstream, so the loop republishes when a run ends.
+    for name in (branch, results_branch):
+        if view.upstream_remote(name) is None:
+            view.set_upstream(name, target)
+    return Published(target, branch, branch_sha, results_branch, results_sha, new is not None, experiments)
+
+
+def publish_if_upstream(repo_root: Path, tag: str) -> bool:
+    """Publish when the tag's branch tracks a remote; called by the loop when a run ends.
+
+    Never raises: a night's end must not fail on the network. Returns whether it published,
+    and says why not on stderr when it tried and failed.
+    """
+    try:
+        view = GitView.find(Path(repo_root))
+        remote = view.upstream_remote(BRANCH_PREFIX + tag)
+        if remote is None:
+            return False
+        done = publish(view, tag, remote)
+    except _NEVER_FATAL as exc:
+        print(f"autoresearch: could not publish {tag}: {exc}", file=sys.stderr)
+        return False
+    print(f"published {done.branch} and {done.results_branch} to {done.remote}", file=sys.stderr)
+    return True
+
+
+# -- the subcommand ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tag", help="the night to publish (default: the newest results/<tag>.tsv)")
+    parser.add_argument("--remote", help="where to push (default: the branch's upstream, else origin)")
+
+
+def run(args: argparse.Namespace) -> int:
+    view = GitView.find(Path.cwd())
+    tag = args.tag or newest_tag(view.root / "results")
+    done = publish(view, tag, args.remote)
+    what = "new results commit" if done.new_results_commit else "results unchanged"
+    print(
+        f"published {done.branch} ({done.branch_sha[:7]}) and {done.results_branch} "
+        f"({done.results_sha[:7]}, {done.experiments} experiments, {what}) to {done.remote}.\n"
+        f"On another clone: `git fetch {done.remote}` then "
+        f"`autoresearch compare {done.remote}/{done.branch}`."
+    )
+    return 0

@@ -1,0 +1,94 @@
+"""`autoresearch status [--tag TAG]`: how a night is going, from its TSV and lock, without touching them.
+
+With a tag: rows, keep/discard/crash counts, the best row, the last rows, whether a harness
+holds the tag's lock right now, and an attempt left in flight (pending.json). Without a
+tag: one line per tag under results/. Reads are lenient (`read_any_tsv`), so a hand-made or
+damaged TSV is shown with its skipped lines instead of failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.review.report import infer_direction, metric_name
+from harness.settings import find_repo_root
+from harness.store.journal import lock_holder, read_pending
+from harness.store.ledger import Row, read_any_tsv
+
+LAST_ROWS = 5
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag", help="the tag to show (default: list all tags)")
+
+
+def _best(rows: list[Row], direction: str = "minimize") -> Row | None:
+    keeps = [r for r in rows if r.status == "keep"]
+    if not keeps:
+        return None
+    return (
+        min(keeps, key=lambda r: r.metric) if direction == "minimize" else max(keeps, key=lambda r: r.metric)
+    )
+
+
+def _fmt(row: Row) -> str:
+    reason = row.extra.get("reason", "")
+    n = row.extra.get("n", "")
+    return (
+        f"  {('#' + n) if n else '':>5} {row.commit:<8} {row.metric:.6f} {row.memory_gb:5.1f} "
+        f"{row.status:<7} {row.description}" + (f" ({reason})" if reason else "")
+    )
+
+
+def tag_lines(results: Path, tag: str) -> list[str]:
+    tsv = results / f"{tag}.tsv"
+    if not tsv.exists():
+        known = sorted(p.stem for p in results.glob("*.tsv")) if results.is_dir() else []
+        hint = f"; known tags: {', '.join(known)}" if known else ""
+        raise ConfigError(f"no results for tag {tag!r} ({tsv} does not exist){hint}")
+    rows, skipped = read_any_tsv(tsv)
+    counts = {s: sum(1 for r in rows if r.status == s) for s in ("keep", "discard", "crash")}
+    lines = [
+        f"tag {tag}: {len(rows)} rows ({counts['keep']} keep, {counts['discard']} discard, {counts['crash']} crash)"
+    ]
+    best = _best(rows, infer_direction(metric_name(tsv), rows))
+    if best is not None:
+        lines.append(f"best: {best.metric:.6f} at {best.commit} ({best.description})")
+    holder = lock_holder(results / tag / "lock")
+    lines.append(f"running: yes (harness pid {holder})" if holder else "running: no")
+    pending = read_pending(results / tag / "pending.json")
+    if pending is not None and not holder:
+        lines.append(
+            f"in flight when it stopped: #{pending.n} {pending.description} (run with --resume to log it)"
+        )
+    if skipped:
+        lines.append(
+            f"skipped {len(skipped)} unreadable lines: " + ", ".join(f"{n}: {why}" for n, why in skipped[:3])
+        )
+    if rows:
+        lines.append(f"last {min(LAST_ROWS, len(rows))} rows:")
+        lines += [_fmt(r) for r in rows[-LAST_ROWS:]]
+    return lines
+
+
+def list_lines(results: Path) -> list[str]:
+    tsvs = sorted(results.glob("*.tsv")) if results.is_dir() else []
+    if not tsvs:
+        return [f"no tags yet in {results}; start one with `autoresearch run --tag NAME`"]
+    lines = []
+    for tsv in tsvs:
+        rows, _ = read_any_tsv(tsv)
+        best = _best(rows, infer_direction(metric_name(tsv), rows))
+        running = " running" if lock_holder(results / tsv.stem / "lock") else ""
+        best_s = f"best {best.metric:.6f}" if best else "no keep yet"
+        lines.append(f"{tsv.stem:<24} {len(rows):4d} rows  {best_s}{running}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    results = find_repo_root(Path.cwd()) / "results"
+    for line in tag_lines(results, args.tag) if args.tag else list_lines(results):
+        print(line)
+    return 0

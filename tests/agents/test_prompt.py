@@ -1,0 +1,158 @@
+"""Tests for harness.agents.prompt: what the model is shown, bounded and without secrets."""
+
+from __future__ import annotations
+
+from harness.agents.base import Context, CrashReport
+from harness.agents.prompt import MAX_CRASH_LINES, build_prompt, describe_hardware, is_simple_bug, redact
+from harness.store.ledger import Row
+
+TRAIN = "experiments/gpt/train.py"
+
+
+def row(n: int, status: str, metric: float, desc: str, reason: str = "") -> Row:
+    extra = {"n": str(n)}
+    if reason:
+        extra["reason"] = reason
+    return Row(f"{n:07x}", metric if status != "crash" else 0.0, 40.0, status, desc, extra)
+
+
+def ctx(history: list[Row] | None = None, **kw: object) -> Context:
+    c = Context(
+        program="# program\nMake val_bpb go down. UNIQUE-PROGRAM-LINE",
+        files={TRAIN: "DEPTH = 8\nLR = 0.04\n"},
+        history=history or [],
+        budget_seconds=300,
+        device="cuda",
+        hardware="NVIDIA H100 80GB HBM3",
+    )
+    for key, value in kw.items():
+        setattr(c, key, value)
+    return c
+
+
+def test_system_is_program_plus_reply_format() -> None:
+    p = build_prompt(ctx(), env={})
+    assert p.system.startswith("# program\nMake val_bpb go down. UNIQUE-PROGRAM-LINE")
+    assert "<<<<<<< SEARCH" in p.system and "Description:" in p.system
+
+
+def test_user_has_setup_files_and_task() -> None:
+    p = build_prompt(ctx(), env={})
+    assert "NVIDIA H100 80GB HBM3" in p.user
+    assert "device profile: cuda" in p.user
+    assert "300 s" in p.user
+    assert "lower is better" in p.user
+    assert f"{TRAIN}\n```python\nDEPTH = 8\nLR = 0.04\n```" in p.user
+    assert "No experiment has run yet" in p.user
+    assert "could not be applied" not in p.user and "crashed: fix it" not in p.user
+
+
+def test_maximize_direction() -> None:
+    p = build_prompt(ctx(metric="tokens_per_s", direction="maximize"), env={})
+    assert "tokens_per_s (higher is better)" in p.user
+
+
+def test_history_rows_kept_ladder_and_crash_reasons() -> None:
+    history = [
+        row(0, "keep", 0.9979, "baseline"),
+        row(1, "discard", 0.9990, "raise LR"),
+        row(2, "crash", 0.0, "bigger model", reason="oom"),
+        row(3, "keep", 0.9950, "halve batch"),
+    ]
+    p = build_prompt(ctx(history), env={})
+    assert "4 attempts so far: 2 kept, 1 crashed." in p.user
+    assert "Current best: 0.995000 (0000003: halve batch)" in p.user
+    assert "0.997900 -> 0.995000" in p.user
+    assert "0000002 | - | crash   | bigger model [oom]" in p.user
+    assert "0000001 | 0.999000 | discard | raise LR" in p.user
+
+
+def test_long_history_is_condensed_whole_rows_within_bound() -> None:
+    history = [row(0, "keep", 1.0, "baseline")]
+    for n in range(1, 400):
+        status = "keep" if n % 50 == 0 else ("crash" if n % 7 == 0 else "discard")
+        history.append(row(n, status, 1.0 - n / 10_000, f"attempt number {n} " + "x" * 40, "oom"))
+    p = build_prompt(ctx(history), max_history_chars=4000, env={})
+    section = p.user.split("# History of this run")[1].split("# Current files")[0]
+    table = section.split("```")[1]
+    assert len(table) < 4000 + 200
+    assert "older attempts condensed" in table
+    # every kept change is still there, and the newest attempt
+    for n in range(0, 400, 50):
+        assert f"| {n:07x} |" in table
+    assert f"| {399:07x} |" in table
+    # rows are whole: every table line is a full row or a condensed line
+    for line in table.strip().splitlines()[1:]:
+        assert line.endswith(("x", "]", "baseline", "...")) or "condensed" in line, line
+    # counts add up
+    condensed = sum(
+        int(line.split("...")[1].split()[0]) for line in table.splitlines() if "condensed" in line
+    )
+    shown = sum(1 for line in table.splitlines() if line.count("|") >= 4) - 1  # minus the header
+    assert condensed + shown == 400
+
+
+def test_short_history_is_not_condensed() -> None:
+    history = [row(n, "discard", 1.0, f"try {n}") for n in range(10)]
+    p = build_prompt(ctx(history), env={})
+    assert "condensed" not in p.user
+    assert all(f"try {n}" in p.user for n in range(10))
+
+
+def test_crash_tail_is_at_most_50_lines() -> None:
+    log = "\n".join(f"log line {i}" for i in range(200)) + "\nNameError: name 'foo' is not defined"
+    crash = CrashReport(description="use foo", reason="exit 1", log_tail=log)
+    p = build_prompt(ctx(crash=crash), env={})
+    assert "crashed: fix it" in p.user
+    assert "NameError: name 'foo' is not defined" in p.user
+    assert "log line 151" in p.user and "log line 150" not in p.user
+    assert f"Last {MAX_CRASH_LINES} lines" in p.user
+
+
+def test_feedback_is_included() -> None:
+    p = build_prompt(ctx(feedback="A SEARCH part did not match. Did you mean ..."), env={})
+    assert "# Your previous reply could not be applied" in p.user
+    assert "Did you mean" in p.user
+
+
+def test_secrets_are_redacted_everywhere() -> None:
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-api03-SECRETSECRET",
+        "HF_TOKEN": "hf_abcdefghijkl",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9999/v1",
+        "PATH": "/usr/bin:/bin",
+    }
+    crash = CrashReport("d", "exit 1", "env: ANTHROPIC_API_KEY=sk-ant-api03-SECRETSECRET HF=hf_abcdefghijkl")
+    c = ctx(crash=crash, program="key sk-ant-api03-SECRETSECRET in program")
+    p = build_prompt(c, env=env)
+    assert "SECRETSECRET" not in p.system + p.user
+    assert "hf_abcdefghijkl" not in p.user
+    assert p.user.count("[redacted]") == 2
+    # a base URL and ordinary variables are not secrets
+    assert redact("http://127.0.0.1:9999/v1 /usr/bin:/bin", env) == "http://127.0.0.1:9999/v1 /usr/bin:/bin"
+    # one secret inside another: the longer is redacted whole, whatever the order of the environment
+    nested = {"A_TOKEN": "abcdefgh", "ANTHROPIC_API_KEY": "abcdefgh-LONGERPART"}
+    assert redact("k=abcdefgh-LONGERPART", nested) == "k=[redacted]"
+
+
+def test_simple_bugs_are_recognised() -> None:
+    def crash(reason: str, tail: str) -> CrashReport:
+        return CrashReport("d", reason, tail)
+
+    assert is_simple_bug(crash("syntax error", "  File train.py, line 3\nSyntaxError: invalid syntax"))
+    assert is_simple_bug(crash("exception: NameError: name 'x' is not defined", "NameError: name 'x'"))
+    assert is_simple_bug(
+        crash("exception: ModuleNotFoundError", "ModuleNotFoundError: No module named 'flash'")
+    )
+    shape = "RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x512 and 768x512)"
+    assert is_simple_bug(crash(f"exception: {shape}", shape))
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert not is_simple_bug(crash(f"exception: {oom}", oom))
+    assert not is_simple_bug(crash("timeout", "step 100 (50%)"))
+    assert not is_simple_bug(crash("nan", "loss: nan\nFAIL"))
+    assert not is_simple_bug(crash("exception: RuntimeError: boom", "RuntimeError: boom"))
+
+
+def test_hardware_line_is_nonempty() -> None:
+    line = describe_hardware("cpu")
+    assert "CPU cores" in line

@@ -1,0 +1,164 @@
+"""Settings: experiment.toml validation, precedence of flags/toml/profile, auto-detection with reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import settings as config
+from harness.errors import ConfigError
+from tests.conftest import Toy
+
+
+def resolve(cwd: Path, env: dict[str, str] | None = None, **kw: object) -> config.Settings:
+    kw.setdefault("device", "cpu")
+    return config.resolve(tag="t", cwd=cwd, env=env if env is not None else {}, **kw)  # type: ignore[arg-type]
+
+
+def write_exp(root: Path, toml: str, name: str = "e") -> Path:
+    exp = root / "experiments" / name
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "train.py").write_text("X = 1\n")
+    (exp / "experiment.toml").write_text(toml)
+    return exp
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('mutable = ["train.py"]\nrun = "python train.py"\nbudgett = 5\n', "unknown key 'budgett'"),
+        ('mutable = ["train.py"]\nrun = 5\n', "key 'run' must be a str"),
+        (
+            'mutable = ["train.py"]\nrun = "x"\nbudget_seconds = "5"\n',
+            "key 'budget_seconds' must be a int or float",
+        ),
+        ('mutable = ["train.py"]\nrun = "x"\ntimeout_seconds = true\n', "key 'timeout_seconds'"),
+        (
+            'mutable = ["train.py"]\nrun = "x"\ntimeout_seconds = nan\n',
+            "key 'timeout_seconds' must be positive",
+        ),
+        (
+            'mutable = ["train.py"]\nrun = "x"\nbudget_seconds = inf\n',
+            "key 'budget_seconds' must be positive",
+        ),
+        ('mutable = ["train.py"]\nrun = "x"\ndirection = "up"\n', "key 'direction'"),
+        ('mutable = ["missing.py"]\nrun = "x"\n', "'missing.py' does not exist"),
+        ('mutable = ["../escape.py"]\nrun = "x"\n', "outside the experiment folder"),
+        ('run = "x"\n', "missing required key 'mutable'"),
+        ('mutable = ["train.py"\n', "not valid TOML"),
+    ],
+)
+def test_experiment_toml_errors_name_the_key(tmp_path: Path, toml: str, needle: str) -> None:
+    exp = write_exp(tmp_path, toml)
+    with pytest.raises(ConfigError) as err:
+        config.load_experiment(exp)
+    assert needle in str(err.value)
+    assert str(exp / "experiment.toml") in str(err.value) or "experiment.toml" in str(err.value)
+
+
+def test_settings_from_the_toy(toy_experiment: Toy) -> None:
+    s = resolve(toy_experiment.repo, agent="search")
+    assert s.repo_root == toy_experiment.repo
+    assert s.experiment_name == "toy" and s.experiment_rel == "experiments/toy"
+    assert s.mutable == ("experiments/toy/train.py",)
+    assert (s.metric, s.direction, s.run) == ("val_bpb", "minimize", "python train.py")
+    assert s.timeout == 30 and s.reasons["timeout"] == "experiment.toml timeout_seconds"
+    assert s.budget == config.FALLBACK_TIME_BUDGET  # the toy repo has no constants.py
+    assert s.dataset == "none"
+    assert s.tsv_path == toy_experiment.repo / "results" / "t.tsv"
+    with pytest.raises(AttributeError):
+        s.tag = "other"  # type: ignore[misc]
+
+
+def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> None:
+    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\n', "plain")
+    s = resolve(project_repo, experiment=str(exp), agent="search")
+    assert s.budget == 300 and s.reasons["budget"] == "constants.py, cpu profile" and not s.budget_overridden
+    assert s.timeout == 600
+    (exp / "experiment.toml").write_text(
+        'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n'
+    )
+    s = resolve(project_repo, experiment=str(exp), agent="search")
+    assert s.budget == 42 and s.reasons["budget"] == "experiment.toml budget_seconds"
+    s = resolve(project_repo, experiment=str(exp), agent="search", budget=5.0)
+    assert s.budget == 5 and s.reasons["budget"] == "--budget" and s.budget_overridden
+    # A budget above the profile's scales the hard kill with it.
+    s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
+    assert s.timeout == 1800
+
+
+def test_experiment_by_name_or_path(project_repo: Path, tmp_path: Path) -> None:
+    s = resolve(project_repo / "experiments", experiment="gpt", agent="search")
+    assert s.experiment_dir == project_repo / "experiments" / "gpt"
+    s = resolve(tmp_path, experiment=str(project_repo / "experiments" / "gpt"), agent="search")
+    assert s.repo_root == project_repo
+    assert s.mutable == ("experiments/gpt/train.py",)
+
+
+def test_cache_root_precedence(toy_experiment: Toy, tmp_path: Path) -> None:
+    env = {"AUTORESEARCH_CACHE": str(tmp_path / "envcache")}
+    assert resolve(toy_experiment.repo, env, agent="search").cache_root == tmp_path / "envcache"
+    s = resolve(toy_experiment.repo, env, agent="search", cache_dir=str(tmp_path / "flag"))
+    assert s.cache_root == tmp_path / "flag" and s.reasons["cache"] == "--cache-dir"
+    assert (
+        resolve(toy_experiment.repo, {}, agent="search").cache_root == Path.home() / ".cache" / "autoresearch"
+    )
+
+
+def test_agent_auto_says_which_and_why(toy_experiment: Toy) -> None:
+    repo = toy_experiment.repo
+    s = resolve(repo, {"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k"})
+    assert s.agent == "claude" and "ANTHROPIC_API_KEY" in s.reasons["agent"]
+    s = resolve(repo, {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"})
+    assert s.agent == "openai" and "OPENAI_BASE_URL" in s.reasons["agent"]
+    s = resolve(repo, {})
+    assert s.agent == "search" and s.reasons["agent"].startswith("auto: no ANTHROPIC_API_KEY")
+    text = "\n".join(s.describe())
+    assert "agent:" in text and "(auto: no ANTHROPIC_API_KEY" in text
+    assert "k" not in [line.split()[-1] for line in resolve(repo, {"ANTHROPIC_API_KEY": "k"}).describe()]
+
+
+def test_dataset_default_is_arithmetic_when_climbmix_is_not_ready(project_repo: Path, tmp_path: Path) -> None:
+    s = resolve(project_repo, {"AUTORESEARCH_CACHE": str(tmp_path / "empty")}, agent="search")
+    assert s.dataset == "arithmetic"
+    assert s.reasons["dataset"].startswith("auto: climbmix is not prepared")
+    s = resolve(project_repo, {}, agent="search", dataset="text:/tmp/corpus.txt")
+    assert s.dataset == "text:/tmp/corpus.txt" and s.reasons["dataset"] == "--dataset"
+    with pytest.raises(ConfigError, match="--dataset 'wiki'"):
+        resolve(project_repo, {}, agent="search", dataset="wiki")
+
+
+def test_device_auto_probe_and_gpus(toy_experiment: Toy) -> None:
+    device, why = config.detect_device({"PATH": "/usr/bin:/bin"})
+    assert device in config.DEVICES and why
+    s = resolve(toy_experiment.repo, {}, agent="search", device="auto", gpus="0,2")
+    assert s.gpus == (0, 2) and s.device == "cuda" and s.reasons["device"] == "--gpus given"
+    with pytest.raises(ConfigError, match="distinct"):
+        config.parse_gpus("1,1")
+
+
+def test_replay_path_is_made_absolute(toy_experiment: Toy) -> None:
+    path = toy_experiment.replay_file([])
+    s = resolve(
+        path.parent, agent="replay:replies.jsonl", experiment=str(toy_experiment.repo / "experiments/toy")
+    )
+    assert s.agent == f"replay:{path}"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("budget", float("nan")), ("budget", float("inf")), ("timeout", float("nan")), ("timeout", float("inf")),
+     ("max_cost", float("nan"))],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused(toy_experiment: Toy, flag: str, value: float) -> None:
+    """NaN slips past `x <= 0`; a NaN or infinite --timeout would switch the hard kill off."""
+    with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')}"):
+        resolve(toy_experiment.repo, agent="search", **{flag: value})
+
+
+def test_a_mutable_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    exp = write_exp(tmp_path, 'mutable = ["train.py"]\nrun = "python train.py"\n')
+    (exp / "train.py").write_bytes(b"# caf\xe9 (latin-1)\nX = 1\n")
+    with pytest.raises(ConfigError, match="'train.py' is not UTF-8 text"):
+        config.load_experiment(exp)

@@ -1,0 +1,147 @@
+"""Resume: a harness killed at any instant, started again with --resume, loses no row and duplicates none."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from harness.commands.main import main
+from harness.store.journal import TagLock
+from tests.conftest import Toy, git
+
+
+def _slow_reply(toy: Toy, description: str) -> str:
+    return (
+        f'Description: {description}\n{toy.rel}\n<<<<<<< SEARCH\nMODE = "ok"\n=======\nMODE = "slow"\n>>>>>>> REPLACE\n'
+        f"{toy.rel}\n<<<<<<< SEARCH\nSLEEP = 0.0\n=======\nSLEEP = 120.0\n>>>>>>> REPLACE\n"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except (ProcessLookupError, OSError):
+        return False
+
+
+def test_kill_9_during_a_run_then_resume(toy_experiment: Toy) -> None:
+    toy = toy_experiment
+    replies = [
+        toy.reply("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        _slow_reply(toy, "a slow run that gets killed"),
+        toy.reply("lower it again", "VAL_BPB = 0.900000", "VAL_BPB = 0.700000"),
+        toy.reply("raise it", "VAL_BPB = 0.700000", "VAL_BPB = 0.750000"),
+    ]
+    path = toy.replay_file(replies)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.commands.main",
+        "run",
+        "--device",
+        "cpu",
+        "--tag",
+        "k9",
+        "--agent",
+        f"replay:{path}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=toy.repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = toy.repo / "results" / "k9" / "runs" / "2.log"
+    deadline = time.monotonic() + 90
+    while not (log.exists() and "step 00001" in log.read_text()):
+        assert proc.poll() is None, "the harness ended before the slow run"
+        assert time.monotonic() < deadline, "the slow run did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    child = int(
+        next(ln for ln in log.read_text().splitlines() if ln.startswith("started pid=")).split("=")[1]
+    )
+    assert _alive(child), "the run should outlive a kill -9'ed harness (its own process group)"
+    assert (toy.repo / "results" / "k9" / "pending.json").exists()
+
+    assert main(["run", "--device", "cpu", "--tag", "k9", "--agent", f"replay:{path}", "--resume"]) == 0
+    deadline = time.monotonic() + 15
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "resume must kill the run left over by the killed harness"
+
+    rows = toy.tsv("k9")
+    assert [r["n"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [r["status"] for r in rows] == ["keep", "keep", "crash", "keep", "discard"]
+    assert rows[2]["reason"] == "interrupted" and rows[2]["description"] == "a slow run that gets killed"
+    assert [r["description"] for r in rows][3:] == ["lower it again", "raise it"]
+    assert len({r["description"] for r in rows}) == len(rows)  # every reply exactly once
+    # Branch head = best = the last keep; only kept commits on it.
+    assert git(toy.repo, "rev-parse", "--short=7", "autoresearch/k9") == rows[3]["commit"]
+    assert git(toy.repo, "log", "--format=%s", "autoresearch/k9").splitlines() == [
+        "lower it again", "lower the constant", "initial",
+    ]  # fmt: skip
+    assert not (toy.repo / "results" / "k9" / "pending.json").exists()
+    assert git(toy.repo, "status", "--porcelain") == ""
+
+
+def test_resume_when_the_row_was_written_but_not_the_reset(toy_experiment: Toy) -> None:
+    """Killed between `results.append` and `ratchet.revert`: the row stands, the reset is redone."""
+    toy = toy_experiment
+    replies = [
+        toy.reply("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
+        toy.reply("raise it", "VAL_BPB = 0.900000", "VAL_BPB = 0.950000"),
+    ]
+    path = toy.replay_file(replies)
+    args = ["run", "--device", "cpu", "--tag", "half", "--agent", f"replay:{path}"]
+    assert main(args) == 0
+    rows = toy.tsv("half")
+    assert rows[2]["status"] == "discard"
+    # Recreate the state of that instant: pending.json for attempt 2 and its edit still in the worktree.
+    worktree = toy.repo / ".autoresearch" / "worktrees" / "half"
+    wt_file = worktree / toy.rel
+    best_text = wt_file.read_text()
+    wt_file.write_text(best_text.replace("VAL_BPB = 0.900000", "VAL_BPB = 0.950000"))
+    pending = {"n": 2, "commit": "", "parent": "", "description": "raise it", "reply": replies[1]}
+    (toy.repo / "results" / "half" / "pending.json").write_text(json.dumps(pending))
+
+    assert main([*args, "--resume"]) == 0
+    assert toy.tsv("half") == rows  # no duplicate, nothing new (the replies are used up)
+    assert wt_file.read_text() == best_text
+    assert not (toy.repo / "results" / "half" / "pending.json").exists()
+
+
+def test_a_second_harness_on_the_same_tag_is_refused(toy_experiment: Toy, capsys) -> None:  # type: ignore[no-untyped-def]
+    toy = toy_experiment
+    path = toy.replay_file([])
+    assert main(["run", "--device", "cpu", "--tag", "busy", "--agent", f"replay:{path}"]) == 0
+    before = (toy.repo / "results" / "busy.tsv").read_text()
+    capsys.readouterr()
+    with TagLock(toy.repo / "results" / "busy" / "lock"):
+        code = main(["run", "--device", "cpu", "--tag", "busy", "--agent", f"replay:{path}", "--resume"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "already being run by another harness" in err and f"pid {os.getpid()}" in err
+        assert main(["status", "--tag", "busy"]) == 0
+        assert f"running: yes (harness pid {os.getpid()})" in capsys.readouterr().out
+    assert (toy.repo / "results" / "busy.tsv").read_text() == before
+    assert main(["status", "--tag", "busy"]) == 0
+    assert "running: no" in capsys.readouterr().out
+
+
+def test_killed_before_the_branch_was_made_starts_afresh(toy_experiment: Toy, capsys) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 between taking the tag lock and creating the branch leaves only results/<tag>/lock:
+    nothing was recorded, so a plain start (what --resume's message says to do) must work."""
+    toy = toy_experiment
+    path = toy.replay_file([])
+    tag_dir = toy.repo / "results" / "early"
+    tag_dir.mkdir(parents=True)
+    (tag_dir / "lock").write_text("999999\n")
+    args = ["run", "--device", "cpu", "--tag", "early", "--agent", f"replay:{path}"]
+    assert main([*args, "--resume"]) == 2
+    assert "without --resume" in capsys.readouterr().err
+    assert main(args) == 0
+    rows = toy.tsv("early")
+    assert [r["description"] for r in rows] == ["baseline"] * len(rows) and rows[-1]["status"] == "keep"
