@@ -22,7 +22,7 @@ import pandas as pd
 
 from harness.errors import DataError
 from harness.night.judge import better
-from harness.review.report import Summary, infer_direction, metric_name, results_dir, summarize
+from harness.review.summary import Summary, infer_direction, metric_name, results_dir, summarize
 from harness.store.ledger import read_any_tsv
 
 

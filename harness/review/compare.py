@@ -14,9 +14,7 @@ machine to another is recognised on both.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, RepoError
-from harness.review.report import Summary, metric_name, summarize
+from harness.review.summary import Summary, metric_name, summarize
 from harness.store.gitview import CommitInfo, GitView, results_ref_for, tag_of
 from harness.store.ledger import read_any_tsv
 
@@ -185,27 +183,3 @@ def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
             lines += ["", f"=== {s.ref}: final diff against the common base {base[:7]} ==="]
             lines.append(s.diff.rstrip() or "(no changes)")
     return "\n".join(lines)
-
-
-# -- the subcommand ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "refs",
-        nargs="+",
-        metavar="REF",
-        help="branches, local or remote-tracking (origin/autoresearch/<tag>)",
-    )
-    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
-    parser.add_argument("--no-diff", action="store_true", help="leave the final diffs out of the text output")
-
-
-def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
-    base, sides = compare(view, args.refs)
-    if args.json:
-        print(json.dumps(to_json(base, sides), indent=2))
-    else:
-        print(render_text(base, sides, diffs=not args.no_diff))
-    return 0

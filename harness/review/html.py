@@ -3,7 +3,8 @@
 The plot is embedded as a base64 data URI, the style sheet is inline, there is no
 script and no external resource, so the file opens from disk (or an e-mail attachment)
 with no network. Every string that came from the TSV or from git is HTML-escaped: a
-description or diff is data, never markup.
+description or diff is data, never markup. The page is rendered from what it is given
+(the summary, the rows, the PNG, the kept commits' diffs); it reads no TSV and no git.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.review.report import Summary
+from harness.review.summary import Summary
 from harness.store.ledger import Row
 
 MAX_DIFF_CHARS = 200_000  # per commit; a runaway diff should not make the page unusable
@@ -41,32 +41,6 @@ def _e(value: object) -> str:
 
 def _num(x: float | None, spec: str = ".6f") -> str:
     return "–" if x is None else format(x, spec)
-
-
-def kept_diffs(start: Path, tag: str | None, summary: Summary) -> tuple[dict[str, str], str]:
-    """Each kept commit's diff from the tag's branch, when run inside the repository that has it.
-
-    Returns (short sha -> diff, a note saying why diffs are missing, or "").
-    """
-    from harness.store.gitview import BRANCH_PREFIX, GitView
-
-    if not tag:
-        return {}, "diffs unavailable: no tag"
-    try:
-        view = GitView.find(start)
-    except HarnessError:
-        return {}, "diffs unavailable: not run inside a git repository"
-    branch = BRANCH_PREFIX + tag
-    if view.resolve(branch) is None:
-        return {}, f"diffs unavailable: no branch {branch} in this repository"
-    # Only commits on the tag's branch count: a 7-character sha could name anything elsewhere.
-    on_branch = {c.short: c for c in view.log(None, branch)}
-    diffs: dict[str, str] = {}
-    for step in summary.improvements:
-        commit = on_branch.get(step.commit[:7])
-        if commit is not None and commit.parent is not None:
-            diffs[step.commit] = view.diff(commit.parent, commit.sha)[:MAX_DIFF_CHARS]
-    return diffs, ""
 
 
 def _diff_html(diff: str) -> str:

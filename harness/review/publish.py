@@ -23,14 +23,13 @@ When a run ends, the loop calls `publish_if_upstream`: if the tag's branch track
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError, DataError, HarnessError
-from harness.review.report import metric_name, newest_tag, summarize
+from harness.review.summary import metric_name, summarize
 from harness.store.gitview import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, GitView
 from harness.store.ledger import read_any_tsv
 
@@ -139,25 +138,3 @@ def publish_if_upstream(repo_root: Path, tag: str) -> bool:
         return False
     print(f"published {done.branch} and {done.results_branch} to {done.remote}", file=sys.stderr)
     return True
-
-
-# -- the subcommand ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tag", help="the night to publish (default: the newest results/<tag>.tsv)")
-    parser.add_argument("--remote", help="where to push (default: the branch's upstream, else origin)")
-
-
-def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
-    tag = args.tag or newest_tag(view.root / "results")
-    done = publish(view, tag, args.remote)
-    what = "new results commit" if done.new_results_commit else "results unchanged"
-    print(
-        f"published {done.branch} ({done.branch_sha[:7]}) and {done.results_branch} "
-        f"({done.results_sha[:7]}, {done.experiments} experiments, {what}) to {done.remote}.\n"
-        f"On another clone: `git fetch {done.remote}` then "
-        f"`autoresearch compare {done.remote}/{done.branch}`."
-    )
-    return 0

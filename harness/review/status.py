@@ -1,4 +1,4 @@
-"""`autoresearch status [--tag TAG]`: how a night is going, from its TSV and lock, without touching them.
+"""How a night is going, from its TSV and lock, without touching them (`autoresearch status`).
 
 With a tag: rows, keep/discard/crash counts, the best row, the last rows, whether a harness
 holds the tag's lock right now, and an attempt left in flight (pending.json). Without a
@@ -8,20 +8,14 @@ damaged TSV is shown with its skipped lines instead of failing.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.review.report import infer_direction, metric_name
-from harness.settings import find_repo_root
+from harness.review.summary import infer_direction, metric_name
 from harness.store.journal import lock_holder, read_pending
 from harness.store.ledger import Row, read_any_tsv
 
 LAST_ROWS = 5
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tag", help="the tag to show (default: list all tags)")
 
 
 def _best(rows: list[Row], direction: str = "minimize") -> Row | None:
@@ -85,10 +79,3 @@ def list_lines(results: Path) -> list[str]:
         best_s = f"best {best.metric:.6f}" if best else "no keep yet"
         lines.append(f"{tsv.stem:<24} {len(rows):4d} rows  {best_s}{running}")
     return lines
-
-
-def run(args: argparse.Namespace) -> int:
-    results = find_repo_root(Path.cwd()) / "results"
-    for line in tag_lines(results, args.tag) if args.tag else list_lines(results):
-        print(line)
-    return 0

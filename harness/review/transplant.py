@@ -3,7 +3,7 @@
     autoresearch transplant --from origin/autoresearch/nov21-h100 --tag nov21-a100
 
 Each commit REF kept since its merge base with `autoresearch/<tag>` becomes one reply in the
-reply format of DESIGN.md: its commit message is the Description, and the diff of its mutable
+reply format (ARCHITECTURE.md, "The agent's reply"): its commit message is the Description, and the diff of its mutable
 files becomes SEARCH/REPLACE blocks (each hunk with just enough context to be unique). The
 replies are appended to `results/<tag>/queue.jsonl`; the loop wraps its agent in `QueuedAgent`,
 which serves queued replies before asking the agent, so each transplanted change is run and
@@ -18,7 +18,6 @@ line twice.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import fcntl
@@ -132,6 +131,17 @@ def build_replies(view: GitView, source: str, target: str) -> list[Transplanted]
     return out
 
 
+def plan(view: GitView, source: str, tag: str) -> tuple[str, list[Transplanted]]:
+    """(the tag's branch, one reply per change of `source` it lacks); refuses a missing branch or nothing to do."""
+    target = BRANCH_PREFIX + tag
+    if view.resolve(f"refs/heads/{target}") is None:
+        raise ConfigError(f"no branch {target} here; start it with `autoresearch run --tag {tag}` first")
+    items = build_replies(view, source, target)
+    if not items:
+        raise DataError(f"{source} has no kept changes to mutable files that {target} lacks; nothing queued")
+    return target, items
+
+
 def _check(view: GitView, target: str, text: str, paths: Sequence[str]) -> tuple[bool, str]:
     """Whether the reply applies to the target's head as it is (it may only after earlier ones)."""
     files = {p: content for p in set(paths) if (content := view.read_file(target, p)) is not None}
@@ -239,43 +249,3 @@ class QueuedAgent(Agent):
 
 def queue_path_for(root: Path, tag: str) -> Path:
     return root / "results" / tag / "queue.jsonl"
-
-
-# -- the subcommand ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--from",
-        dest="source",
-        required=True,
-        metavar="REF",
-        help="the branch whose kept changes to carry over",
-    )
-    parser.add_argument("--tag", required=True, help="the night that should try them (its branch must exist)")
-    parser.add_argument("--dry-run", action="store_true", help="print the replies instead of queueing them")
-
-
-def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
-    target = BRANCH_PREFIX + args.tag
-    if view.resolve(f"refs/heads/{target}") is None:
-        raise ConfigError(f"no branch {target} here; start it with `autoresearch run --tag {args.tag}` first")
-    items = build_replies(view, args.source, target)
-    if not items:
-        raise DataError(
-            f"{args.source} has no kept changes to mutable files that {target} lacks; nothing queued"
-        )
-    if args.dry_run:
-        print("\n".join(t.reply for t in items))
-        return 0
-    queue = queue_path_for(view.root, args.tag)
-    append_queue(queue, [t.reply for t in items])
-    print(f"queued {len(items)} change(s) from {args.source} in {queue}:")
-    for t in items:
-        flag = "" if t.applies_now else f"  [does not apply to {target} as it is now: {t.note}]"
-        print(f"  {t.commit.short} {t.commit.subject}{flag}")
-    print(
-        f"The next `autoresearch run --tag {args.tag} --resume` tries them first, each judged like any proposal."
-    )
-    return 0
