@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prepare import dataloader, shards, tokenizer  # noqa: E402
+from prepare import dataloader, encoding, shards, tokenizer  # noqa: E402
 
 H100_TOKENS_PER_S = 953 * 524_288 / 300
 
@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         files = build_corpus(Path(tmp) / "data", args.corpus_chars)
-        tokenizer.train_and_save(
+        encoding.train_and_save(
             (t for b in shards.iter_text_batches(files) for t in b),
             8192,
             Path(tmp) / "tok",

@@ -14,7 +14,7 @@ it also times the model's forward passes alone on the same rows and reports the 
 
 Prints one JSON line: eval_tokens, batch, seconds (evaluate_bpb, after one warm-up call that
 also fills the caches), forward_only_seconds, overhead_seconds, val_bpb, the GPU's name.
-The target is "evaluation well inside the 30 s of time outside the budget" (DESIGN.md).
+The target is evaluation well inside the 30 s of time outside the budget.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     import torch
     from torch import nn
 
-    from prepare import datasets, evaluate
+    from prepare import datasets, evalset, evaluate
     from prepare.tokenizer import Tokenizer
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     bpb = evaluate.evaluate_bpb(model, tok, args.batch)
     sync()
     seconds = time.perf_counter() - t0
-    batches = [(torch.from_numpy(x).long().to(dev)) for x, _ in evaluate.eval_batches_numpy(tok, args.batch)]
+    batches = [(torch.from_numpy(x).long().to(dev)) for x, _ in evalset.eval_batches_numpy(tok, args.batch)]
     sync()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             model(x)
     sync()
     forward_s = time.perf_counter() - t0
-    n_rows, seq_len = evaluate.eval_rows()
+    n_rows, seq_len = evalset.eval_rows()
     print(
         json.dumps(
             {

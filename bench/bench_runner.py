@@ -2,7 +2,7 @@
 
     python bench/bench_runner.py [--mb 50] [--repeat 3]
 
-1. runner: a child prints ``--mb`` MB of progress lines in the HACKING.md format, then the summary
+1. runner: a child prints ``--mb`` MB of progress lines in the train files' format, then the summary
    block; `harness.night.runner.run` streams it (line split, loss check, log write, an ``on_line`` callback
    like the live view's). Reported: MB/s through the runner vs the same child writing to /dev/null.
 2. metrics: `read_summary` (tail only) vs `parse_summary` of the whole log text, on that log.

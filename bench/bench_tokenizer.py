@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prepare import tokenizer  # noqa: E402
+from prepare import encoding  # noqa: E402
 
 
 def corpus(root: Path, max_chars: int, stats: dict[str, int]) -> Iterator[str]:
@@ -33,7 +33,7 @@ def corpus(root: Path, max_chars: int, stats: dict[str, int]) -> Iterator[str]:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        doc = text[: tokenizer.DOC_CHAR_CAP]
+        doc = text[: encoding.DOC_CHAR_CAP]
         if not doc:
             continue
         stats["docs"] += 1
@@ -53,7 +53,7 @@ def main() -> None:
     stats = {"docs": 0, "chars": 0, "bytes": 0}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        sha, train_s = tokenizer.train_and_save(
+        sha, train_s = encoding.train_and_save(
             corpus(args.root, args.max_chars, stats), args.vocab_size, Path(tmp), max_chars=args.max_chars
         )
         total = time.perf_counter() - t0

@@ -4,8 +4,8 @@
                          [--base-url URL] [--cache-dir DIR] [--workers N] [--max-chars N]
 
 `harness.commands.main` registers this module (add_arguments + run). Errors are raised as
-prepare.errors.DataError (a harness.errors.DataError: exit code 2, one message saying what to
-do); Ctrl-C returns 130 after the downloads have stopped and removed their partial files.
+prepare.errors.DataError; both command lines print its one-line message and exit 2. Ctrl-C
+returns 130 after the downloads have stopped and removed their partial files.
 """
 
 from __future__ import annotations

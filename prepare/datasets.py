@@ -1,143 +1,41 @@
-"""Datasets in the cache: specs, the manifest, readiness checks and building.
+"""Getting a dataset ready: the entry points the harness and the CLI call.
 
-A dataset spec is `arithmetic`, `climbmix` or `text:PATH`. Each lives in its own folder
-under the cache root (default ~/.cache/autoresearch):
+    check_ready(spec, cache_root)       the prepared dataset, or DataError naming the fix (builds nothing)
+    ensure_ready(spec, cache_root)      the same, except a never-built `arithmetic` is generated first
+    prepare_dataset(spec, cache_root)   build (or resume building) any dataset, then check it
 
-    <root>/<name>/data/*.parquet     shards with a `text` column (the one on-disk format)
-    <root>/<name>/tokenizer/         tokenizer.pkl + token_bytes.json
-    <root>/<name>/manifest.json      dataset, train/val shards (name, bytes, rows), tokenizer hash
-
-The manifest is written last, so a dataset without one is not ready. `check_ready` never
-builds anything: it refuses a missing, incomplete or mismatched cache with the command that
-fixes it. `ensure_ready` builds only `arithmetic` on demand (tiny and offline).
+The cache layout and the manifest are `prepare.cache`'s; `arithmetic` is generated here
+(tiny and offline, so `Tokenizer.load()` can build it on demand); `climbmix` and `text:PATH`
+are built by `prepare.sources`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import constants
-from prepare import arithmetic, shards, tokenizer
-from prepare.atomic import atomic_write
-from prepare.env import default_cache_root
+from prepare import arithmetic, encoding, shards
+from prepare.cache import (
+    MANIFEST,
+    DatasetInfo,
+    check_ready,
+    dataset_root,
+    new_manifest,
+    normalize_spec,
+    write_manifest,
+)
 from prepare.errors import DataError
 
-MANIFEST = "manifest.json"
-FORMAT = 1
-KNOWN = ("arithmetic", "climbmix", "text:PATH")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    spec: str
-    root: Path
-    train_files: tuple[Path, ...]
-    val_file: Path
-    tokenizer_dir: Path
-    manifest: dict[str, Any]
-
-
-def normalize_spec(spec: str) -> str:
-    """The canonical spec (text paths made absolute); raises DataError for an unknown one."""
-    spec = spec.strip()
-    if spec in ("arithmetic", "climbmix"):
-        return spec
-    if spec.startswith("text:") and len(spec) > 5:
-        return "text:" + str(Path(spec[5:]).expanduser().resolve())
-    raise DataError(f"unknown dataset {spec!r}; use one of: {', '.join(KNOWN)}")
-
-
-def folder_name(spec: str) -> str:
-    """The dataset's folder under the cache root."""
-    spec = normalize_spec(spec)
-    if not spec.startswith("text:"):
-        return spec
-    path = Path(spec[5:])
-    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.name)[:40] or "root"
-    return f"text-{slug}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-
-
-def dataset_root(spec: str, cache_root: Path) -> Path:
-    return Path(cache_root).expanduser() / folder_name(spec)
-
-
-def fix_command(spec: str, cache_root: Path) -> str:
-    cmd = f"autoresearch prepare --dataset {spec}"
-    if Path(cache_root).expanduser().resolve() != default_cache_root().resolve():
-        cmd += f" --cache-dir {cache_root}"
-    return cmd
-
-
-def expected_vocab_size() -> int:
-    """VOCAB_SIZE for trained tokenizers (the same in every profile, so no device detection here)."""
-    device = os.environ.get("AUTORESEARCH_DEVICE", "").strip().lower()
-    name = device if device in constants.PROFILE_NAMES else constants.PROFILE_NAMES[0]
-    return int(constants.profile(name)["VOCAB_SIZE"])
-
-
-def check_ready(spec: str, cache_root: Path) -> DatasetInfo:
-    """The prepared dataset, or DataError saying what is wrong and the command that fixes it."""
-    spec = normalize_spec(spec)
-    root = dataset_root(spec, cache_root)
-    fix = fix_command(spec, cache_root)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise DataError(f"dataset {spec!r} is not prepared in {root} (no {MANIFEST}); run: {fix}")
-    try:
-        manifest = json.loads(path.read_text())
-        train_names = list(manifest["train"])
-        val_name = str(manifest["val"])
-        sizes = {str(k): int(v["bytes"]) for k, v in manifest["shards"].items()}
-        tok = manifest["tokenizer"]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path} is corrupt ({exc!r}); delete {root} and run: {fix}") from exc
-    if manifest.get("format") != FORMAT or manifest.get("dataset") != spec:
-        raise DataError(
-            f"the cache in {root} was prepared for {manifest.get('dataset')!r} (format {manifest.get('format')}), "
-            f"not for {spec!r} (format {FORMAT}); delete {root} and run: {fix}"
-        )
-    if spec == "arithmetic" and manifest.get("source") != arithmetic.params():
-        raise DataError(
-            f"the arithmetic cache in {root} was generated by another generator version; "
-            f"delete {root} and run: {fix}"
-        )
-    if tok.get("kind") == "bpe" and tok.get("vocab_size") != expected_vocab_size():
-        raise DataError(
-            f"the tokenizer in {root} has {tok.get('vocab_size')} ids but VOCAB_SIZE is {expected_vocab_size()}; "
-            f"delete {root / 'tokenizer'} and run: {fix}"
-        )
-    if not train_names:
-        raise DataError(f"{path} lists no training shards; run: {fix}")
-    data = root / "data"
-    for name in [*train_names, val_name]:
-        f = data / name
-        if not f.is_file():
-            raise DataError(
-                f"shard {f} is missing; run: {fix}  (it resumes and fetches only what is missing)"
-            )
-        if name in sizes and f.stat().st_size != sizes[name]:
-            raise DataError(
-                f"shard {f} has {f.stat().st_size} bytes, the manifest says {sizes[name]}: it was changed or "
-                f"truncated; delete it and run: {fix}"
-            )
-    tok_dir = root / "tokenizer"
-    pkl = tok_dir / tokenizer.TOKENIZER_FILE
-    if not pkl.is_file() or not (tok_dir / tokenizer.TOKEN_BYTES_FILE).is_file():
-        raise DataError(f"the tokenizer in {tok_dir} is missing; run: {fix}")
-    if tokenizer.file_sha256(pkl) != tok.get("sha256"):
-        raise DataError(
-            f"the tokenizer in {tok_dir} does not match the manifest (another tokenizer was put there); "
-            f"delete {tok_dir} and run: {fix}"
-        )
-    return DatasetInfo(spec, root, tuple(data / n for n in train_names), data / val_name, tok_dir, manifest)
+__all__ = [
+    "DatasetInfo",
+    "build_arithmetic",
+    "check_ready",
+    "ensure_ready",
+    "normalize_spec",
+    "prepare_dataset",
+]
 
 
 def ensure_ready(spec: str, cache_root: Path) -> DatasetInfo:
@@ -146,26 +44,6 @@ def ensure_ready(spec: str, cache_root: Path) -> DatasetInfo:
     if spec == "arithmetic" and not (dataset_root(spec, cache_root) / MANIFEST).exists():
         return build_arithmetic(Path(cache_root))
     return check_ready(spec, cache_root)
-
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-
-
-def new_manifest(
-    spec: str, source: dict[str, Any], data: Path, train: list[str], val: str, tok_dir: Path, kind: str
-) -> dict[str, Any]:
-    tok = tokenizer.Tokenizer.from_directory(tok_dir)
-    return {
-        "format": FORMAT,
-        "dataset": spec,
-        "source": source,
-        "train": train,
-        "val": val,
-        "shards": {n: {"bytes": (data / n).stat().st_size} for n in [*train, val]},
-        "tokenizer": {"kind": kind, "sha256": tok.sha256, "vocab_size": tok.vocab_size},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def build_arithmetic(cache_root: Path) -> DatasetInfo:
@@ -188,7 +66,7 @@ def build_arithmetic(cache_root: Path) -> DatasetInfo:
             shards.write_text_shard(data / name, train[i : i + arithmetic.PROBLEMS_PER_SHARD])
             names.append(name)
         shards.write_text_shard(data / "val.parquet", arithmetic.val_problems())
-        tokenizer.save(tokenizer.byte_level_encoding(), work / "tokenizer")
+        encoding.save(encoding.byte_level_encoding(), work / "tokenizer")
         manifest = new_manifest(
             "arithmetic", arithmetic.params(), data, names, "val.parquet", work / "tokenizer", "bytes"
         )
@@ -212,7 +90,7 @@ def prepare_dataset(
     num_shards: int = 10,
     base_url: str | None = None,
     workers: int = 8,
-    max_chars: int = tokenizer.DEFAULT_MAX_CHARS,
+    max_chars: int = encoding.DEFAULT_MAX_CHARS,
     progress: bool = True,
 ) -> DatasetInfo:
     """Build (or resume building) a dataset in the cache and return it, checked."""

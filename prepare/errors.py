@@ -1,22 +1,21 @@
 """prepare's errors: every one says what is wrong and the command that fixes it.
 
-`DataError` subclasses `harness.errors.DataError` when the harness is importable (it is a
-tiny, dependency-free module), so the CLI maps it to exit code 2 like every other bad input.
-Standalone (prepare copied without the harness) it falls back to a plain Exception.
+    DataError        a dataset is missing, incomplete, corrupt or does not match the run
+    └── DownloadError  a shard could not be fetched after all retries
+
+prepare stands alone (it never imports the harness), so these are plain exceptions. Both
+command lines treat them as bad input: `python -m prepare` and `autoresearch` (which
+recognises this class next to its own errors) print the message on one line and exit with
+`exit_code`.
 """
 
 from __future__ import annotations
 
-try:
-    from harness.errors import DataError as _Base
-except ImportError:  # prepare used without the harness package
 
-    class _Base(Exception):  # type: ignore[no-redef]
-        exit_code = 2
-
-
-class DataError(_Base):
+class DataError(Exception):
     """A dataset is missing, incomplete, corrupt, or does not match what the run expects."""
+
+    exit_code = 2
 
 
 class DownloadError(DataError):

@@ -10,74 +10,22 @@ exactly as for training; the last batch is smaller when batch_size does not divi
 so the result does not depend on batch_size (up to float summation order). Sums are kept in
 float64 on the device and read once at the end (no per-batch sync).
 
-Torch models (CUDA or CPU) run here; any other model goes to `prepare.evaluate_mlx`, which
-uses the same rows (`eval_batches_numpy`) and the same record (`record_result`).
-Each call appends one JSON line to $AUTORESEARCH_EVAL_RECORD when it is set (HACKING.md, Seams).
+Torch models (CUDA or CPU) run here; any other model goes to `prepare.evaluate_mlx`. Both
+read the same rows and write the same record through `prepare.evalset` (one JSON line per
+call to $AUTORESEARCH_EVAL_RECORD when it is set).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from prepare import env
-from prepare.dataloader import batches, make_packer
+from prepare.evalset import eval_batches_numpy, eval_rows, record_result
 from prepare.tokenizer import Tokenizer
 
 CHUNK_ELEMENTS = 1 << 27  # float32 logits per cross-entropy slice: 512 MiB
-
-
-def eval_rows() -> tuple[int, int]:
-    """(number of rows, seq_len) evaluated under the active profile."""
-    profile = env.active_profile()
-    seq_len = int(profile["MAX_SEQ_LEN"])
-    return max(1, int(profile["EVAL_TOKENS"]) // seq_len), seq_len
-
-
-def eval_batches_numpy(tokenizer: Tokenizer, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The validation rows as (inputs, targets) int32 arrays, batch_size rows at a time (the last may be fewer)."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    n_rows, seq_len = eval_rows()
-    packer = make_packer(tokenizer, seq_len, "val")
-    sizes = [min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)]
-    for rows, _ in batches(packer, sizes):  # packed ahead in a thread: overlaps the model's forward
-        yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
-
-
-def record_result(
-    total_nats: float, total_bytes: int, target_tokens: int, eval_tokens: int, seconds: float
-) -> float:
-    """Turn the sums into bits per byte and append the eval record when requested."""
-    if total_bytes <= 0:
-        raise ValueError(
-            "the validation targets contain no bytes; the dataset is empty or all special tokens"
-        )
-    bpb = total_nats / (math.log(2) * total_bytes)
-    path = env.eval_record_path()
-    if path is not None:
-        line = json.dumps(
-            {
-                "val_bpb": bpb,
-                "eval_tokens": int(eval_tokens),
-                "target_tokens": int(target_tokens),
-                "bytes": int(total_bytes),
-                "seconds": round(seconds, 3),
-            }
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return bpb
 
 
 def _is_torch_module(model: Any) -> bool:

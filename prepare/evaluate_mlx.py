@@ -3,8 +3,8 @@
     val_bpb = sum over targets of cross-entropy (nats) / (ln 2 * sum of the targets' UTF-8 bytes)
 
 `prepare.evaluate.evaluate_bpb` sends every model that is not a torch module here. The rows are
-the same pinned validation rows (`eval_batches_numpy`), the record the same JSON line
-(`record_result`), so the two paths differ only in the framework that runs the model.
+the same pinned validation rows and the record the same JSON line (both from `prepare.evalset`),
+so the two paths differ only in the framework that runs the model.
 
 Memory is bounded on purpose (a 24 GB Mac shares it with everything else): each batch is cut
 into slices of rows whose float32 logits hold at most CHUNK_ELEMENTS values, and every slice is
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from prepare.evaluate import eval_batches_numpy, eval_rows, record_result
+from prepare.evalset import eval_batches_numpy, eval_rows, record_result
 from prepare.tokenizer import Tokenizer
 
 CHUNK_ELEMENTS = 1 << 26  # float32 logits per forward slice: 256 MiB (4 rows of 2048 x 8192)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prepare import datasets, download, shards, tokenizer
+from prepare import cache, download, encoding, shards
 from prepare.atomic import atomic_write
 from prepare.errors import DataError
 
@@ -44,9 +44,9 @@ def prepare_remote_or_text(
     workers: int,
     max_chars: int,
     progress: bool,
-) -> datasets.DatasetInfo:
-    spec = datasets.normalize_spec(spec)
-    root = datasets.dataset_root(spec, cache_root)
+) -> cache.DatasetInfo:
+    spec = cache.normalize_spec(spec)
+    root = cache.dataset_root(spec, cache_root)
     data = root / "data"
     if spec == "climbmix":
         if not 1 <= num_shards <= CLIMBMIX_VAL_SHARD:
@@ -64,10 +64,10 @@ def prepare_remote_or_text(
         train, val, source = build_text(Path(spec[5:]), data)
     tok_dir = root / "tokenizer"
     key = "climbmix" if spec == "climbmix" else str(source["fingerprint"])
-    ensure_tokenizer([data / n for n in train], tok_dir, datasets.expected_vocab_size(), max_chars, key)
-    manifest = datasets.new_manifest(spec, source, data, train, val, tok_dir, "bpe")
-    datasets.write_manifest(root, manifest)
-    info = datasets.check_ready(spec, cache_root)
+    ensure_tokenizer([data / n for n in train], tok_dir, cache.expected_vocab_size(), max_chars, key)
+    manifest = cache.new_manifest(spec, source, data, train, val, tok_dir, "bpe")
+    cache.write_manifest(root, manifest)
+    info = cache.check_ready(spec, cache_root)
     print(
         f"{spec}: ready in {root} (tokenizer {manifest['tokenizer']['sha256'][:12]}, vocab {manifest['tokenizer']['vocab_size']})"
     )
@@ -80,7 +80,7 @@ def ensure_tokenizer(
     """Train the tokenizer unless one trained the same way on (a prefix of) these shards is there."""
     names = [p.name for p in train_files]
     record = tok_dir / TRAINED_ON
-    if record.is_file() and (tok_dir / tokenizer.TOKENIZER_FILE).is_file():
+    if record.is_file() and (tok_dir / encoding.TOKENIZER_FILE).is_file():
         try:
             prev = json.loads(record.read_text())
             same_kind = (prev["vocab_size"], prev["source"]) == (vocab_size, source_key)
@@ -104,13 +104,13 @@ def ensure_tokenizer(
             used.append(path.name)
             for batch in shards.iter_text_batches([path]):
                 for t in batch:
-                    chars += min(len(t), tokenizer.DOC_CHAR_CAP)
+                    chars += min(len(t), encoding.DOC_CHAR_CAP)
                     yield t
 
     print(
         f"tokenizer: training a {vocab_size}-id BPE on up to {max_chars:,} characters of {len(train_files)} shard(s)"
     )
-    sha, seconds = tokenizer.train_and_save(texts(), vocab_size, tok_dir, max_chars=max_chars)
+    sha, seconds = encoding.train_and_save(texts(), vocab_size, tok_dir, max_chars=max_chars)
     exhausted = chars >= max_chars
     payload = {
         "vocab_size": vocab_size,

@@ -19,7 +19,7 @@ REFUSED = {
     "val split keyword": ("loader = make_dataloader(tok, 8, 256, split='validation')\n", "val-data"),
     "val split via a variable": ("s = 'val'\nloader = make_dataloader(tok, 8, 256, s)\n", "val-data"),
     "val shard path": ("data = open('cache/arithmetic/val.bin', 'rb').read()\n", "val-data"),
-    "prepare internals": ("from prepare.evaluate import eval_batches_numpy\n", "val-data"),
+    "prepare internals": ("from prepare.evalset import eval_batches_numpy\n", "val-data"),
     "private prepare attribute": (
         "import prepare\nrows = prepare.dataloader.make_packer(tok, 256, 'x')\n",
         "val-data",

@@ -13,7 +13,7 @@ from harness.integrity.provenance import EvalRecord, expected_eval_tokens, print
 from harness.night.metrics import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL = "from prepare.evaluate import record_result\nv = record_result({nats}, 1000, 900, {tokens}, 0.1)\n"
+EVAL = "from prepare.evalset import record_result\nv = record_result({nats}, 1000, 900, {tokens}, 0.1)\n"
 TOKENS = expected_eval_tokens("cpu")
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from prepare import dataloader, shards
+from prepare import encoding as E
 from prepare import tokenizer as T
 
 SEQ = 64
@@ -18,7 +19,7 @@ SEQ = 64
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory: pytest.TempPathFactory) -> T.Tokenizer:
     d = tmp_path_factory.mktemp("tok")
-    T.save(T.byte_level_encoding(), d)
+    E.save(E.byte_level_encoding(), d)
     return T.Tokenizer.from_directory(d)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from prepare import encoding as E
 from prepare import tokenizer as T
 from prepare.errors import DataError
 
@@ -39,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> T.Tokenizer:
     rng = random.Random(7)
     docs = [random_text(rng, 400) for _ in range(300)]
     directory = tmp_path_factory.mktemp("tok")
-    T.train_and_save(docs, 1024, directory)
+    E.train_and_save(docs, 1024, directory)
     return T.Tokenizer.from_directory(directory)
 
 
@@ -47,7 +48,7 @@ def test_vocab_size_includes_specials_and_bos(trained: T.Tokenizer) -> None:
     assert trained.vocab_size == 1024
     assert trained.bos_id == trained.enc.encode_single_token("<|bos|>")
     assert len(trained.token_bytes) == 1024
-    assert [trained.token_bytes[i] for i in sorted(trained.special_ids)] == [0] * len(T.SPECIAL_TOKENS)
+    assert [trained.token_bytes[i] for i in sorted(trained.special_ids)] == [0] * len(E.SPECIAL_TOKENS)
     assert all(b > 0 for i, b in enumerate(trained.token_bytes) if i not in trained.special_ids)
 
 
@@ -97,19 +98,19 @@ def test_special_token_text_is_encoded_as_ordinary_text(trained: T.Tokenizer) ->
 
 
 def test_byte_level_tokenizer_is_one_token_per_byte(tmp_path: Path) -> None:
-    T.save(T.byte_level_encoding(), tmp_path)
+    E.save(E.byte_level_encoding(), tmp_path)
     tok = T.Tokenizer.from_directory(tmp_path)
     text = "658+189=<think>8+9=17</think>847 é👋"
     assert tok.encode(text) == list(text.encode())
-    assert tok.vocab_size == 256 + len(T.SPECIAL_TOKENS)
+    assert tok.vocab_size == 256 + len(E.SPECIAL_TOKENS)
     assert tok.encode_batch(["ab", "c"], prepend=tok.bos_id) == [[tok.bos_id, 97, 98], [tok.bos_id, 99]]
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
     rng = random.Random(11)
     docs = [random_text(rng, 200) for _ in range(100)]
-    a, _ = T.train_and_save(docs, 600, tmp_path / "a")
-    b, _ = T.train_and_save(docs, 600, tmp_path / "b")
+    a, _ = E.train_and_save(docs, 600, tmp_path / "a")
+    b, _ = E.train_and_save(docs, 600, tmp_path / "b")
     assert a == b
 
 
@@ -122,19 +123,19 @@ def test_char_cap_limits_training_text(tmp_path: Path) -> None:
             seen.append(i)
             yield random_text(rng, 50)
 
-    T.train_and_save(docs(), 300, tmp_path, max_chars=5_000)
+    E.train_and_save(docs(), 300, tmp_path, max_chars=5_000)
     assert len(seen) < 100  # stopped pulling documents soon after 5,000 characters
 
 
 def test_too_little_text_for_the_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="ran out of merges.*VOCAB_SIZE=8192"):
-        T.train_and_save(["aaaa bbbb"] * 10, 8192, tmp_path)
+        E.train_and_save(["aaaa bbbb"] * 10, 8192, tmp_path)
 
 
 def test_missing_or_broken_tokenizer_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="autoresearch prepare"):
         T.Tokenizer.from_directory(tmp_path)
-    T.save(T.byte_level_encoding(), tmp_path)
-    (tmp_path / T.TOKENIZER_FILE).write_bytes(b"not a pickle")
+    E.save(E.byte_level_encoding(), tmp_path)
+    (tmp_path / E.TOKENIZER_FILE).write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="unreadable.*autoresearch prepare"):
         T.Tokenizer.from_directory(tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prepare import evaluate
+from prepare import evalset
 from prepare.tokenizer import Tokenizer
 
 
@@ -25,7 +25,7 @@ class TorchTable(torch.nn.Module):
 
 
 def all_rows(tok: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*evaluate.eval_batches_numpy(tok, 1000), strict=True)
+    xs, ys = zip(*evalset.eval_batches_numpy(tok, 1000), strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
