@@ -1,9 +1,10 @@
 """The `autoresearch` command: parse flags, call the library, map errors to a message and exit code.
 
 Subcommands live in `SUBCOMMANDS`, a table of (name, module, help); each module exposes
-`add_arguments(parser)` and `run(args) -> int`, so adding one is one line here
-(`run` -> harness.commands.run, `status` -> harness.review.status, `prepare` -> prepare.cli). `main(argv) -> int` never calls sys.exit (tests call it directly): a
-HarnessError is one line on stderr and exit 2; argparse errors exit 2 with the usage.
+`add_arguments(parser)` and `run(args) -> int`, so adding one is one line here. Every
+subcommand but `prepare` (prepare.cli, which stands alone) is a thin module in this package.
+`main(argv) -> int` never calls sys.exit (tests call it directly): a HarnessError, or one of
+prepare's DataErrors, is one line on stderr and exit 2; argparse errors exit 2 with the usage.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from harness.errors import HarnessError
+from prepare.errors import DataError as PrepareDataError
 
-# (name, module, one-line help). A module missing at import time is left out of the CLI.
+# Errors the person can act on: one line on stderr, the error's exit code, no traceback.
+_USER_ERRORS: tuple[type[Exception], ...] = (HarnessError, PrepareDataError)
+
+# (name, module, one-line help).
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("run", "harness.commands.run", "run the experiment loop on a tag"),
-    ("status", "harness.review.status", "show a tag's results (or list the tags)"),
+    ("status", "harness.commands.status", "show a tag's results (or list the tags)"),
     ("prepare", "prepare.cli", "download/build a dataset and its tokenizer"),
-    ("report", "harness.review.report", "summarize a night: progress.png, report.html, --json"),
-    ("publish", "harness.review.publish", "push a tag's branch and its results together"),
-    ("compare", "harness.review.compare", "compare branches from several GPUs or machines"),
-    ("transplant", "harness.review.transplant", "queue another branch's kept changes as proposals"),
+    ("report", "harness.commands.report", "summarize a night: progress.png, report.html, --json"),
+    ("publish", "harness.commands.publish", "push a tag's branch and its results together"),
+    ("compare", "harness.commands.compare", "compare branches from several GPUs or machines"),
+    ("transplant", "harness.commands.transplant", "queue another branch's kept changes as proposals"),
 ]
 
 
@@ -49,14 +54,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules: dict[str, ModuleType] = {}
     for name, module_name, help_text in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            # Only a missing module of our own is skipped (a later issue brings it); a broken
-            # import inside an existing module is a bug and must show.
-            if getattr(exc, "name", None) != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         sub = subs.add_parser(
             name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0]
         )
@@ -80,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(modules[args.command].run(args))
-    except HarnessError as exc:
+    except _USER_ERRORS as exc:
         print(f"autoresearch {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
