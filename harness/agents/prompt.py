@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.agents.base import Context, CrashReport
+from harness.credentials import is_secret
 from harness.edits import REPLY_FORMAT
-from harness.night.runner import is_secret
 
 if TYPE_CHECKING:
     from harness.store.ledger import Row
