@@ -4,6 +4,12 @@ Built-ins are registered like plugins: a name maps to "module:Class", and the mo
 imported only when that agent is asked for, so `--agent search` never imports the LLM SDKs.
 Every class implements `harness.agents.base.Agent` and has
 `from_settings(settings) -> Agent`. `replay:FILE` is the replay agent reading FILE.
+
+The agents layer: the Agent interface, the providers (claude, openai_compat), the offline
+agents (search, replay), the prompt, retries and prices.
+May import: harness.edits, harness.integrity (same layer), harness.settings, harness.detect,
+harness.store, harness.errors, harness.credentials. Never harness.night, harness.review or
+harness.commands.
 """
 
 from __future__ import annotations
@@ -29,7 +35,11 @@ AGENT_NAMES = ("claude", "openai", "search")
 
 
 def resolve_auto(env: Mapping[str, str]) -> tuple[str, str]:
-    """(agent name, why) for `--agent auto`, as DESIGN.md says."""
+    """(agent name, why) for `--agent auto`.
+
+    claude when ANTHROPIC_API_KEY is set, else openai when OPENAI_API_KEY or OPENAI_BASE_URL
+    is set, else the offline search agent.
+    """
     if env.get("ANTHROPIC_API_KEY"):
         return "claude", "ANTHROPIC_API_KEY is set"
     if env.get("OPENAI_API_KEY"):
@@ -70,7 +80,8 @@ def create_agent(spec: str, *, settings: Settings) -> Agent:
 def edit_retries(agent: Agent) -> int:
     """How often a reply whose edit does not apply is sent back to this agent (0 = never).
 
-    LLM agents get the bound of STYLE.md (3); replay and search replies are fixed text,
+    LLM agents get 3 tries (enough to fix a near miss, bounded so a confused model cannot
+    stall the night); replay and search replies are fixed text,
     asking again would give the same answer. An agent sets `edit_retries` to change it.
     """
     return int(getattr(agent, "edit_retries", 3))

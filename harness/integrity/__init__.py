@@ -1,0 +1,10 @@
+"""Integrity: the defences that make a kept metric mean something.
+
+checks (static checks on every edit before it runs), guard (immutable files hashed before a
+run and restored after it), provenance (a printed metric counts only if prepare's evaluator
+recorded it). ARCHITECTURE.md says what each stops and what it does not.
+
+May import: harness.agents, harness.edits (same layer), harness.settings, harness.detect,
+harness.store, harness.errors, harness.credentials. Never harness.night, harness.review or
+harness.commands.
+"""
