@@ -1,6 +1,6 @@
 """Parse an agent's reply and apply its edits to the mutable files.
 
-The reply format (DESIGN.md "The agent's reply"): one `Description:` line, then one or
+The reply format (ARCHITECTURE.md, "The agent's reply"): one `Description:` line, then one or
 more SEARCH/REPLACE blocks, each preceded by the path of the file it edits; code fences
 around the blocks are allowed. A reply that is one fenced block holding a whole file is
 also accepted.

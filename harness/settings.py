@@ -6,7 +6,7 @@ profile of constants.py > built-in default. Values that are detected rather than
 `Settings.reasons`, and `Settings.describe()` prints them at start, so a person reading a
 night's log knows why it ran on the CPU with the search agent.
 
-experiment.toml is the generic template of DESIGN.md; an unknown key or a value of the
+experiment.toml follows the template in ARCHITECTURE.md; an unknown key or a value of the
 wrong type raises ConfigError naming the key. Nothing here changes anything on disk.
 """
 

@@ -1,8 +1,8 @@
 """The one interface every agent implements: LLM providers, the offline search, replay.
 
 The loop builds a `Context` for each proposal and calls `Agent.propose`; the agent
-answers with a `Reply` whose text is in the reply format of DESIGN.md (a Description
-line and SEARCH/REPLACE blocks), or None when it has nothing more to propose, which
+answers with a `Reply` whose text is in the reply format (a Description line and
+SEARCH/REPLACE blocks, parsed by harness.edits), or None when it has nothing more to propose, which
 ends the night. After the attempt is judged the loop calls `observe` with its row, so
 agents that learn from outcomes (the search agent's TPE) can.
 """

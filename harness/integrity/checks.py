@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from harness.errors import EditError
 
 PROTECTED_MODULES = ("prepare", "constants", "harness")
-#: what a train file may take from prepare (DESIGN.md, "prepare's API for train files")
+#: what a train file may take from prepare (ARCHITECTURE.md, "prepare's API for train files")
 PREPARE_API = frozenset(
     {"MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE", "DEVICE", "TIMEOUT", "Tokenizer",
      "make_dataloader", "make_dataloader_numpy", "evaluate_bpb"}

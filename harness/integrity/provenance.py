@@ -7,7 +7,7 @@ real evaluation followed by a nicer number. For experiments that set
 1. before the run, creates a fresh record file at an unpredictable path (a new 0700
    directory from `tempfile.mkdtemp`, a random file name, mode 0600) and passes it to the run
    as AUTORESEARCH_EVAL_RECORD; prepare's evaluate_bpb appends one JSON line per call
-   (HACKING.md, "Seams");
+   (`prepare.evalset.record_result`: val_bpb, eval_tokens, target_tokens, bytes, seconds);
 2. after the run, accepts the summary's metric only if the record is still the file the
    harness created (same inode, a regular file, not a symlink, and its first line still the
    random nonce the harness wrote there) and its LAST entry's val_bpb

@@ -359,7 +359,7 @@ class Night(Proposer):
         return record
 
     def run_env(self, worktree: Path, log_path: Path) -> dict[str, str]:
-        """The environment of HACKING.md for one run (secrets are dropped by runner.child_env)."""
+        """The environment of one run (ARCHITECTURE.md lists it; runner.child_env drops the secrets)."""
         pythonpath = [str(worktree)] + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p]
         extra = {
             "PYTHONPATH": os.pathsep.join(pythonpath),

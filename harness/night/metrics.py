@@ -1,6 +1,6 @@
 """Read what a run printed: the summary block at the end, and the loss on progress lines.
 
-The summary block (DESIGN.md) is a ``---`` line followed by ``key: value`` lines::
+The summary block (ARCHITECTURE.md) is a ``---`` line followed by ``key: value`` lines::
 
     ---
     val_bpb:          0.997900
@@ -11,7 +11,7 @@ stray ``---`` printed after the real block does not hide it. Numbers become floa
 and ``inf`` included: deciding what a non-finite metric means is the caller's job), anything
 else stays a string. No block at all means the run crashed.
 
-Progress lines (HACKING.md) look like
+Progress lines look like
 ``step 00012 (4.1%) | loss: 3.123456 | lrm: 1.00 | dt: 312ms | ...``; `last_loss` and
 `progress_pct` pick the two numbers the runner and the live view need out of one line.
 """

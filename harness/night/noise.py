@@ -4,7 +4,7 @@ A training run's metric is noisy: the same file run twice gives two values (data
 non-deterministic kernels, timing-dependent step counts under a wall-clock budget). A
 strict "better than the best" rule therefore keeps about half of all changes that do
 nothing, e.g. "random seed 42 -> 137". `NoiseAwareJudge` implements the `Judge` protocol
-of HACKING.md with a small sequential test:
+of harness.night.judge with a small sequential test:
 
 * **Spread.** The baseline runs `baseline_runs` times (default 3). Every sequence of runs
   of one commit the judge sees (baseline repeats, confirmation runs, re-measurements of the

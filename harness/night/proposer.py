@@ -1,4 +1,4 @@
-"""Proposing: how the loop gets its next ready proposal from the agent (the seam of HACKING.md).
+"""Proposing: how the loop gets its next ready proposal from the agent.
 
 `Proposer` is the part of `harness.night.loop.Night` that talks to the agent: it builds the
 `Context` (program.md re-read every time, the mutable files at the best commit, the history),

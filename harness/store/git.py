@@ -7,7 +7,7 @@ files only (never ``git add -A``); `keep` moves the best ref ``refs/autoresearch
 it, `revert` hard-resets the worktree and branch back to the best ref. So the branch holds only
 kept commits, and its head is always the best-known version once an attempt is settled.
 
-This is the only module that touches git for the loop (gitpython; STYLE.md #5). Every git
+This is the only module that touches git for the loop (gitpython, behind one class). Every git
 failure leaves as a `RepoError` whose message says what to do; `commit` raises `EditError` when
 the edit changes nothing.
 """

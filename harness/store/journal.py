@@ -1,6 +1,6 @@
 """The attempt in flight (`results/<tag>/pending.json`), the tag lock, and what --resume does.
 
-Resume protocol (HACKING.md): before a run, pending.json records {n, commit, parent,
+Resume protocol: before a run, pending.json records {n, commit, parent,
 description, reply}. After the run the loop appends the row, then keeps or reverts, then
 deletes pending.json. A harness killed at any instant (kill -9 included) therefore leaves
 one of three states, and `recover` finishes each:

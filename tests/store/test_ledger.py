@@ -12,7 +12,7 @@ import pytest
 from harness.errors import DataError
 from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, ResultsTSV, Row, columns, read_any_tsv
 
-KARPATHY = Path("/work/shared/fixtures/karpathy_mar8_results.tsv")
+KARPATHY = Path(__file__).resolve().parents[1] / "fixtures" / "karpathy_mar8_results.tsv"
 
 
 def test_header_and_row_format(tmp_path: Path) -> None:
