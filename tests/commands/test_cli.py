@@ -179,3 +179,24 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("run", "status"):
         assert name in out
     assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("bogus", "unknown dataset 'bogus'"),
+        ("text:/nonexistent/corpus", "text dataset path /nonexistent/corpus does not exist"),
+    ],
+)
+def test_bad_prepare_input_is_one_line_and_exit_2(tmp_path: Path, dataset: str, message: str) -> None:
+    # prepare's DataError is prepare's own class (prepare never imports the harness); the
+    # `autoresearch` command still treats it as bad input.
+    cache = tmp_path / "cache"
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "prepare", "--dataset", dataset, "--cache-dir", str(cache)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"autoresearch prepare: error: {message}")
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not cache.exists()
