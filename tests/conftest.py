@@ -13,22 +13,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.gitrepo import git  # re-exported: tests import it from here too
 
 PROJECT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).resolve().parent / "toy"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "results")
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in `repo` (tests inspect repos with the git CLI; the harness uses its ratchet)."""
-    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 def init_repo(repo: Path) -> None:

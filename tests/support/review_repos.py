@@ -8,10 +8,11 @@ naming those commits, exactly the shape the loop leaves behind. Plain git comman
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from support.gitrepo import git
 
 TRAIN = """\
 # toy train file: the agent edits the constants
@@ -39,11 +40,6 @@ direction = "minimize"
 """
 
 HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tworker\n"
-
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 def init_repo(path: Path) -> Path:
