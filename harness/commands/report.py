@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_json(), indent=2))
         return 0
     diffs, note = kept_diffs(cwd, tag, summary)
-    written = write_report(summary, rows, Path(args.out) if args.out is not None else default_out, diffs,
-                           diff_note=note)  # fmt: skip
+    out = Path(args.out) if args.out is not None else default_out
+    written = write_report(summary, rows, out, diffs, diff_note=note)
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
