@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.errors import ConfigError, DataError, HarnessError
 from harness.night.judge import better
+from harness.store.gitview import GitView
 from harness.store.ledger import Row, read_any_tsv
 
 # Metric names that are better when larger; anything else defaults to minimize (val_bpb, loss).
@@ -221,8 +222,6 @@ def load(
 
 def results_dir(start: Path) -> Path:
     """results/ at the root of the repository containing `start` (or below `start` outside git)."""
-    from harness.store.gitview import GitView
-
     try:
         return GitView.find(start).root / "results"
     except HarnessError:
