@@ -77,6 +77,7 @@ def run_env(cache_root: Path, tmp_path: Path, budget: float) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 20 s on a 2-core machine
 def test_cpu_smoke_run_ends_with_the_nine_key_summary(cache_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "train.py"],

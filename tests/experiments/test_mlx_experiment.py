@@ -251,6 +251,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(train: ModuleType) -> 
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 20 s on a 2-core machine
 def test_train_file_runs_to_a_valid_summary(cache: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(TRAIN)], cwd=TRAIN.parent, env=child_env(cache, tmp_path),

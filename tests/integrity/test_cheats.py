@@ -15,6 +15,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from harness.commands.main import main
 from tests.conftest import PROJECT, Toy, git
 
@@ -156,6 +158,7 @@ def _rows(repo: Path, tag: str) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
 
 
+@pytest.mark.slow  # over 20 s on a 2-core machine
 def test_cheats_on_a_real_evaluate_bpb_experiment(project_repo: Path) -> None:
     _tiny_repo(project_repo)
     replies = [_edit(d, s, r) for d, s, r, _ in CHEATS]

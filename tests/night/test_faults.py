@@ -88,6 +88,7 @@ def _check_ledger(toy: Toy, tag: str, replies: int) -> list[dict[str, str]]:
     return rows
 
 
+@pytest.mark.slow  # over 20 s on a 2-core machine
 def test_kill_9_at_random_points_then_resume(toy_experiment: Toy) -> None:
     """20 kill -9s of the harness at random instants; each time --resume carries on."""
     toy = toy_experiment
