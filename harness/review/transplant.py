@@ -3,8 +3,9 @@
     autoresearch transplant --from origin/autoresearch/nov21-h100 --tag nov21-a100
 
 Each commit REF kept since its merge base with `autoresearch/<tag>` becomes one reply in the
-reply format (ARCHITECTURE.md, "The agent's reply"): its commit message is the Description, and the diff of its mutable
-files becomes SEARCH/REPLACE blocks (each hunk with just enough context to be unique). The
+reply format (ARCHITECTURE.md, "The agent's reply"): its commit message is the Description,
+and the diff of its mutable files becomes SEARCH/REPLACE blocks (each hunk with just enough
+context to be unique). The
 replies are appended to `results/<tag>/queue.jsonl`; the loop wraps its agent in `QueuedAgent`,
 which serves queued replies before asking the agent, so each transplanted change is run and
 judged on this machine like any other proposal. A change that does not apply any more is sent
@@ -132,7 +133,10 @@ def build_replies(view: GitView, source: str, target: str) -> list[Transplanted]
 
 
 def plan(view: GitView, source: str, tag: str) -> tuple[str, list[Transplanted]]:
-    """(the tag's branch, one reply per change of `source` it lacks); refuses a missing branch or nothing to do."""
+    """(the tag's branch, one reply per kept change of `source` it lacks).
+
+    A missing branch is a ConfigError; nothing to carry over is a DataError.
+    """
     target = BRANCH_PREFIX + tag
     if view.resolve(f"refs/heads/{target}") is None:
         raise ConfigError(f"no branch {target} here; start it with `autoresearch run --tag {tag}` first")
