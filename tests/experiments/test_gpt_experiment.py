@@ -140,6 +140,7 @@ def tiny_model(train, vocab=64, seq_len=32, depth=4, dim=64, head_dim=16, backen
     return model
 
 
+@pytest.mark.slow  # over 20 s on a 2-core machine (12-22 s measured)
 def test_a_few_steps_on_a_fixed_batch_reduce_the_loss(train) -> None:
     model = tiny_model(train)
     optimizers = train.build_optimizers(model)
