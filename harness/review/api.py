@@ -21,9 +21,8 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import DataError
-from harness.night.judge import better
 from harness.review.report import Summary, infer_direction, metric_name, results_dir, summarize
-from harness.store.ledger import read_any_tsv
+from harness.store.ledger import better, read_any_tsv
 
 
 def resolve_path(tag_or_path: str | Path, root: Path | None = None) -> Path:

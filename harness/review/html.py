@@ -48,12 +48,12 @@ def kept_diffs(start: Path, tag: str | None, summary: Summary) -> tuple[dict[str
 
     Returns (short sha -> diff, a note saying why diffs are missing, or "").
     """
-    from harness.store.gitview import BRANCH_PREFIX, GitView
+    from harness.store.git import BRANCH_PREFIX, Repo
 
     if not tag:
         return {}, "diffs unavailable: no tag"
     try:
-        view = GitView.find(start)
+        view = Repo.find(start)
     except HarnessError:
         return {}, "diffs unavailable: not run inside a git repository"
     branch = BRANCH_PREFIX + tag

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, DataError, HarnessError
-from harness.night.judge import better
-from harness.store.ledger import Row, read_any_tsv
+from harness.store import paths
+from harness.store.ledger import Row, better, read_any_tsv
 
 # Metric names that are better when larger; anything else defaults to minimize (val_bpb, loss).
 _MAXIMIZE_HINTS = ("acc", "score", "per_s", "throughput", "tokens_s", "reward", "f1", "bleu", "mfu")
@@ -233,12 +233,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def results_dir(start: Path) -> Path:
     """results/ at the root of the repository containing `start` (or below `start` outside git)."""
-    from harness.store.gitview import GitView
+    from harness.store.git import Repo
 
     try:
-        return GitView.find(start).root / "results"
+        return paths.results_dir(Repo.find(start).root)
     except HarnessError:
-        return start / "results"
+        return paths.results_dir(start)
 
 
 def newest_tag(results: Path) -> str:
@@ -300,8 +300,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = results_dir(cwd)
         tag = tag or newest_tag(results)
-        path = results / f"{tag}.tsv"
-        default_out = results / tag
+        tag_paths = paths.TagPaths(results.parent, tag)
+        path, default_out = tag_paths.tsv, tag_paths.dir
     summary, rows = load(path, args.direction)
 
     if args.json and args.out is None:
