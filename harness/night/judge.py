@@ -157,7 +157,7 @@ def t_quantile(p: float, dof: int) -> float:
     """The p-quantile of Student's t with `dof` degrees of freedom (p > 0.5), by bisection
     on the CDF integrated numerically: no scipy at run time, cached per (p, dof)."""
     if dof >= 200:
-        return _z_quantile(p)
+        return statistics.NormalDist().inv_cdf(p)
     log_c = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
 
     def pdf(t: float) -> float:
@@ -178,10 +178,6 @@ def t_quantile(p: float, dof: int) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
     return (lo + hi) / 2
-
-
-def _z_quantile(p: float) -> float:
-    return statistics.NormalDist().inv_cdf(p)
 
 
 class NoiseAwareJudge:

@@ -1,22 +1,20 @@
-"""Git, behind one class: `Repo`. Nothing else in the harness touches git (gitpython underneath).
+"""Git, behind one class: `Repo` (gitpython underneath; nothing else in the harness touches git).
 
-`Repo.find(start)` is the repository a command runs in: the checkout containing `start`, where
-a tag's worktree (`<checkout>/.autoresearch/worktrees/<tag>`) resolves to the checkout that
-made it, so `status`, `report` and friends find the results from any folder. `Repo.open(root)`
-is exactly `root`, refusing what a night cannot start from (not a repository, bare, no commits).
-A Repo reads refs, history, diffs and files, pushes, and writes commits two ways: `commit` of
-chosen paths in its working tree (the night's experiments) and `commit_files`, plumbing only
-(the results branch of `publish`: the checkout, index and HEAD are never touched).
+`Repo.find(start)`: the checkout containing `start`; a tag's worktree resolves to the checkout
+that made it, so the review commands find the results from any folder. `Repo.open(root)`:
+exactly `root`, refusing what a night cannot start from (no repository, bare, no commits).
+A Repo reads refs, history, diffs and files, pushes, and commits two ways: `commit` of chosen
+paths in its working tree, and `commit_files` with plumbing only (publish's results branch:
+the checkout, index and HEAD are never touched).
 
 `Ratchet` is the night's use of it: the tag's own worktree on branch ``autoresearch/<tag>``,
-created from the person's HEAD, so the person's checkout (files, index, HEAD, branch) is never
-touched. Each attempt is one commit of the mutable files only (never ``git add -A``); `keep`
-moves the best ref ``refs/autoresearch/<tag>/best`` to it, `revert` hard-resets the worktree
-and branch to the best ref. The branch holds only kept commits, and its head is the
-best-known version once an attempt is settled.
+made from the person's HEAD (their checkout is never touched). Each attempt commits the
+mutable files only (never ``git add -A``); `keep` moves the best ref
+``refs/autoresearch/<tag>/best`` forward to it, `revert` hard-resets to the best ref, so the
+branch holds only kept commits and its head is the best-known version.
 
-Every git failure leaves as a `RepoError` whose message says what to do (`ANY_GIT_ERROR` is
-everything gitpython raises); `Ratchet.commit` raises `EditError` when the edit changes nothing.
+Every git failure leaves as a `RepoError` saying what to do (`ANY_GIT_ERROR`: all gitpython
+raises); `Ratchet.commit` raises `EditError` when the edit changes nothing.
 """
 
 from __future__ import annotations
@@ -98,9 +96,7 @@ class Repo:
 
     def __init__(self, repo: git.Repo) -> None:
         if repo.bare or repo.working_tree_dir is None:
-            raise RepoError(
-                f"{repo.git_dir} is a bare git repository; run from a checkout with a working tree"
-            )
+            raise RepoError(f"{repo.git_dir} is a bare git repository; run from a checkout of it")
         self._repo = repo
         self.root = Path(repo.working_tree_dir)
 
@@ -134,17 +130,14 @@ class Repo:
             raise RepoError(f"cannot open the git repository at {root}: {exc}") from exc
         if not repo._repo.head.is_valid():
             raise RepoError(
-                f"the git repository at {root} has no commits yet. Commit your files first: "
-                "git add -A && git commit -m 'initial'"
+                f"the git repository at {root} has no commits yet: git add -A && git commit -m 'initial'"
             )
         return repo
 
     def git(self, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
         """Run one git command here; a failure becomes a RepoError quoting git."""
         try:
-            out = self._repo.git.execute(
-                ["git", *args], env=dict(env) if env else None, strip_newline_in_stdout=strip
-            )
+            out = self._repo.git.execute(["git", *args], env=env and dict(env), strip_newline_in_stdout=strip)
         except git.GitCommandError as exc:
             stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
             raise RepoError(
@@ -166,18 +159,17 @@ class Repo:
     def identity(self) -> dict[str, str]:
         """The person's git identity (user.name / user.email) for commits, or autoresearch's own."""
 
-        def get(key: str) -> str:
+        def get(key: str, fallback: str) -> str:
             try:
-                return str(self._repo.git.config("--get", key)).strip()
+                return str(self._repo.git.config("--get", key)).strip() or fallback
             except ANY_GIT_ERROR:
-                return ""
+                return fallback
 
-        name, email = get("user.name") or FALLBACK_NAME, get("user.email") or FALLBACK_EMAIL
+        name, email = get("user.name", FALLBACK_NAME), get("user.email", FALLBACK_EMAIL)
         return {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
+            f"GIT_{who}_{key}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for key, value in (("NAME", name), ("EMAIL", email))
         }
 
     # -- refs and history ---------------------------------------------------------------------
@@ -208,18 +200,9 @@ class Repo:
         return self._ok("rev-parse", "--verify", "--quiet", f"refs/heads/{name}")
 
     def autoresearch_branches(self) -> list[str]:
-        """Local and remote-tracking branches named like autoresearch/<tag>."""
-        names: list[str] = []
-        for ref in self._repo.refs:
-            name = ref.name
-            if (
-                isinstance(ref, git.RemoteReference)
-                and name.split("/", 1)[-1].startswith(BRANCH_PREFIX)
-                or isinstance(ref, git.Head)
-                and name.startswith(BRANCH_PREFIX)
-            ):
-                names.append(name)
-        return sorted(names)
+        """Local and remote-tracking branches named like [remote/]autoresearch/<tag>."""
+        patterns = (f"refs/heads/{BRANCH_PREFIX}", f"refs/remotes/*/{BRANCH_PREFIX}*")
+        return sorted(self.git("for-each-ref", "--format=%(refname:short)", *patterns).splitlines())
 
     def merge_base(self, refs: Sequence[str]) -> str | None:
         """The best common ancestor of all `refs` (None when they share no history)."""
@@ -349,9 +332,6 @@ class Repo:
         except ANY_GIT_ERROR as exc:
             raise RepoError(f"pushed, but cannot set the upstream of {branch}: {exc}") from exc
 
-    def __repr__(self) -> str:
-        return f"Repo({str(self.root)!r})"
-
 
 class Ratchet:
     """One tag's worktree and branch, which only ever move forward. Build it with `Ratchet.open`."""
@@ -454,14 +434,6 @@ class Ratchet:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
         self.tree.git("reset", "-q", "--hard", self.best())
 
-    def diff(self, a: str, b: str) -> str:
-        """The unified diff from ``a`` to ``b`` (commits, or refs of the repository)."""
-        return self.tree.diff(a, b)
-
-    def show(self, path: str, rev: str | None = None) -> str:
-        """A file's text at ``rev`` (default: the best commit); path relative to the repository root."""
-        return self.tree.git("show", f"{rev or self.best()}:{path}", strip=False)
-
     def __repr__(self) -> str:
         return f"Ratchet(tag={self.tag!r}, worktree={str(self.worktree)!r})"
 
@@ -504,13 +476,10 @@ def _attach_worktree(repo: Repo, worktree: Path, branch: str) -> Repo:
         raise RepoError(
             f"cannot open the worktree {worktree}: {exc}; move it away and run with --resume"
         ) from exc
-    try:
-        current = tree.git("symbolic-ref", "-q", "HEAD")
-    except RepoError:
-        current = ""  # a detached HEAD
+    current = tree.git("rev-parse", "--symbolic-full-name", "HEAD")  # "HEAD" when detached
     if current != f"refs/heads/{branch}":
         raise RepoError(
-            f"the worktree {worktree} is not on branch {branch} (it is on {current or 'a detached HEAD'}); "
+            f"the worktree {worktree} is not on branch {branch} (it is on {current.removeprefix('refs/heads/')}); "
             f"check it out there (git -C {worktree} checkout {branch}) and run again with --resume"
         )
     return tree

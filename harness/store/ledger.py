@@ -238,19 +238,7 @@ def _number(text: str) -> float:
 
 
 def _first_line(fd: int) -> str:
-    chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 4096, offset)
-        if not chunk:
-            break
-        cut = chunk.find(b"\n")
-        if cut >= 0:
-            chunks.append(chunk[:cut])
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:

@@ -1,6 +1,6 @@
 """Where a night's files live: the one place that knows every path of a tag.
 
-    results/<tag>.tsv                 the ledger (one row per attempt)
+    results/<tag>.tsv                 the ledger (one row per attempt; <tag>.tsv.lock its lock)
     results/<tag>/runs/<n>.log        the log of attempt n (n = 0 is the baseline; repeats <n>.r<k>.log),
                                       with <log>.pid while it runs and <log>.eval.jsonl (provenance)
     results/<tag>/pending.json        the attempt in flight (for --resume)
@@ -15,7 +15,6 @@ worktree: `harness.store.git.Repo.find` resolves a worktree to the checkout that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = "results"
@@ -34,48 +33,20 @@ def checkout_of(worktree: Path) -> Path | None:
     return None
 
 
-@dataclass(frozen=True)
 class TagPaths:
     """Every path of one tag in the checkout at `root`."""
 
-    root: Path
-    tag: str
-
-    @property
-    def results(self) -> Path:
-        return results_dir(self.root)
-
-    @property
-    def tsv(self) -> Path:
-        return self.results / f"{self.tag}.tsv"
-
-    @property
-    def dir(self) -> Path:
-        return self.results / self.tag
-
-    @property
-    def runs(self) -> Path:
-        return self.dir / "runs"
-
-    @property
-    def pending(self) -> Path:
-        return self.dir / "pending.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / "lock"
-
-    @property
-    def lock_owner(self) -> Path:
-        return self.dir / "lock.pid"
-
-    @property
-    def queue(self) -> Path:
-        return self.dir / "queue.jsonl"
-
-    @property
-    def worktree(self) -> Path:
-        return self.root / WORKTREES / self.tag
+    def __init__(self, root: Path, tag: str) -> None:
+        self.root, self.tag = root, tag
+        self.results = results_dir(root)
+        self.tsv = self.results / f"{tag}.tsv"
+        self.dir = self.results / tag
+        self.runs = self.dir / "runs"
+        self.pending = self.dir / "pending.json"
+        self.lock = self.dir / "lock"
+        self.lock_owner = self.dir / "lock.pid"
+        self.queue = self.dir / "queue.jsonl"
+        self.worktree = root / WORKTREES / tag
 
     def log(self, n: int, k: int = 0) -> Path:
         """The log of run k of attempt n (k = 0 the first; repeats and re-measurements follow)."""
