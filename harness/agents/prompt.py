@@ -29,11 +29,16 @@ from typing import TYPE_CHECKING
 
 from harness.agents.base import Context, CrashReport
 from harness.edits import REPLY_FORMAT
-from harness.night.runner import is_secret
 
 if TYPE_CHECKING:
     from harness.store.ledger import Row
 
+# One rule for secrets (`is_secret`): redacted from prompts here, dropped from a run's environment
+# by the runner. SECRET, PASSWORD, PASSWD count anywhere in the name (AWS_SECRET_ACCESS_KEY).
+_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_CREDENTIALS")
+_SECRET_WORDS = ("SECRET", "PASSWORD", "PASSWD")
+_SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
+_SECRET_NAMES = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 MAX_CRASH_LINES = 50
 MAX_HISTORY_CHARS = 12_000
 _MAX_DESCRIPTION = 140
@@ -90,6 +95,17 @@ def build_prompt(
     user = "\n\n".join(p for p in parts if p)
     env = os.environ if env is None else env
     return Prompt(system=redact(system, env), user=redact(user, env))
+
+
+def is_secret(name: str) -> bool:
+    """True for environment variable names that may hold credentials."""
+    upper = name.upper()
+    return (
+        upper in _SECRET_NAMES
+        or upper.endswith(_SECRET_SUFFIXES)
+        or upper.startswith(_SECRET_PREFIXES)
+        or any(word in upper for word in _SECRET_WORDS)
+    )
 
 
 def redact(text: str, env: Mapping[str, str]) -> str:

@@ -42,6 +42,7 @@ from typing import BinaryIO
 
 import psutil
 
+from harness.agents.prompt import is_secret
 from harness.night.metrics import last_loss as parse_loss
 from harness.store.atomic import write_atomic
 
@@ -54,15 +55,6 @@ MAX_LINE_BYTES = 1 << 20
 DRAIN_SECONDS = 2.0
 _READ_CHUNK = 1 << 16
 
-_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_CREDENTIALS")
-_SECRET_WORDS = (
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-)  # anywhere in the name: AWS_SECRET_ACCESS_KEY, DB_PASSWORD_FILE
-_SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
-_SECRET_NAMES = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -74,17 +66,6 @@ class RunResult:
     wall_seconds: float
     log_path: Path
     last_loss: float | None
-
-
-def is_secret(name: str) -> bool:
-    """True for environment variable names that may hold credentials."""
-    upper = name.upper()
-    return (
-        upper in _SECRET_NAMES
-        or upper.endswith(_SECRET_SUFFIXES)
-        or upper.startswith(_SECRET_PREFIXES)
-        or any(word in upper for word in _SECRET_WORDS)
-    )
 
 
 def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
