@@ -28,8 +28,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from harness.night.judge import StrictJudge, Verdict
-from harness.night.noise import NoiseAwareJudge
+from harness.night.judge import NoiseAwareJudge, StrictJudge, Verdict
 
 GAINS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 

@@ -1,4 +1,4 @@
-"""What the machine and the repository say: repo root, experiment folder, device, dataset, profile.
+"""What the machine and the repository say: experiment folder (and its repo root), device, dataset, profile.
 
 The auto-detected parts of `harness.settings.Settings`, each returning its answer with the
 reason it was chosen where the choice is not obvious (printed at start). Probing CUDA runs
@@ -18,15 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, RepoError
-
-
-def find_repo_root(start: Path) -> Path:
-    """The nearest folder at or above `start` holding `.git` (a dir, or a file for worktrees)."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    raise RepoError(f"{start} is not inside a git repository; run `git init` and commit the experiment first")
+from harness.store.git import Repo
 
 
 def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
@@ -37,7 +29,7 @@ def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
         candidates.append(as_path if as_path.is_absolute() else cwd / as_path)
     else:
         try:
-            root = find_repo_root(cwd)
+            root = Repo.find(cwd).root
             candidates.append(root / "experiments" / spec)
         except RepoError:
             pass
@@ -46,7 +38,7 @@ def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
     for cand in candidates:
         if (cand / "experiment.toml").is_file():
             exp_dir = cand.resolve()
-            return exp_dir, find_repo_root(exp_dir)
+            return exp_dir, Repo.find(exp_dir).root
     known = _known_experiments(cwd)
     hint = f" Known experiments: {', '.join(known)}." if known else ""
     raise ConfigError(
@@ -57,7 +49,7 @@ def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
 
 def _known_experiments(cwd: Path) -> list[str]:
     try:
-        root = find_repo_root(cwd)
+        root = Repo.find(cwd).root
     except RepoError:
         root = cwd
     folder = root / "experiments"

@@ -32,11 +32,11 @@ from harness.detect import (
     detect_device,
     detect_profile,
     find_experiment,
-    find_repo_root,
     parse_gpus,
     profile_values,
 )
 from harness.errors import ConfigError, DataError, RepoError
+from harness.store.paths import TagPaths
 
 __all__ = [
     "Experiment",
@@ -44,7 +44,6 @@ __all__ = [
     "detect_dataset",
     "detect_device",
     "find_experiment",
-    "find_repo_root",
     "load_experiment",
     "parse_gpus",
     "profile_values",
@@ -131,16 +130,9 @@ class Settings:
         return self.experiment_dir.relative_to(self.repo_root).as_posix()
 
     @property
-    def results_dir(self) -> Path:
-        return self.repo_root / "results"
-
-    @property
-    def tsv_path(self) -> Path:
-        return self.results_dir / f"{self.tag}.tsv"
-
-    @property
-    def tag_dir(self) -> Path:
-        return self.results_dir / self.tag
+    def paths(self) -> TagPaths:
+        """Where this tag's files live (results, logs, journal, lock, queue, worktree)."""
+        return TagPaths(self.repo_root, self.tag)
 
     def describe(self) -> list[str]:
         """The resolved settings, one `key: value (why)` line each, for the start of a night."""
@@ -395,7 +387,7 @@ def resolve(
 
 
 def _check_judge(judge: str, baseline_runs: int | None) -> str:
-    from harness.night.noise import JUDGES
+    from harness.night.judge import JUDGES
 
     if judge not in JUDGES:
         raise ConfigError(f"--judge {judge!r}: expected one of {', '.join(JUDGES)}")

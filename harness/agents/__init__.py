@@ -69,19 +69,4 @@ def agent_class(spec: str) -> type[Agent]:
 
 def create_agent(spec: str, *, settings: Settings) -> Agent:
     """Build the agent named by `spec` from the resolved settings."""
-    cls = agent_class(spec)
-    from_settings = getattr(cls, "from_settings", None)
-    if from_settings is None:
-        raise AgentError(f"agent {spec!r} ({cls.__name__}) has no from_settings(settings)")
-    agent: Agent = from_settings(settings)
-    return agent
-
-
-def edit_retries(agent: Agent) -> int:
-    """How often a reply whose edit does not apply is sent back to this agent (0 = never).
-
-    LLM agents get 3 tries (enough to fix a near miss, bounded so a confused model cannot
-    stall the night); replay and search replies are fixed text,
-    asking again would give the same answer. An agent sets `edit_retries` to change it.
-    """
-    return int(getattr(agent, "edit_retries", 3))
+    return agent_class(spec).from_settings(settings)

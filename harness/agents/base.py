@@ -13,7 +13,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.errors import AgentError
+
 if TYPE_CHECKING:
+    from harness.settings import Settings
     from harness.store.ledger import Row
 
 
@@ -52,13 +55,25 @@ class Reply:
     output_tokens: int = 0
     cost_usd: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    agent: str = ""  # who made it (the TSV's agent column) when not the agent asked: a transplant
 
 
 class Agent(ABC):
-    """An agent proposes edits. Subclasses set `name` and, if they need one, `key_env_var`."""
+    """An agent proposes edits. Subclasses set `name` and, if they need one, `key_env_var`.
+
+    `edit_retries` bounds how often a reply whose edit does not apply goes back to this agent
+    with feedback: 3 for LLMs; 0 for agents whose replies are fixed text (replay, search),
+    which would only give the same answer again.
+    """
 
     name: ClassVar[str]
     key_env_var: ClassVar[str | None] = None
+    edit_retries: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Agent:
+        """Build the agent from the resolved settings (every registered agent implements it)."""
+        raise AgentError(f"the {cls.name} agent cannot be built from the settings")
 
     @abstractmethod
     def propose(self, ctx: Context) -> Reply | None:

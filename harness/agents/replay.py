@@ -53,7 +53,7 @@ class ReplayAgent(Agent):
     """Serves the replies of a file in order; None when they run out."""
 
     name: ClassVar[str] = "replay"
-    edit_retries: ClassVar[int] = 0
+    edit_retries = 0
 
     def __init__(self, path: Path, replies: list[str]) -> None:
         self.path = path

@@ -163,7 +163,7 @@ class SearchAgent(Agent):
     """Hyperparameter search through Optuna's TPE; never runs out (the night ends by a limit)."""
 
     name: ClassVar[str] = "search"
-    edit_retries: ClassVar[int] = 0
+    edit_retries = 0
 
     def __init__(self, path: str, source: str, *, tag: str, direction: str = "minimize") -> None:
         self.path = path  # repo-relative, as the reply names it

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from harness.review.compare import compare, render_text, to_json
-from harness.store.gitview import GitView
+from harness.store.git import Repo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
+    view = Repo.find(Path.cwd())
     base, sides = compare(view, args.refs)
     if args.json:
         print(json.dumps(to_json(base, sides), indent=2))

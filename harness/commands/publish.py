@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.review.publish import publish
 from harness.review.summary import newest_tag
-from harness.store.gitview import GitView
+from harness.store.git import Repo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
+    view = Repo.find(Path.cwd())
     tag = args.tag or newest_tag(view.root / "results")
     done = publish(view, tag, args.remote)
     what = "new results commit" if done.new_results_commit else "results unchanged"

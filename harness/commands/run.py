@@ -1,4 +1,7 @@
-"""`autoresearch run`: resolve the settings, build the agent, prepare data, run the night.
+"""`autoresearch run`: resolve the settings, build the agent, prepare data, run the night, publish.
+
+A night that ends normally is published again when its branch tracks a remote (a first manual
+`autoresearch publish` sets that up).
 
 With `--gpus 0,1,...` this process becomes a supervisor: it starts one worker per GPU
 (`autoresearch run ... --tag <tag>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>), each on its own
@@ -89,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if built:
         print(built, flush=True)
     from harness.night.loop import Night
+    from harness.review.publish import publish_if_upstream
 
     _sigterm_is_interrupt()
-    return Night(settings, agent).run()
+    code = Night(settings, agent).run()
+    if code == 0:
+        publish_if_upstream(settings.repo_root, settings.tag)  # only if the branch tracks a remote
+    return code
 
 
 def _sigterm_is_interrupt() -> None:

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from harness.review.status import list_lines, tag_lines
-from harness.settings import find_repo_root
+from harness.review.summary import results_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = find_repo_root(Path.cwd()) / "results"
+    results = results_dir(Path.cwd())
     for line in tag_lines(results, args.tag) if args.tag else list_lines(results):
         print(line)
     return 0

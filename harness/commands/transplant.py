@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.review.transplant import append_queue, plan, queue_path_for
-from harness.store.gitview import GitView
+from harness.review.transplant import append_queue, plan
+from harness.store.git import Repo
+from harness.store.paths import TagPaths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    view = GitView.find(Path.cwd())
+    view = Repo.find(Path.cwd())
     target, items = plan(view, args.source, args.tag)
     if args.dry_run:
         print("\n".join(t.reply for t in items))
         return 0
-    queue = queue_path_for(view.root, args.tag)
+    queue = TagPaths(view.root, args.tag).queue
     append_queue(queue, [t.reply for t in items])
     print(f"queued {len(items)} change(s) from {args.source} in {queue}:")
     for t in items:

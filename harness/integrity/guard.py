@@ -5,12 +5,13 @@ writing to prepare/ (the evaluator), constants.py (the budget), program.md, the 
 experiment.toml, the harness package itself or the results TSV. The guard makes such a write
 useless and visible:
 
-* `Guard.snapshot()` (before the run) records the bytes of every protected file: the
+* `Guard.snapshot()` (before the run) records the bytes and mode of every protected file: the
   protected trees and files of the worktree, the installed harness package, the git hooks
   (git runs hooks inside the harness), and the results TSV.
 * `Guard.check()` (after the run) compares, restores every changed, added or deleted file
-  from the snapshot (the harness's own copy: for the worktree that is the committed content,
-  the TSV is cut back to what the harness wrote), and returns a `Tampering` report; the loop
+  from the snapshot with its mode (the harness's own copy: for the worktree that is the
+  committed content, the TSV is cut back to what the harness wrote; a changed mode alone is a
+  change too), and returns a `Tampering` report; the loop
   logs the attempt as a crash with reason `tampered: <paths>`.
 
 Also caught: files a run drops next to the train file that would shadow a protected module
@@ -33,8 +34,9 @@ change it back within the run (the in-process part is what provenance checks).
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,16 +82,18 @@ class Tampering:
         return f"tampered: {shown}"
 
 
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    mode: int  # the permission bits
+
+
 @dataclass
 class _Snapshot:
-    files: dict[Path, bytes] = field(default_factory=dict)
+    files: dict[Path, _File] = field(default_factory=dict)
     pyc: dict[Path, tuple[int, int]] = field(default_factory=dict)  # path -> (mtime_ns, size)
     shadows: set[Path] = field(default_factory=set)
-    ledger_bytes: bytes | None = None
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+    ledger: _File | None = None
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -121,32 +125,25 @@ def _pycaches(root: Path) -> Iterable[Path]:
                 yield Path(dirpath) / name
 
 
-def _read(path: Path) -> bytes | None:
-    """File content, or None for a symlink / unreadable file (both count as changed)."""
+def _read(path: Path) -> _File | None:
+    """File content and mode, or None for a symlink / unreadable file (both count as changed)."""
     if path.is_symlink():
         return None
     try:
-        return path.read_bytes()
+        return _File(path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
     except OSError:
         return None
 
 
-def _restore(path: Path, data: bytes) -> None:
+def _restore(path: Path, file: _File) -> None:
     if path.is_symlink() or path.is_dir():
-        if path.is_dir() and not path.is_symlink():
-            import shutil
-
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    write_atomic(path, data)
+        _remove(path)
+    write_atomic(path, file.data, mode=file.mode)
 
 
 def _remove(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
-            import shutil
-
             shutil.rmtree(path)
         else:
             path.unlink()
@@ -179,7 +176,6 @@ class Guard:
         ledger: Path | None,
         *,
         repo_root: Path | None = None,
-        extra: Sequence[Path] = (),
     ) -> Guard:
         """The standard protection: DEFAULT_PROTECTED in the worktree, experiment.toml and
         program.md of the experiment, the installed harness package, the repo's git hooks."""
@@ -197,7 +193,6 @@ class Guard:
             # hooks run inside the harness's own git calls; .git/config is left alone because a
             # person's `autoresearch publish` (or another worker) may legitimately change it mid-run
             roots.append(repo_root / ".git" / "hooks")
-        roots += list(extra)
         unique: dict[Path, None] = {}
         for r in roots:
             unique.setdefault(r.resolve() if r.exists() else r, None)
@@ -206,13 +201,13 @@ class Guard:
     # -- before the run -----------------------------------------------------------------
 
     def snapshot(self) -> None:
-        """Record every protected file's bytes (and the TSV's) as they are now."""
+        """Record every protected file's bytes and mode (and the TSV's) as they are now."""
         snap = _Snapshot()
         for root in self.roots:
             for path in _walk(root):
-                data = _read(path)
-                if data is not None:
-                    snap.files[path] = data
+                file = _read(path)
+                if file is not None:
+                    snap.files[path] = file
             for pyc in _pycaches(root):
                 try:
                     st = pyc.stat()
@@ -222,7 +217,7 @@ class Guard:
         if self.experiment_dir is not None:
             snap.shadows = set(self._shadows())
         if self.ledger is not None:
-            snap.ledger_bytes = self.ledger.read_bytes() if self.ledger.is_file() else b""
+            snap.ledger = _read(self.ledger) or _File(b"", 0o644)
         self._snap = snap
 
     def _shadows(self) -> list[Path]:
@@ -251,8 +246,7 @@ class Guard:
                     added.append(path)
                     _remove(path)
                     continue
-                now = _read(path)
-                if now is None or _digest(now) != _digest(before):
+                if _read(path) != before:
                     changed.append(path)
                     _restore(path, before)
             # a .pyc written during the run may be honest or forged: drop it either way
@@ -263,20 +257,22 @@ class Guard:
                     continue
                 if snap.pyc.get(pyc) != (st.st_mtime_ns, st.st_size):
                     _remove(pyc)
-        for path, data in snap.files.items():
+        for path, file in snap.files.items():
             if path not in seen:
                 deleted.append(path)
-                _restore(path, data)
+                _restore(path, file)
         if self.experiment_dir is not None:
             for shadow in self._shadows():
                 if shadow not in snap.shadows:
                     added.append(shadow)
                     _remove(shadow)
-        if self.ledger is not None and snap.ledger_bytes is not None:
-            now = self.ledger.read_bytes() if self.ledger.is_file() else b""
-            if now != snap.ledger_bytes:
-                changed.append(self.ledger)
-                _restore(self.ledger, snap.ledger_bytes)
+        if (
+            self.ledger is not None
+            and snap.ledger is not None
+            and (_read(self.ledger) or _File(b"", 0o644)) != snap.ledger
+        ):
+            changed.append(self.ledger)
+            _restore(self.ledger, snap.ledger)
         return Tampering(
             changed=tuple(self._show(p) for p in changed),
             added=tuple(self._show(p) for p in added),

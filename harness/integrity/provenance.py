@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 RECORD_ENV = "AUTORESEARCH_EVAL_RECORD"
-VERIFY_KEY = "verify_metric"  # experiment.toml key
 VERIFIERS = ("evaluate_bpb",)  # accepted values of verify_metric
 
 

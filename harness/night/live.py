@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 
 class View(Protocol):
+    # Set by the loop for LLM agents: one line with the provider state (retrying, PAUSED) and the
+    # spend, for views that show a status line (the plain view's messages already say it).
+    status_line: Callable[[], str] | None
+
     def message(self, text: str) -> None: ...
     def start(self, n: int, description: str, budget: float) -> None: ...
     def line(self, text: str) -> None: ...
@@ -44,6 +48,7 @@ class PlainView:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.status_line: Callable[[], str] | None = None
         self._lock = threading.Lock()
         self._n = 0
         self._next_pct = 10.0
@@ -93,7 +98,6 @@ class RichView:
         self._best: float | None = None
         self._started = time.monotonic()
         self._rows: deque[Row] = deque(maxlen=last_rows)
-        # Set by the loop for LLM agents: one line with the provider state (retrying, PAUSED) and the spend.
         self.status_line: Callable[[], str] | None = None
         self._live: Live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
         self._live.start()
@@ -171,7 +175,4 @@ class RichView:
 def make_view(stream: TextIO | None = None) -> View:
     """RichView on a terminal, PlainView otherwise."""
     stream = stream or sys.stdout
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
-        return RichView(stream)
-    return PlainView(stream)
+    return RichView(stream) if stream.isatty() else PlainView(stream)

@@ -1,63 +1,69 @@
-"""Proposing: how the loop gets its next ready proposal from the agent.
+"""Proposing: where the loop gets its next attempt, ready to commit.
 
-`Proposer` is the part of `harness.night.loop.Night` that talks to the agent: it builds the
-`Context` (program.md re-read every time, the mutable files at the best commit, the history),
-asks the agent until a reply applies (LLM agents get EditError feedback a bounded number of
-times; replay and search replies none), runs the static integrity checks on the result, sends
-a crash with a simple bug back for a fix (at most MAX_REPAIRS times), and, for LLM agents,
-keeps proposals coming in the background while the current run trains (`harness.night.pipeline`).
-It holds no state of its own; `Night.__init__` sets the attributes declared below.
+`Proposer.next()` builds the agent's `Context` (program.md re-read every time, the mutable files
+at the best commit, the history), asks the agent until a reply applies (an agent's
+`edit_retries` bounds how often a non-applying edit goes back with feedback), runs the static
+integrity checks on the result (a refused shortcut goes back like a bad edit), and returns an
+`Attempt`, or None when the agent has nothing more.
+
+For LLM agents it also owns two things that outlive one attempt:
+- crash repair: a crash whose log shows a simple bug (`harness.agents.prompt.is_simple_bug`)
+  goes back to the model with the crashed files and the log tail, at most MAX_REPAIRS times in
+  a row, each its own row (`fix: ...`). The loop reports every measured attempt to `settled`.
+- pipelining: the next proposals are made in background threads against the best while a run
+  goes on (`prefetch` before each run; `harness.night.pipeline`). A proposal made against an
+  older best is re-applied to the new one or dropped; what dropped ones cost goes on the next row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
-from harness.agents import edit_retries
 from harness.agents.base import Agent, Context, CrashReport, Reply
+from harness.agents.llm import LLMAgent
 from harness.agents.prompt import describe_hardware, is_simple_bug
 from harness.edits import apply_reply, parse_reply
 from harness.errors import EditError
 from harness.integrity import checks
-
-if TYPE_CHECKING:
-    from harness.agents.llm import LLMAgent
-    from harness.night.live import View
-    from harness.night.pipeline import Pipeline
-    from harness.settings import Settings
-    from harness.store.git import Ratchet
-    from harness.store.ledger import ResultsTSV
+from harness.night.attempt import Attempt
+from harness.night.live import View
+from harness.night.measure import log_tail
+from harness.night.pipeline import Pipeline
+from harness.settings import Settings
+from harness.store.git import Ratchet
+from harness.store.ledger import Ledger
 
 MAX_REPAIRS = 2  # a crash with a simple bug goes back to the model for a fix at most this often
 
 
-@dataclass
-class Proposal:
-    """A reply ready to commit (`files` = new contents), or a bad edit (`files` None, `error` set)."""
-
-    reply: Reply
-    description: str
-    files: dict[str, str] | None
-    error: str | None = None
-    repair: bool = False  # a fix of the last crash (its files include the crashed change)
-
-
 class Proposer:
-    """The proposing half of `Night`; see the module docstring."""
+    """Asks the agent (and the LLM, for repairs) for attempts on the tag's current best."""
 
-    s: Settings
-    agent: Agent
-    tsv: ResultsTSV
-    view: View
-    llm: LLMAgent | None
-    pipeline: Pipeline[Context, Proposal] | None
-    last_crash: CrashReport | None
-    crash_files: dict[str, str] | None
-    repairs_left: int
-
-    def _ratchet(self) -> Ratchet:
-        raise NotImplementedError
+    def __init__(
+        self,
+        settings: Settings,
+        agent: Agent,
+        llm: LLMAgent | None,
+        ledger: Ledger,
+        ratchet: Ratchet,
+        view: View,
+        *,
+        depth: int | None,
+    ) -> None:
+        """`llm`: the night's agent when it is an LLM (repairs, pipelining); `depth`: the
+        pipeline's depth (None automatic, 0 off)."""
+        self.s = settings
+        self.agent = agent
+        self.llm = llm
+        self.ledger = ledger
+        self.ratchet = ratchet
+        self.view = view
+        self.pipeline: Pipeline[Context, Attempt] | None = None
+        if llm is not None and depth != 0:
+            self.pipeline = Pipeline(self._propose, self._reapply, depth=depth)
+        self.crash: CrashReport | None = None  # the last crash, while it may still be repaired
+        self.crash_files: dict[str, str] = {}  # the files that crashed (best + the crashed change)
+        self.repairs_left = 0
 
     def context(self) -> Context:
         """What the agent sees: program.md (re-read now), the files at the best commit, the history."""
@@ -66,7 +72,7 @@ class Proposer:
         return Context(
             program=program,
             files=self.current_files(),
-            history=self.tsv.rows(),
+            history=self.ledger.rows(),
             metric=self.s.metric,
             direction=self.s.direction,
             budget_seconds=self.s.budget,
@@ -76,10 +82,10 @@ class Proposer:
         )
 
     def current_files(self) -> dict[str, str]:
-        root = self._ratchet().worktree
+        root = self.ratchet.worktree
         return {p: (root / p).read_text(encoding="utf-8") for p in self.s.mutable}
 
-    def next_proposal(self) -> Proposal | None:
+    def next(self) -> Attempt | None:
         """A fix of the last crash if it was a simple bug, else the next (pipelined) proposal."""
         repair = self._repair()
         if repair is not None:
@@ -87,70 +93,84 @@ class Proposer:
         ctx = self.context()
         if self.pipeline is None:
             return self._propose(ctx)
-        proposal = self.pipeline.take(ctx, self._ratchet().best())
+        attempt = self.pipeline.take(ctx, self.ratchet.best())
         for note in self.pipeline.notes:
             self.view.message(note)
         self.pipeline.notes.clear()
-        if proposal is not None:
+        if attempt is not None and attempt.reply is not None:
             # Stale proposals that were dropped were paid for: their cost goes on this row.
-            proposal.reply = _add_cost(proposal.reply, [p.reply for p in self.pipeline.dropped])
+            attempt.reply = _add_cost(attempt.reply, [a.reply for a in self.pipeline.dropped if a.reply])
             self.pipeline.dropped.clear()
-            self._prefetch(running=1, committed_cost=proposal.reply.cost_usd)
-        return proposal
+            self.prefetch(running=1, committed_cost=attempt.reply.cost_usd)
+        return attempt
 
-    def _prefetch(self, *, running: int, committed_cost: float = 0.0) -> None:
-        """Start the next proposals in the background against the best (runs while the GPU trains)."""
+    def prefetch(self, *, running: int, committed_cost: float = 0.0) -> None:
+        """Start the next proposals in the background against the best (runs while the GPU trains).
+
+        `running`: attempts taken but not yet in the ledger; `committed_cost`: what they cost.
+        """
         if self.pipeline is None:
             return
-        rows = self.tsv.rows()
         limit = None
         if self.s.max_experiments is not None:
-            done = sum(1 for r in rows if r.description != "baseline")
-            limit = self.s.max_experiments - done - running
-        spent = sum(_float(r.extra.get("cost_usd", "")) for r in rows) + committed_cost
-        if self.s.max_cost is not None and spent >= self.s.max_cost:
+            limit = self.s.max_experiments - self.ledger.attempts - running
+        if self.s.max_cost is not None and self.ledger.spent + committed_cost >= self.s.max_cost:
             limit = 0  # the proposal about to run already reaches --max-cost: ask for nothing more
-        self.pipeline.prefetch(self.context(), self._ratchet().best(), limit=limit)
+        self.pipeline.prefetch(self.context(), self.ratchet.best(), limit=limit)
 
-    def _reapply(self, proposal: Proposal, ctx: Context) -> Proposal | None:
+    def record_run(self, seconds: float) -> None:
+        """The wall time of one attempt's runs, for the pipeline's depth."""
+        if self.pipeline is not None:
+            self.pipeline.record_run(seconds)
+
+    def settled(self, attempt: Attempt) -> None:
+        """An attempt was measured and its row written: remember a crash that may be repaired."""
+        if attempt.status != "crash":
+            self.crash, self.crash_files, self.repairs_left = None, {}, 0
+            return
+        tail = log_tail(attempt.runs[-1].result.log_path, 50) if attempt.runs else ""
+        self.crash = CrashReport(attempt.description, attempt.reason, tail)
+        # The worktree is back at the best: the crashed files are the best's plus the change.
+        self.crash_files = {**self.current_files(), **(attempt.files or {})}
+        if not attempt.repair:
+            self.repairs_left = MAX_REPAIRS  # a fresh crash: up to two fixes
+
+    def _reapply(self, attempt: Attempt, ctx: Context) -> Attempt | None:
         """Re-apply a proposal made against an older best to the files of the current best."""
-        if proposal.files is None:
-            return proposal  # a bad edit stays a bad edit: it gets its row
+        if attempt.files is None or attempt.reply is None:
+            return attempt  # a bad edit stays a bad edit: it gets its row
         try:
-            files = apply_reply(parse_reply(proposal.reply.text), ctx.files, self.s.mutable)
+            files = apply_reply(parse_reply(attempt.reply.text), ctx.files, self.s.mutable)
             checks.check_files(files)
         except EditError:
             return None
-        return replace(proposal, files=files)
+        return replace(attempt, files=files)
 
-    def _repair(self) -> Proposal | None:
+    def _repair(self) -> Attempt | None:
         """Send a crash with a simple bug (syntax, import, name, shape) back for a fix, at most twice."""
-        crash, files = self.last_crash, self.crash_files
-        if self.llm is None or crash is None or files is None or self.repairs_left <= 0:
-            return None
-        if not is_simple_bug(crash):
+        crash = self.crash
+        if self.llm is None or crash is None or self.repairs_left <= 0 or not is_simple_bug(crash):
             return None
         self.repairs_left -= 1
         self.view.message(
             f"asking the model to fix the crash ({crash.reason}); {self.repairs_left} more allowed"
         )
-        ctx = replace(self.context(), files=dict(files), crash=crash)
-        proposal = self._propose(ctx, agent=self.llm)
-        if proposal is None:
+        ctx = replace(self.context(), files=dict(self.crash_files), crash=crash)
+        attempt = self._propose(ctx, agent=self.llm)
+        if attempt is None:
             return None
-        if proposal.files is not None:
+        if attempt.files is not None:
             # Commit the crashed change plus the fix on top of the best.
-            proposal.files = {**files, **proposal.files}
-        proposal.description = f"fix: {proposal.description}"
-        proposal.repair = True
-        return proposal
+            attempt.files = {**self.crash_files, **attempt.files}
+        attempt.description = f"fix: {attempt.description}"
+        attempt.repair = True
+        return attempt
 
-    def _propose(self, ctx: Context, agent: Agent | None = None) -> Proposal | None:
-        """Ask the agent until its reply applies (LLM agents get EditError feedback, at most 3 times)."""
+    def _propose(self, ctx: Context, agent: Agent | None = None) -> Attempt | None:
+        """Ask the agent until its reply applies (at most `edit_retries` times with feedback)."""
         agent = agent or self.agent
-        retries = edit_retries(agent)
         paid: list[Reply] = []  # every reply costs, also those whose edit did not apply
-        for attempt in range(retries + 1):
+        for attempt in range(agent.edit_retries + 1):
             reply = agent.propose(ctx)
             if reply is None:
                 return None
@@ -162,11 +182,13 @@ class Proposer:
                 description = parsed.description or description
                 files = apply_reply(parsed, ctx.files, self.s.mutable)
                 checks.check_files(files)  # refused shortcuts go back to the model like bad edits
-                return Proposal(reply, description, files)
+                return Attempt(description, reply.agent or agent.name, reply, files)
             except EditError as exc:
-                if attempt == retries:
-                    return Proposal(reply, description, None, error=str(exc))
-                self.view.message(f"edit did not apply ({exc}); asking again ({attempt + 1}/{retries})")
+                if attempt == agent.edit_retries:
+                    return Attempt(description, reply.agent or agent.name, reply, error=str(exc))
+                self.view.message(
+                    f"edit did not apply ({exc}); asking again ({attempt + 1}/{agent.edit_retries})"
+                )
                 ctx = replace(ctx, feedback=exc.feedback)
         raise AssertionError("unreachable")
 
@@ -188,10 +210,3 @@ def _add_cost(reply: Reply, earlier: list[Reply]) -> Reply:
         output_tokens=reply.output_tokens + sum(r.output_tokens for r in earlier),
         cost_usd=reply.cost_usd + sum(r.cost_usd for r in earlier),
     )
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0

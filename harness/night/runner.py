@@ -62,7 +62,7 @@ class RunResult:
 
     exit_code: int | None
     timed_out: bool
-    kill_reason: str | None  # "timeout" | "nan" | "loss" | "log_flood" | "interrupted" | None
+    kill_reason: str | None  # "timeout" | "nan" | "loss" | "log_flood" | None
     wall_seconds: float
     log_path: Path
     last_loss: float | None

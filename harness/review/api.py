@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import DataError
-from harness.night.judge import better
 from harness.review.summary import Summary, infer_direction, metric_name, results_dir, summarize
-from harness.store.ledger import read_any_tsv
+from harness.store.ledger import better, read_any_tsv
+from harness.store.paths import TagPaths
 
 
 def resolve_path(tag_or_path: str | Path, root: Path | None = None) -> Path:
@@ -31,7 +31,7 @@ def resolve_path(tag_or_path: str | Path, root: Path | None = None) -> Path:
     candidate = Path(tag_or_path)
     if candidate.suffix == ".tsv" or candidate.is_file():
         return candidate
-    path = results_dir(root or Path.cwd()) / f"{tag_or_path}.tsv"
+    path = TagPaths(results_dir(root or Path.cwd()).parent, str(tag_or_path)).tsv
     if not path.is_file():
         raise DataError(
             f"no results for tag {str(tag_or_path)!r} at {path}; pass a tag that ran here or a TSV path"

@@ -23,8 +23,9 @@ from typing import Any
 
 from harness.errors import ConfigError, RepoError
 from harness.review.summary import Summary, metric_name, summarize
-from harness.store.gitview import CommitInfo, GitView, results_ref_for, tag_of
+from harness.store.git import CommitInfo, Repo, results_ref_for, tag_of
 from harness.store.ledger import read_any_tsv
+from harness.store.paths import TagPaths
 
 
 @dataclass
@@ -50,18 +51,13 @@ def patch_id(diff: str) -> str:
     return hashlib.sha1("\n".join(keep).encode("utf-8")).hexdigest()
 
 
-def _local_branch(view: GitView, ref: str) -> bool:
-    name = ref.removeprefix("refs/heads/")
-    return any(h.name == name for h in view.repo.heads)
-
-
-def load_results(view: GitView, ref: str, tag: str | None) -> tuple[Summary | None, str]:
+def load_results(view: Repo, ref: str, tag: str | None) -> tuple[Summary | None, str]:
     """The summary of a ref's night and where it came from (or why there is none)."""
     if tag is None:
         return None, "not an autoresearch/<tag> branch: no results"
     candidates: list[tuple[str, str]] = []  # (label, TSV text)
-    local = view.root / "results" / f"{tag}.tsv"
-    if _local_branch(view, ref) and local.is_file():
+    local = TagPaths(view.root, tag).tsv
+    if view.has_branch(ref.removeprefix("refs/heads/")) and local.is_file():
         candidates.append((str(local), local.read_text(encoding="utf-8", errors="replace")))
     results_ref = results_ref_for(ref)
     text = view.read_file(results_ref, f"results/{tag}.tsv") if results_ref else None
@@ -81,7 +77,7 @@ def load_results(view: GitView, ref: str, tag: str | None) -> tuple[Summary | No
     return summary, label if summary is not None else f"{label} has no readable rows"
 
 
-def compare(view: GitView, refs: Sequence[str]) -> tuple[str, list[Side]]:
+def compare(view: Repo, refs: Sequence[str]) -> tuple[str, list[Side]]:
     """The common base of all refs and one Side per ref."""
     if not refs:
         raise ConfigError("name at least one ref, e.g. `autoresearch compare origin/autoresearch/<tag>`")

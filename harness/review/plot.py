@@ -19,9 +19,11 @@ matplotlib.use("Agg")  # no display on a GPU box; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from harness.night.judge import better  # noqa: E402
 from harness.review.summary import Summary  # noqa: E402
-from harness.store.ledger import Row  # noqa: E402
+from harness.store.ledger import (
+    Row,  # noqa: E402
+    better,  # noqa: E402
+)
 
 MAX_LABEL = 48  # characters of a description shown next to its point
 

@@ -17,7 +17,7 @@ without its results or the other way round. Because it is an ordinary branch, a 
 `git fetch` on any other clone brings it as `origin/autoresearch-results/<tag>`, next to
 `origin/autoresearch/<tag>`; `autoresearch compare` reads it from there.
 
-When a run ends, the loop calls `publish_if_upstream`: if the tag's branch tracks a remote
+When a night ends, `autoresearch run` calls `publish_if_upstream`: if the tag's branch tracks a remote
 (e.g. after a first manual publish, which sets the upstream), it publishes again.
 """
 
@@ -30,8 +30,9 @@ from pathlib import Path
 
 from harness.errors import ConfigError, DataError, HarnessError
 from harness.review.summary import metric_name, summarize
-from harness.store.gitview import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, GitView
+from harness.store.git import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, Repo
 from harness.store.ledger import read_any_tsv
+from harness.store.paths import TagPaths
 
 # What publish_if_upstream swallows: the end of a night must not fail on git or the network.
 _NEVER_FATAL: tuple[type[Exception], ...] = (HarnessError, *ANY_GIT_ERROR)
@@ -52,7 +53,7 @@ class Published:
 
 def results_files(root: Path, tag: str) -> dict[str, bytes]:
     """The tree of the results branch: the TSV as it is on disk and its summary JSON."""
-    tsv = root / "results" / f"{tag}.tsv"
+    tsv = TagPaths(root, tag).tsv
     if not tsv.is_file():
         raise DataError(
             f"no results at {tsv}; run `autoresearch run --tag {tag}` first, or pass the right --tag"
@@ -65,7 +66,7 @@ def results_files(root: Path, tag: str) -> dict[str, bytes]:
     }
 
 
-def pick_remote(view: GitView, branch: str, remote: str | None) -> str:
+def pick_remote(view: Repo, branch: str, remote: str | None) -> str:
     """--remote, else the branch's upstream remote, else origin, else the only remote."""
     names = view.remote_names()
     if remote is not None:
@@ -88,7 +89,7 @@ def pick_remote(view: GitView, branch: str, remote: str | None) -> str:
     raise ConfigError(f"several remotes ({', '.join(names)}); pick one with --remote NAME")
 
 
-def publish(view: GitView, tag: str, remote: str | None = None) -> Published:
+def publish(view: Repo, tag: str, remote: str | None = None) -> Published:
     """Record the results on autoresearch-results/<tag> and push it together with the branch."""
     branch = BRANCH_PREFIX + tag
     results_branch = RESULTS_PREFIX + tag
@@ -122,13 +123,13 @@ def publish(view: GitView, tag: str, remote: str | None = None) -> Published:
 
 
 def publish_if_upstream(repo_root: Path, tag: str) -> bool:
-    """Publish when the tag's branch tracks a remote; called by the loop when a run ends.
+    """Publish when the tag's branch tracks a remote; called by `autoresearch run` when a night ends.
 
     Never raises: a night's end must not fail on the network. Returns whether it published,
     and says why not on stderr when it tried and failed.
     """
     try:
-        view = GitView.find(Path(repo_root))
+        view = Repo.find(Path(repo_root))
         remote = view.upstream_remote(BRANCH_PREFIX + tag)
         if remote is None:
             return False

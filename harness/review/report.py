@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.errors import DataError, HarnessError
 from harness.review.html import MAX_DIFF_CHARS, write_html
 from harness.review.summary import Summary
-from harness.store.gitview import BRANCH_PREFIX, GitView
+from harness.store.git import BRANCH_PREFIX, Repo
 from harness.store.ledger import Row
 
 
@@ -39,7 +39,7 @@ def kept_diffs(start: Path, tag: str | None, summary: Summary) -> tuple[dict[str
     if not tag:
         return {}, "diffs unavailable: no tag"
     try:
-        view = GitView.find(start)
+        view = Repo.find(start)
     except HarnessError:
         return {}, "diffs unavailable: not run inside a git repository"
     branch = BRANCH_PREFIX + tag

@@ -14,6 +14,7 @@ from harness.errors import ConfigError
 from harness.review.summary import infer_direction, metric_name
 from harness.store.journal import lock_holder, read_pending
 from harness.store.ledger import Row, read_any_tsv
+from harness.store.paths import TagPaths
 
 LAST_ROWS = 5
 
@@ -37,7 +38,8 @@ def _fmt(row: Row) -> str:
 
 
 def tag_lines(results: Path, tag: str) -> list[str]:
-    tsv = results / f"{tag}.tsv"
+    paths = TagPaths(results.parent, tag)
+    tsv = paths.tsv
     if not tsv.exists():
         known = sorted(p.stem for p in results.glob("*.tsv")) if results.is_dir() else []
         hint = f"; known tags: {', '.join(known)}" if known else ""
@@ -50,12 +52,13 @@ def tag_lines(results: Path, tag: str) -> list[str]:
     best = _best(rows, infer_direction(metric_name(tsv), rows))
     if best is not None:
         lines.append(f"best: {best.metric:.6f} at {best.commit} ({best.description})")
-    holder = lock_holder(results / tag / "lock")
+    holder = lock_holder(paths)
     lines.append(f"running: yes (harness pid {holder})" if holder else "running: no")
-    pending = read_pending(results / tag / "pending.json")
+    pending = read_pending(paths.pending)
     if pending is not None and not holder:
         lines.append(
-            f"in flight when it stopped: #{pending.n} {pending.description} (run with --resume to log it)"
+            f"in flight when it stopped: #{pending.get('n')} {pending.get('description')} "
+            "(run with --resume to log it)"
         )
     if skipped:
         lines.append(
@@ -75,7 +78,7 @@ def list_lines(results: Path) -> list[str]:
     for tsv in tsvs:
         rows, _ = read_any_tsv(tsv)
         best = _best(rows, infer_direction(metric_name(tsv), rows))
-        running = " running" if lock_holder(results / tsv.stem / "lock") else ""
+        running = " running" if lock_holder(TagPaths(results.parent, tsv.stem)) else ""
         best_s = f"best {best.metric:.6f}" if best else "no keep yet"
         lines.append(f"{tsv.stem:<24} {len(rows):4d} rows  {best_s}{running}")
     return lines

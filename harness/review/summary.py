@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, DataError, HarnessError
-from harness.night.judge import better
-from harness.store.gitview import GitView
-from harness.store.ledger import Row, read_any_tsv
+from harness.store import paths
+from harness.store.git import Repo
+from harness.store.ledger import Row, better, read_any_tsv
 
 # Metric names that are better when larger; anything else defaults to minimize (val_bpb, loss).
 _MAXIMIZE_HINTS = ("acc", "score", "per_s", "throughput", "tokens_s", "reward", "f1", "bleu", "mfu")
@@ -223,9 +223,9 @@ def load(
 def results_dir(start: Path) -> Path:
     """results/ at the root of the repository containing `start` (or below `start` outside git)."""
     try:
-        return GitView.find(start).root / "results"
+        return paths.results_dir(Repo.find(start).root)
     except HarnessError:
-        return start / "results"
+        return paths.results_dir(start)
 
 
 def newest_tag(results: Path) -> str:

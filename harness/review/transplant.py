@@ -3,40 +3,30 @@
     autoresearch transplant --from origin/autoresearch/nov21-h100 --tag nov21-a100
 
 Each commit REF kept since its merge base with `autoresearch/<tag>` becomes one reply in the
-reply format (ARCHITECTURE.md, "The agent's reply"): its commit message is the Description,
-and the diff of its mutable files becomes SEARCH/REPLACE blocks (each hunk with just enough
-context to be unique). The
-replies are appended to `results/<tag>/queue.jsonl`; the loop wraps its agent in `QueuedAgent`,
-which serves queued replies before asking the agent, so each transplanted change is run and
-judged on this machine like any other proposal. A change that does not apply any more is sent
-back like any bad edit; the queue then moves on (the next proposal is not about a reply the
-inner agent never made).
-
-The queue is append-only; `queue.served` next to it counts the lines already served, so a
-transplant can add to the queue while a night is running, and `--resume` does not serve a
-line twice.
+reply format of ARCHITECTURE.md: its commit message is the Description, and the diff of its mutable
+files becomes SEARCH/REPLACE blocks (each hunk with just enough context to be unique). The
+replies are appended to `results/<tag>/queue.jsonl`, which the night serves before asking its
+agent (`harness.agents.queue.QueuedAgent`), so each transplanted change is run and judged on
+this machine like any other proposal. The queue is append-only, so a transplant can add to it
+while a night is running; `--resume` does not serve a line twice.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import fcntl
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
 
-from harness.agents.base import Agent, Context, Reply
+from harness.agents.queue import queue_lock
 from harness.edits import apply_reply, parse_reply
 from harness.errors import ConfigError, DataError, EditError
-from harness.store.atomic import write_atomic
-from harness.store.gitview import BRANCH_PREFIX, CommitInfo, GitView
-from harness.store.ledger import Row
+from harness.store.atomic import file_lock
+from harness.store.git import BRANCH_PREFIX, CommitInfo, Repo
 
 CONTEXT_STEPS = (1, 2, 3, 5, 8, 13)  # context lines tried until every SEARCH is unique
 
@@ -80,7 +70,7 @@ def _reply_text(description: str, edits: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def mutable_paths(view: GitView, ref: str, paths: Sequence[str]) -> list[str]:
+def mutable_paths(view: Repo, ref: str, paths: Sequence[str]) -> list[str]:
     """The subset of `paths` (repo-relative) that some experiment.toml at `ref` declares mutable."""
     out = []
     for path in paths:
@@ -101,7 +91,7 @@ def mutable_paths(view: GitView, ref: str, paths: Sequence[str]) -> list[str]:
     return out
 
 
-def build_replies(view: GitView, source: str, target: str) -> list[Transplanted]:
+def build_replies(view: Repo, source: str, target: str) -> list[Transplanted]:
     """One reply per commit `source` kept since its merge base with `target`, oldest first."""
     source_sha, target_sha = view.require(source), view.require(target)
     base = view.merge_base([source_sha, target_sha])
@@ -132,7 +122,7 @@ def build_replies(view: GitView, source: str, target: str) -> list[Transplanted]
     return out
 
 
-def plan(view: GitView, source: str, tag: str) -> tuple[str, list[Transplanted]]:
+def plan(view: Repo, source: str, tag: str) -> tuple[str, list[Transplanted]]:
     """(the tag's branch, one reply per kept change of `source` it lacks).
 
     A missing branch is a ConfigError; nothing to carry over is a DataError.
@@ -146,7 +136,7 @@ def plan(view: GitView, source: str, tag: str) -> tuple[str, list[Transplanted]]
     return target, items
 
 
-def _check(view: GitView, target: str, text: str, paths: Sequence[str]) -> tuple[bool, str]:
+def _check(view: Repo, target: str, text: str, paths: Sequence[str]) -> tuple[bool, str]:
     """Whether the reply applies to the target's head as it is (it may only after earlier ones)."""
     files = {p: content for p in set(paths) if (content := view.read_file(target, p)) is not None}
     try:
@@ -157,99 +147,12 @@ def _check(view: GitView, target: str, text: str, paths: Sequence[str]) -> tuple
 
 
 def append_queue(queue_path: Path, replies: Sequence[str]) -> None:
-    """Append replies as `{"reply": ...}` lines, under the queue's lock."""
-    queue_path.parent.mkdir(parents=True, exist_ok=True)
+    """Append replies as `{"reply": ...}` lines, under the queue's lock (the night reads it under the same)."""
     data = "".join(json.dumps({"reply": r}) + "\n" for r in replies).encode("utf-8")
-    with _locked(queue_path):
+    with file_lock(queue_lock(queue_path)):
         fd = os.open(queue_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-class _locked:
-    """An exclusive flock on `<queue>.lock`, shared by the transplant command and QueuedAgent."""
-
-    def __init__(self, queue_path: Path) -> None:
-        self.path = queue_path.with_name(queue_path.name + ".lock")
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
-class QueuedAgent(Agent):
-    """Serves queued replies (results/<tag>/queue.jsonl) first, then asks `inner`.
-
-    The count of served lines lives in `queue.served`, so a restarted night continues after
-    the last served line and lines appended mid-night are picked up at the next proposal.
-    """
-
-    name = "transplant"
-
-    def __init__(self, inner: Agent, queue_path: Path) -> None:
-        self.inner = inner
-        self.queue_path = Path(queue_path)
-        self.served_path = self.queue_path.with_name(self.queue_path.name + ".served")
-        self._last_queued = False
-        self._set_name(inner.name)
-
-    def _set_name(self, name: str) -> None:
-        # The loop records `agent.name` in the TSV's agent column: "transplant" for a queued
-        # reply, the inner agent's name otherwise. An instance attribute shadows the ClassVar.
-        self.__dict__["name"] = name
-
-    def _next(self) -> str | None:
-        if not self.queue_path.is_file():
-            return None
-        with _locked(self.queue_path):
-            served = int(self.served_path.read_text().strip() or 0) if self.served_path.is_file() else 0
-            lines = self.queue_path.read_text(encoding="utf-8").splitlines()
-            while served < len(lines):
-                line = lines[served]
-                served += 1
-                try:
-                    reply = json.loads(line)["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    print(
-                        f'{self.queue_path}:{served}: not a {{"reply": ...}} line; skipped', file=sys.stderr
-                    )
-                    continue
-                if isinstance(reply, str) and reply.strip():
-                    write_atomic(self.served_path, f"{served}\n")
-                    return reply
-            return None
-
-    def propose(self, ctx: Context) -> Reply | None:
-        if ctx.feedback is not None and self._last_queued:
-            # The feedback is about a queued reply; the queue cannot rewrite it, so move on,
-            # and do not hand the inner agent feedback on a reply it never made.
-            ctx = dataclasses.replace(ctx, feedback=None)
-        text = self._next()
-        if text is not None:
-            self._last_queued = True
-            self._set_name("transplant")
-            return Reply(text=text, model="transplant", meta={"queued": True})
-        self._last_queued = False
-        self._set_name(self.inner.name)
-        return self.inner.propose(ctx)
-
-    def observe(self, reply: Reply, row: Row) -> None:
-        if not reply.meta.get("queued"):
-            self.inner.observe(reply, row)
-
-    def __getattr__(self, attr: str) -> object:
-        # Anything else the loop asks of the agent (settings, stats) is the inner agent's.
-        if attr == "inner":  # not set yet (during construction or unpickling)
-            raise AttributeError(attr)
-        return getattr(self.inner, attr)
-
-
-def queue_path_for(root: Path, tag: str) -> Path:
-    return root / "results" / tag / "queue.jsonl"

@@ -1,33 +1,44 @@
-"""The ratchet: the tag's own git worktree and branch, which only ever move forward.
+"""Git, behind one class: `Repo` (gitpython underneath; nothing else in the harness touches git).
 
-`Ratchet.open` gives each tag a worktree ``<repo>/.autoresearch/worktrees/<tag>`` on branch
-``autoresearch/<tag>``, created from the person's HEAD, so the person's checkout (files, index,
-HEAD, branch) is never touched. Each attempt is one commit on that branch made from the mutable
-files only (never ``git add -A``); `keep` moves the best ref ``refs/autoresearch/<tag>/best`` to
-it, `revert` hard-resets the worktree and branch back to the best ref. So the branch holds only
-kept commits, and its head is always the best-known version once an attempt is settled.
+`Repo.find(start)`: the checkout containing `start`; a tag's worktree resolves to the checkout
+that made it, so the review commands find the results from any folder. `Repo.open(root)`:
+exactly `root`, refusing what a night cannot start from (no repository, bare, no commits).
+A Repo reads refs, history, diffs and files, pushes, and commits two ways: `commit` of chosen
+paths in its working tree, and `commit_files` with plumbing only (publish's results branch:
+the checkout, index and HEAD are never touched).
 
-This is the only module that touches git for the loop (gitpython, behind one class). Every git
-failure leaves as a `RepoError` whose message says what to do; `commit` raises `EditError` when
-the edit changes nothing.
+`Ratchet` is the night's use of it: the tag's own worktree on branch ``autoresearch/<tag>``,
+made from the person's HEAD (their checkout is never touched). Each attempt commits the
+mutable files only (never ``git add -A``); `keep` moves the best ref
+``refs/autoresearch/<tag>/best`` forward to it, `revert` hard-resets to the best ref, so the
+branch holds only kept commits and its head is the best-known version.
+
+Every git failure leaves as a `RepoError` saying what to do (`ANY_GIT_ERROR`: all gitpython
+raises); `Ratchet.commit` raises `EditError` when the edit changes nothing.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import git
+from gitdb.base import IStream
 from gitdb.exc import BadName, BadObject, ODBError
 
 from harness.errors import ConfigError, EditError, RepoError
+from harness.store.paths import WORKTREES, checkout_of
 
 # Everything gitpython raises for a missing repo, a bad ref or a failed git command.
 ANY_GIT_ERROR: tuple[type[Exception], ...] = (git.GitError, BadName, BadObject, ODBError, ValueError, OSError)
+# ... and for a path or branch that is not there.
+_LOOKUP_ERROR: tuple[type[Exception], ...] = (KeyError, IndexError, *ANY_GIT_ERROR)
 
 BRANCH_PREFIX = "autoresearch/"
-WORKTREES_DIR = Path(".autoresearch") / "worktrees"
+RESULTS_PREFIX = "autoresearch-results/"
 EXCLUDE_LINE = "/.autoresearch/"
 FALLBACK_NAME = "autoresearch"
 FALLBACK_EMAIL = "autoresearch@localhost"
@@ -51,21 +62,287 @@ def check_tag(tag: str) -> str:
     return tag
 
 
-class Ratchet:
-    """One tag's worktree and branch. Build it with `Ratchet.open`."""
+def results_ref_for(ref: str) -> str:
+    """The results branch that travels with a tag's branch: autoresearch/T -> autoresearch-results/T.
 
-    def __init__(
-        self, repo: git.Repo, tree: git.Repo, tag: str, mutable: Sequence[str], identity: Mapping[str, str]
-    ) -> None:
-        self._repo = repo  # the person's repository (refs are shared; its checkout is never touched)
-        self._tree = tree  # the tag's worktree
+    Works for local (`autoresearch/T`), remote-tracking (`origin/autoresearch/T`) and full
+    (`refs/remotes/origin/autoresearch/T`) names.
+    """
+    head, sep, tail = ref.rpartition(BRANCH_PREFIX)
+    return f"{head}{RESULTS_PREFIX}{tail}" if sep else ""
+
+
+def tag_of(ref: str) -> str | None:
+    """The tag of a ref named like [remote/]autoresearch/<tag>, else None."""
+    _, sep, tail = ref.rpartition(BRANCH_PREFIX)
+    return tail if sep and tail else None
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit on a branch: its sha, the message's first line, and its first parent."""
+
+    sha: str
+    subject: str
+    parent: str | None
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
+class Repo:
+    """One git working tree (the person's checkout, or a tag's worktree)."""
+
+    def __init__(self, repo: git.Repo) -> None:
+        if repo.bare or repo.working_tree_dir is None:
+            raise RepoError(f"{repo.git_dir} is a bare git repository; run from a checkout of it")
+        self._repo = repo
+        self.root = Path(repo.working_tree_dir)
+
+    @classmethod
+    def find(cls, start: Path) -> Repo:
+        """The checkout containing `start`; inside a tag's worktree, the checkout that made it."""
+        start = Path(start).resolve()
+        try:
+            repo = git.Repo(start, search_parent_directories=True)
+            owner = checkout_of(Path(repo.working_tree_dir or start))
+            if owner is not None and (owner / ".git").exists():
+                repo = git.Repo(owner)
+        except ANY_GIT_ERROR:
+            raise RepoError(
+                f"{start} is not inside a git repository; run `git init` and commit the experiment first, "
+                "or run this from your checkout"
+            ) from None
+        return cls(repo)
+
+    @classmethod
+    def open(cls, root: Path) -> Repo:
+        """Exactly the checkout at `root`, with at least one commit."""
+        try:
+            repo = cls(git.Repo(root))
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise RepoError(
+                f"{root} is not a git repository. autoresearch keeps every experiment as a commit: "
+                "run `git init && git add -A && git commit -m 'initial'` there first, or run from your checkout."
+            ) from None
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"cannot open the git repository at {root}: {exc}") from exc
+        if not repo._repo.head.is_valid():
+            raise RepoError(
+                f"the git repository at {root} has no commits yet: git add -A && git commit -m 'initial'"
+            )
+        return repo
+
+    def git(self, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
+        """Run one git command here; a failure becomes a RepoError quoting git."""
+        try:
+            out = self._repo.git.execute(["git", *args], env=env and dict(env), strip_newline_in_stdout=strip)
+        except git.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
+            raise RepoError(
+                f"git {' '.join(args[:3])} failed in {self.root}: {stderr or exc}. "
+                "Check the repository (git status) and run the command again (a night continues with --resume)."
+            ) from exc
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"git {' '.join(args[:3])} failed in {self.root}: {exc}") from exc
+        return str(out)
+
+    def _ok(self, *args: str) -> bool:
+        """Whether a git command succeeds (a question asked of git, not an error)."""
+        try:
+            self._repo.git.execute(["git", *args])
+        except ANY_GIT_ERROR:
+            return False
+        return True
+
+    def identity(self) -> dict[str, str]:
+        """The person's git identity (user.name / user.email) for commits, or autoresearch's own."""
+
+        def get(key: str, fallback: str) -> str:
+            try:
+                return str(self._repo.git.config("--get", key)).strip() or fallback
+            except ANY_GIT_ERROR:
+                return fallback
+
+        name, email = get("user.name", FALLBACK_NAME), get("user.email", FALLBACK_EMAIL)
+        return {
+            f"GIT_{who}_{key}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for key, value in (("NAME", name), ("EMAIL", email))
+        }
+
+    # -- refs and history ---------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> str | None:
+        """The full sha of the commit `ref` names, or None when it names none."""
+        try:
+            return str(self._repo.commit(ref).hexsha)
+        except ANY_GIT_ERROR:
+            return None
+
+    def require(self, ref: str) -> str:
+        """Like `resolve`, but an unknown ref is a clear error listing the branches there are."""
+        sha = self.resolve(ref)
+        if sha is None:
+            known = ", ".join(self.autoresearch_branches()) or "none"
+            raise RepoError(
+                f"unknown ref {ref!r}. Known autoresearch branches: {known}. "
+                "For another machine's branch, run `git fetch` first and name it like origin/autoresearch/<tag>."
+            )
+        return sha
+
+    def head(self) -> str:
+        """The sha HEAD is at."""
+        return self.git("rev-parse", "--verify", "HEAD")
+
+    def has_branch(self, name: str) -> bool:
+        return self._ok("rev-parse", "--verify", "--quiet", f"refs/heads/{name}")
+
+    def autoresearch_branches(self) -> list[str]:
+        """Local and remote-tracking branches named like [remote/]autoresearch/<tag>."""
+        patterns = (f"refs/heads/{BRANCH_PREFIX}", f"refs/remotes/*/{BRANCH_PREFIX}*")
+        return sorted(self.git("for-each-ref", "--format=%(refname:short)", *patterns).splitlines())
+
+    def merge_base(self, refs: Sequence[str]) -> str | None:
+        """The best common ancestor of all `refs` (None when they share no history)."""
+        try:
+            out = self._repo.git.merge_base("--octopus", *refs) if len(refs) > 1 else self.resolve(refs[0])
+        except ANY_GIT_ERROR:
+            return None
+        return str(out or "").strip() or None
+
+    def is_ancestor(self, ancestor: str, ref: str) -> bool:
+        return self._ok("merge-base", "--is-ancestor", ancestor, ref)
+
+    def log(self, base: str | None, ref: str) -> list[CommitInfo]:
+        """The first-parent commits in base..ref, oldest first (all of ref's history without base)."""
+        rev = f"{base}..{ref}" if base else ref
+        out = self.git("log", "--first-parent", "--reverse", "--format=%H%x00%P%x00%s", rev)
+        commits = []
+        for line in out.splitlines():
+            sha, parents, subject = line.split("\x00", 2)
+            commits.append(CommitInfo(sha, subject, parents.split()[0] if parents else None))
+        return commits
+
+    def diff(self, a: str | None, b: str, paths: Sequence[str] = ()) -> str:
+        """The unified diff from `a` (None = the empty tree) to `b`, optionally limited to paths."""
+        base = a if a is not None else self.git("hash-object", "-t", "tree", "/dev/null")
+        return self.git("diff", base, b, "--", *paths, strip=False)
+
+    def changed_paths(self, a: str, b: str) -> list[str]:
+        return [p for p in self.git("diff", "--name-only", a, b).splitlines() if p]
+
+    def read_file(self, ref: str, path: str) -> str | None:
+        """The content of `path` (relative to the repository root) at `ref`, or None when it is not there."""
+        try:
+            blob = self._repo.commit(ref).tree / path
+        except _LOOKUP_ERROR:
+            return None
+        data: bytes = blob.data_stream.read()
+        return data.decode("utf-8", errors="replace")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def commit(self, paths: Sequence[str], message: str) -> str | None:
+        """Commit `paths` as they are in the working tree; the new sha, or None when they equal HEAD.
+
+        Only `paths` are staged. Hooks and commit signing of the person's config are skipped:
+        nobody is there at night to type a passphrase.
+        """
+        self.git("reset", "-q")  # unstage anything an earlier, interrupted attempt left
+        self.git("add", "--", *paths)
+        if not self.git("diff", "--cached", "--name-only", "--", *paths):
+            return None
+        self.git("commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message, env=self.identity())
+        return self.head()
+
+    def commit_files(self, ref: str, files: Mapping[str, bytes], message: str) -> str | None:
+        """Make `ref` point at a new commit whose tree is exactly `files`, parented on ref's tip.
+
+        Uses only object writes and update-ref, so the checkout, index and HEAD are untouched.
+        Returns the new sha, or None when the tree did not change.
+        """
+        try:
+            tree = self._tree(files).hex()
+            parent = self.resolve(ref)
+            if parent is not None and self._repo.commit(parent).tree.hexsha == tree:
+                return None
+            args = [tree, "-m", message] + (["-p", parent] if parent else [])
+            sha = str(self._repo.git.commit_tree(*args, env=self.identity())).strip()
+            self._repo.git.update_ref(ref, sha, *([parent] if parent else []))
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"cannot record results on {ref}: {exc}") from exc
+        return sha
+
+    def _tree(self, files: Mapping[str, bytes]) -> bytes:
+        """Write a (nested) tree holding `files` (path -> content); returns its binary sha."""
+        blobs: dict[str, bytes] = {}
+        subdirs: dict[str, dict[str, bytes]] = {}
+        for path, content in files.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                subdirs.setdefault(head, {})[rest] = content
+            else:
+                blobs[head] = self._store("blob", content)
+        entries = [(name, b"100644", sha) for name, sha in blobs.items()]
+        entries += [(name, b"40000", self._tree(sub)) for name, sub in subdirs.items()]
+        # git orders tree entries by name, comparing a directory's name as if it ended in '/'.
+        entries.sort(key=lambda e: e[0] + ("/" if e[1] == b"40000" else ""))
+        raw = b"".join(mode + b" " + name.encode() + b"\0" + sha for name, mode, sha in entries)
+        return self._store("tree", raw)
+
+    def _store(self, kind: str, data: bytes) -> bytes:
+        return bytes(self._repo.odb.store(IStream(kind, len(data), BytesIO(data))).binsha)
+
+    # -- remotes ------------------------------------------------------------------------------
+
+    def upstream_remote(self, branch: str) -> str | None:
+        """The remote the local `branch` tracks, or None."""
+        try:
+            tracking = self._repo.heads[branch].tracking_branch()
+        except _LOOKUP_ERROR:
+            return None
+        return tracking.remote_name if tracking is not None else None
+
+    def remote_names(self) -> list[str]:
+        return [r.name for r in self._repo.remotes]
+
+    def push(self, remote: str, refspecs: Sequence[str]) -> None:
+        """Push all refspecs in one atomic push: they land together or not at all."""
+        try:
+            try:
+                self._repo.git.push("--atomic", "--porcelain", remote, *refspecs)
+            except git.GitCommandError as exc:
+                if "atomic" not in str(exc.stderr or ""):
+                    raise
+                # A server without atomic pushes: one ordinary push of both refs is the next best.
+                self._repo.git.push("--porcelain", remote, *refspecs)
+        except git.GitCommandError as exc:
+            detail = str(exc.stderr or exc).strip()
+            raise RepoError(
+                f"pushing to {remote!r} failed: {detail}. If the remote moved, run `git fetch {remote}` "
+                "and look at the branch before publishing again."
+            ) from exc
+
+    def set_upstream(self, branch: str, remote: str) -> None:
+        try:
+            self._repo.git.config(f"branch.{branch}.remote", remote)
+            self._repo.git.config(f"branch.{branch}.merge", f"refs/heads/{branch}")
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"pushed, but cannot set the upstream of {branch}: {exc}") from exc
+
+
+class Ratchet:
+    """One tag's worktree and branch, which only ever move forward. Build it with `Ratchet.open`."""
+
+    def __init__(self, repo: Repo, tree: Repo, tag: str, mutable: Sequence[str]) -> None:
+        self.repo = repo  # the person's checkout (refs are shared; its files are never touched)
+        self.tree = tree  # the tag's worktree
         self.tag = tag
         self.mutable = tuple(mutable)
-        self.worktree = Path(tree.working_tree_dir or "")
+        self.worktree = tree.root
         self.branch = BRANCH_PREFIX + tag
-        self._identity = dict(identity)
-
-    # --- opening -----------------------------------------------------------------------------
 
     @classmethod
     def open(cls, repo_root: Path, tag: str, mutable: Sequence[str], *, resume: bool) -> Ratchet:
@@ -80,11 +357,10 @@ class Ratchet:
         check_tag(tag)
         if not mutable:
             raise ConfigError("no mutable files: experiment.toml must list at least one under 'mutable'")
-        root = Path(repo_root).resolve()
-        repo = _open_repo(root)
+        repo = Repo.open(Path(repo_root).resolve())
         branch = BRANCH_PREFIX + tag
-        worktree = root / WORKTREES_DIR / tag
-        has_branch = _ref_exists(repo, f"refs/heads/{branch}")
+        worktree = repo.root / WORKTREES / tag
+        has_branch = repo.has_branch(branch)
         if resume:
             if not has_branch:
                 extra = (
@@ -94,14 +370,14 @@ class Ratchet:
                     else ""
                 )
                 raise RepoError(
-                    f"cannot resume tag {tag!r}: there is no branch {branch} in {root}. "
+                    f"cannot resume tag {tag!r}: there is no branch {branch} in {repo.root}. "
                     f"Start it without --resume.{extra}"
                 )
             tree = _attach_worktree(repo, worktree, branch)
-            if not _ref_exists(repo, best_ref(tag)):
+            if repo.resolve(best_ref(tag)) is None:
                 # Killed between creating the branch and recording the best: the branch tip then
                 # is still the person's HEAD it was created from, i.e. the baseline.
-                _git(repo, "update-ref", best_ref(tag), tree.head.commit.hexsha)
+                repo.git("update-ref", best_ref(tag), tree.head())
         else:
             if has_branch or worktree.exists():
                 what = f"branch {branch}" if has_branch else f"worktree folder {worktree}"
@@ -111,122 +387,66 @@ class Ratchet:
                     f"git branch -D {branch}"
                 )
             _check_clean(repo, mutable)
-            tree = _create_worktree(repo, worktree, branch)
-            _git(repo, "update-ref", best_ref(tag), tree.head.commit.hexsha)
+            worktree.parent.mkdir(parents=True, exist_ok=True)
+            repo.git("worktree", "prune")  # forget worktrees whose folders were deleted by hand
+            repo.git("worktree", "add", "-q", "-b", branch, str(worktree), "HEAD")
+            tree = Repo.open(worktree)
+            repo.git("update-ref", best_ref(tag), tree.head())
         _exclude(repo)
-        return cls(repo, tree, tag, mutable, _identity(repo))
-
-    # --- the ratchet -------------------------------------------------------------------------
+        return cls(repo, tree, tag, mutable)
 
     def best(self) -> str:
         """The sha of the last kept commit."""
-        return _git(self._repo, "rev-parse", "--verify", best_ref(self.tag) + "^{commit}")
+        return self.repo.git("rev-parse", "--verify", best_ref(self.tag) + "^{commit}")
 
     def head(self) -> str:
         """The sha the worktree (and the branch) is at."""
-        return _git(self._tree, "rev-parse", "--verify", "HEAD")
+        return self.tree.head()
 
     def commit(self, message: str) -> str:
         """Commit the mutable files as they are in the worktree; returns the new sha.
 
-        Only the mutable files are staged (untracked junk and other changed files stay out).
-        Hooks and commit signing of the person's config are skipped: nobody is there at night
-        to type a passphrase. EditError("the edit changes nothing") when they equal HEAD.
+        EditError("the edit changes nothing") when they equal HEAD (untracked junk and other
+        changed files never count: only the mutable files are staged).
         """
-        message = message.strip() or "autoresearch experiment"
-        _git(self._tree, "reset", "-q")  # unstage anything an earlier, interrupted attempt left
-        _git(self._tree, "add", "--", *self.mutable)
-        if not _git(self._tree, "diff", "--cached", "--name-only", "--", *self.mutable):
+        sha = self.tree.commit(self.mutable, message.strip() or "autoresearch experiment")
+        if sha is None:
             raise EditError(
                 "the edit changes nothing", "The edit changes nothing: the file is identical to before."
             )
-        _git(self._tree, "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message, env=self._identity)
-        return self.head()
+        return sha
 
     def keep(self, sha: str) -> None:
         """Make ``sha`` (a descendant of the best commit) the best; the branch and worktree end up at it."""
-        full = _git(self._tree, "rev-parse", "--verify", sha + "^{commit}")
+        full = self.tree.git("rev-parse", "--verify", sha + "^{commit}")
         old = self.best()
-        try:
-            self._tree.git.merge_base("--is-ancestor", old, full)
-        except git.GitCommandError:
+        if not self.tree.is_ancestor(old, full):
             raise RepoError(
                 f"cannot keep {full[:7]}: it does not descend from the best commit {old[:7]} of {self.branch}; "
                 "the branch must only move forward"
-            ) from None
-        _git(self._repo, "update-ref", best_ref(self.tag), full, old)
+            )
+        self.repo.git("update-ref", best_ref(self.tag), full, old)
         # Always reset, also when the head is already there: a run may have rewritten its own
         # mutable file, and that change must not ride along into the next attempt's commit.
-        _git(self._tree, "reset", "-q", "--hard", full)
+        self.tree.git("reset", "-q", "--hard", full)
 
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
-        _git(self._tree, "reset", "-q", "--hard", self.best())
-
-    def diff(self, a: str, b: str) -> str:
-        """The unified diff from ``a`` to ``b`` (commits, or refs of the repository)."""
-        return _git(self._tree, "diff", a, b, strip=False)
-
-    def show(self, path: str, rev: str | None = None) -> str:
-        """A file's text at ``rev`` (default: the best commit); path relative to the repository root."""
-        return _git(self._tree, "show", f"{rev or self.best()}:{path}", strip=False)
+        self.tree.git("reset", "-q", "--hard", self.best())
 
     def __repr__(self) -> str:
         return f"Ratchet(tag={self.tag!r}, worktree={str(self.worktree)!r})"
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- opening a tag ---------------------------------------------------------------------------
 
 
-def _git(repo: git.Repo, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
-    """Run one git command in ``repo``; a failure becomes a RepoError quoting git."""
-    try:
-        out = repo.git.execute(["git", *args], env=dict(env) if env else None, strip_newline_in_stdout=strip)
-    except git.GitCommandError as exc:
-        stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
-        raise RepoError(
-            f"git {' '.join(args[:3])} failed in {repo.working_tree_dir}: {stderr or exc}. "
-            "Check the repository (git status) and run again; with --resume to continue the tag."
-        ) from exc
-    except ANY_GIT_ERROR as exc:
-        raise RepoError(f"git {' '.join(args[:3])} failed in {repo.working_tree_dir}: {exc}") from exc
-    return str(out)
-
-
-def _open_repo(root: Path) -> git.Repo:
-    try:
-        repo = git.Repo(root)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise RepoError(
-            f"{root} is not a git repository. autoresearch keeps every experiment as a commit: "
-            "run `git init && git add -A && git commit -m 'initial'` there first, or run from your checkout."
-        ) from None
-    except ANY_GIT_ERROR as exc:
-        raise RepoError(f"cannot open the git repository at {root}: {exc}") from exc
-    if repo.bare or repo.working_tree_dir is None:
-        raise RepoError(f"{root} is a bare git repository; run from a checkout with a working tree")
-    if not repo.head.is_valid():
-        raise RepoError(
-            f"the git repository at {root} has no commits yet. Commit your files first: "
-            "git add -A && git commit -m 'initial'"
-        )
-    return repo
-
-
-def _ref_exists(repo: git.Repo, ref: str) -> bool:
-    try:
-        repo.git.rev_parse("--verify", "--quiet", ref)
-    except git.GitCommandError:
-        return False
-    return True
-
-
-def _check_clean(repo: git.Repo, mutable: Sequence[str]) -> None:
+def _check_clean(repo: Repo, mutable: Sequence[str]) -> None:
     """Refuse mutable files that differ from HEAD in the person's checkout: the run starts from
     HEAD, so uncommitted work would be silently ignored (and later be in the way of a merge)."""
-    status = _git(repo, "status", "--porcelain", "--untracked-files=all", "--", *mutable, env=_READ_ONLY)
+    status = repo.git("status", "--porcelain", "--untracked-files=all", "--", *mutable, env=_READ_ONLY)
     dirty = [line[3:] for line in status.splitlines() if line.strip()]
-    untracked = [p for p in mutable if not _tracked(repo, p)]
+    untracked = [p for p in mutable if repo.read_file("HEAD", p) is None]
     if untracked:
         raise RepoError(
             f"mutable file(s) not committed: {', '.join(untracked)}. The night starts from your last "
@@ -240,22 +460,7 @@ def _check_clean(repo: git.Repo, mutable: Sequence[str]) -> None:
         )
 
 
-def _tracked(repo: git.Repo, path: str) -> bool:
-    try:
-        repo.git.cat_file("-e", f"HEAD:{path}")
-    except git.GitCommandError:
-        return False
-    return True
-
-
-def _create_worktree(repo: git.Repo, worktree: Path, branch: str) -> git.Repo:
-    worktree.parent.mkdir(parents=True, exist_ok=True)
-    _git(repo, "worktree", "prune")  # forget worktrees whose folders were deleted by hand
-    _git(repo, "worktree", "add", "-q", "-b", branch, str(worktree), "HEAD")
-    return git.Repo(worktree)
-
-
-def _attach_worktree(repo: git.Repo, worktree: Path, branch: str) -> git.Repo:
+def _attach_worktree(repo: Repo, worktree: Path, branch: str) -> Repo:
     """The existing worktree of ``branch``, re-attached at ``worktree`` if its folder is gone."""
     if not (worktree / ".git").exists():
         if worktree.exists() and any(worktree.iterdir()):
@@ -263,29 +468,26 @@ def _attach_worktree(repo: git.Repo, worktree: Path, branch: str) -> git.Repo:
                 f"{worktree} exists but is not a git worktree; move it away and run again with --resume"
             )
         worktree.parent.mkdir(parents=True, exist_ok=True)
-        _git(repo, "worktree", "prune")
-        _git(repo, "worktree", "add", "-q", "--force", str(worktree), branch)
+        repo.git("worktree", "prune")
+        repo.git("worktree", "add", "-q", "--force", str(worktree), branch)
     try:
-        tree = git.Repo(worktree)
+        tree = Repo(git.Repo(worktree))
     except ANY_GIT_ERROR as exc:
         raise RepoError(
             f"cannot open the worktree {worktree}: {exc}; move it away and run with --resume"
         ) from exc
-    try:
-        current = _git(tree, "symbolic-ref", "-q", "HEAD")
-    except RepoError:
-        current = ""  # a detached HEAD
+    current = tree.git("rev-parse", "--symbolic-full-name", "HEAD")  # "HEAD" when detached
     if current != f"refs/heads/{branch}":
         raise RepoError(
-            f"the worktree {worktree} is not on branch {branch} (it is on {current or 'a detached HEAD'}); "
+            f"the worktree {worktree} is not on branch {branch} (it is on {current.removeprefix('refs/heads/')}); "
             f"check it out there (git -C {worktree} checkout {branch}) and run again with --resume"
         )
     return tree
 
 
-def _exclude(repo: git.Repo) -> None:
+def _exclude(repo: Repo) -> None:
     """Hide the worktrees from the person's `git status` (info/exclude: not a tracked file)."""
-    exclude = Path(repo.common_dir) / "info" / "exclude"
+    exclude = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
     try:
         text = exclude.read_text() if exclude.exists() else ""
         if EXCLUDE_LINE not in text.splitlines():
@@ -294,22 +496,3 @@ def _exclude(repo: git.Repo) -> None:
             exclude.write_text(f"{text}{sep}{EXCLUDE_LINE}\n")
     except OSError as exc:
         raise RepoError(f"cannot update {exclude}: {exc}") from exc
-
-
-def _identity(repo: git.Repo) -> dict[str, str]:
-    """The person's git identity for the experiment commits, or autoresearch's own."""
-
-    def get(key: str) -> str:
-        try:
-            return str(repo.git.config("--get", key)).strip()
-        except git.GitCommandError:
-            return ""
-
-    name = get("user.name") or FALLBACK_NAME
-    email = get("user.email") or FALLBACK_EMAIL
-    return {
-        "GIT_AUTHOR_NAME": name,
-        "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": name,
-        "GIT_COMMITTER_EMAIL": email,
-    }

@@ -1,9 +1,9 @@
 """The attempt in flight (`results/<tag>/pending.json`), the tag lock, and what --resume does.
 
-Resume protocol: before a run, pending.json records {n, commit, parent,
-description, reply}. After the run the loop appends the row, then keeps or reverts, then
-deletes pending.json. A harness killed at any instant (kill -9 included) therefore leaves
-one of three states, and `recover` finishes each:
+Resume protocol: before a run, pending.json records the attempt (n, commit, parent,
+description, reply, agent, model, tokens, cost). After the run the loop appends the row,
+then keeps or reverts, then deletes pending.json. A harness killed at any instant (kill -9
+included) therefore leaves one of three states, and the loop's recovery finishes each:
 
   no pending.json                  nothing was in flight: continue after the last row
   pending, its row already written the harness died between the row and keep/revert: redo that
@@ -11,52 +11,49 @@ one of three states, and `recover` finishes each:
                                    log the attempt as a crash with reason `interrupted` (it is
                                    not re-run: the agent proposes afresh)
 
-pending.json is written atomically (tmp file, fsync, rename), so it is either absent or whole.
+pending.json is written atomically, so it is either absent or whole. What it holds is the
+loop's business (`harness.night.attempt.Attempt`); here it is a JSON object.
+
+One harness per tag: `TagLock` holds `results/<tag>/lock` for the whole night and writes its
+pid next to it (`lock.pid`), so `lock_holder` can say who is running.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import filelock
 
 from harness.errors import DataError, RepoError
-from harness.store.atomic import fsync_dir, write_atomic
+from harness.store.atomic import file_lock, fsync_dir, write_atomic
+from harness.store.paths import TagPaths
 
 
-@dataclass(frozen=True)
-class Pending:
-    """One attempt between `ratchet.commit` and the end of keep/revert."""
-
-    n: int
-    commit: str  # full sha
-    parent: str  # full sha of the best commit it was made on
-    description: str
-    reply: str
-    agent: str = ""
-    model: str = ""
+def write_pending(path: Path, record: Mapping[str, Any]) -> None:
+    write_atomic(path, json.dumps(dict(record), indent=1))
 
 
-def write_pending(path: Path, pending: Pending) -> None:
-    write_atomic(path, json.dumps(asdict(pending), indent=1))
-
-
-def read_pending(path: Path) -> Pending | None:
+def read_pending(path: Path) -> dict[str, Any] | None:
+    """The attempt in flight, or None; DataError when the file is not a JSON object."""
     if not path.exists():
         return None
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return Pending(**data)
-    except (ValueError, TypeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        data, why = None, str(exc)
+    else:
+        why = "not a JSON object"
+    if not isinstance(data, dict):
         raise DataError(
-            f"{path} is corrupt ({exc}); it records the attempt in flight when the harness stopped. "
+            f"{path} is corrupt ({why}); it records the attempt in flight when the harness stopped. "
             "Delete it to resume without that attempt."
-        ) from exc
+        )
+    return data
 
 
 def clear_pending(path: Path) -> None:
@@ -69,37 +66,27 @@ def clear_pending(path: Path) -> None:
 
 
 class TagLock:
-    """An exclusive flock on `results/<tag>/lock`; the kernel drops it when the process dies."""
+    """The tag's lock, held from `acquire` to `release` (or for a `with` block)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: IO[str] | None = None
+    def __init__(self, paths: TagPaths) -> None:
+        self.paths = paths
+        self._lock: filelock.FileLock | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole night
+        self._lock = file_lock(self.paths.lock, wait=False)  # creates the tag's folder
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            tag = self.path.parent.name
+            self._lock.acquire()
+        except filelock.Timeout:
+            holder = lock_holder(self.paths)
             raise RepoError(
-                f"tag {tag!r} is already being run by another harness (pid {holder}); "
+                f"tag {self.paths.tag!r} is already being run by another harness (pid {holder or 'unknown'}); "
                 "wait for it, stop it (Ctrl-C), or pick another --tag"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
+        write_atomic(self.paths.lock_owner, f"{os.getpid()}\n")
 
     def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> TagLock:
         self.acquire()
@@ -109,26 +96,18 @@ class TagLock:
         self.release()
 
 
-def lock_holder(path: Path) -> int | None:
-    """The pid holding the tag lock right now, or None. Does not keep the lock."""
-    if not path.exists():
+def lock_holder(paths: TagPaths) -> int | None:
+    """The pid holding the tag lock right now (-1 when unknown), or None. Takes nothing it keeps."""
+    if not paths.lock.exists():
         return None
-    with open(path, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            text = fh.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    return None
-
-
-@contextlib.contextmanager
-def holding(path: Path) -> Iterator[TagLock]:
-    lock = TagLock(path)
-    lock.acquire()
+    probe = file_lock(paths.lock, wait=False)
     try:
-        yield lock
-    finally:
-        lock.release()
+        probe.acquire()
+    except filelock.Timeout:
+        try:
+            text = paths.lock_owner.read_text().strip()
+        except OSError:
+            text = ""
+        return int(text) if text.isdigit() else -1
+    probe.release()
+    return None

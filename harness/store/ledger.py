@@ -5,24 +5,29 @@ format people already analyse; the metric column is named after the experiment's
 ``val_bpb`` by default), then `EXTRA_COLUMNS`. The metric is written with 6 decimals, memory
 with 1; a crash row has ``0.000000`` and ``0.0``. Tabs and newlines in any field become spaces.
 
-Appends are safe under concurrent writers (several workers on one tag, a report reading while
-the loop writes): each row is one ``write()`` on an ``O_APPEND`` descriptor under an exclusive
-``flock``, then fsync'ed, and the header is written under the same lock when the file is empty.
+Appends are safe under concurrent writers (a report reading while the loop writes, tests with
+several processes): each row is one ``write()`` on an ``O_APPEND`` descriptor under the
+ledger's lock (``<tsv>.lock``), then fsync'ed, and the header is written under the same lock
+when the file is empty.
 
-`ResultsTSV.rows()` is strict (the harness's own file: a corrupt line is a DataError naming the
-file and line). `read_any_tsv()` is lenient, for hand-made or older TSVs: any columns after the
-first five, lines it cannot read are skipped and reported.
+`Ledger` is the loop's view: strict (the harness's own file: a corrupt line is a DataError
+naming the file and line), read once and kept in memory. `read_any_tsv()` is lenient, for
+hand-made or older TSVs: any columns after the first five, lines it cannot read are skipped
+and reported. `better` compares two metric values in an experiment's direction.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from harness.errors import DataError
+import filelock
+
+from harness.errors import ConfigError, DataError
+from harness.store.atomic import file_lock
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
@@ -40,6 +45,26 @@ def columns(metric: str = "val_bpb") -> tuple[str, str, str, str, str]:
 
 COLUMNS = columns("val_bpb")
 
+Direction = Literal["minimize", "maximize"]
+
+
+def check_direction(direction: str) -> Direction:
+    """``direction`` validated; ConfigError naming the allowed values otherwise."""
+    if direction == "minimize":
+        return "minimize"
+    if direction == "maximize":
+        return "maximize"
+    raise ConfigError(
+        f"direction must be 'minimize' or 'maximize', not {direction!r} (set it in experiment.toml)"
+    )
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """True iff ``a`` is strictly better than ``b`` in ``direction``; never for a NaN."""
+    if check_direction(direction) == "minimize":
+        return a < b
+    return a > b
+
 
 @dataclass
 class Row:
@@ -52,13 +77,24 @@ class Row:
     description: str
     extra: dict[str, str] = field(default_factory=dict)
 
+    def runs(self) -> list[float]:
+        """The individual run values folded into this row (its `runs` column); [] if unreadable."""
+        try:
+            return [float(v) for v in self.extra.get("runs", "").split(",") if v.strip()]
+        except ValueError:
+            return []
+
+    def values(self) -> list[float]:
+        """The run values, or [metric] for a row that records none."""
+        return self.runs() or [self.metric]
+
 
 def clean(text: str) -> str:
     """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces."""
     return str(text).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
 
 
-def _format(row: Row, header: list[str]) -> bytes:
+def _format(row: Row, header: list[str]) -> str:
     if row.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
     unknown = set(row.extra) - set(EXTRA_COLUMNS)
@@ -73,45 +109,84 @@ def _format(row: Row, header: list[str]) -> bytes:
     ]
     # Extras follow the file's own header, so a file begun by an older version stays aligned.
     cells += [clean(row.extra.get(name, "")) for name in header[5:]]
-    return ("\t".join(cells) + "\n").encode("utf-8")
+    return "\t".join(cells) + "\n"
 
 
-class ResultsTSV:
-    """The ledger of one tag. Reading a missing file gives no rows; the first append creates it."""
+class Ledger:
+    """The ledger of one tag, read once (strictly) and kept in memory: every append updates the
+    rows, the attempt count, the LLM spend and the best row, so nothing re-reads the file.
+
+    A missing file has no rows; the first append creates it. A corrupt line is a DataError
+    naming the file and line.
+    """
 
     def __init__(self, path: Path, metric: str = "val_bpb") -> None:
         self.path = Path(path)
         self.metric = metric
         self.header: list[str] = [*columns(metric), *EXTRA_COLUMNS]
-
-    def append(self, row: Row) -> None:
-        """Append one row (and the header first, if the file is empty): flock, write, flush, fsync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_size == 0:
-                data = ("\t".join(self.header) + "\n").encode("utf-8") + _format(row, self.header)
-            else:
-                header = self._check_header(_first_line(fd), 1)
-                data = _format(row, header)
-            size = os.fstat(fd).st_size
-            view = memoryview(data)
-            try:
-                while view:  # a regular-file write is whole in practice; loop in case it is not
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except OSError:
-                # A full disk can take part of the row before it fails: cut that part off, so
-                # the file is never left with a torn line (the row is written again on --resume).
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
-        finally:
-            os.close(fd)  # closing releases the lock
+        self._rows: list[Row] = []
+        self.attempts = 0  # rows past the baseline
+        self.spent = 0.0  # USD, the sum of cost_usd
+        self.best: Row | None = None  # the last kept row: the branch head
+        self.next_n = 0  # the number of the next attempt
+        if self.path.exists():
+            with self._lock():
+                rows = self._read()
+            for row in rows:
+                self._count(row)
 
     def rows(self) -> list[Row]:
-        """Every row, strictly: DataError naming the file and line for anything malformed."""
+        """Every row so far, oldest first (a copy)."""
+        return list(self._rows)
+
+    def find(self, n: int) -> Row | None:
+        """The row of attempt n, if it was written."""
+        return next((r for r in reversed(self._rows) if r.extra.get("n") == str(n)), None)
+
+    def append(self, row: Row) -> Row:
+        """Append one row (and the header first, if the file is empty); returns it as written.
+
+        Under the ledger's lock: one write() of the whole line on an O_APPEND descriptor, then fsync.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                header = self.header if size == 0 else self._check_header(_first_line(fd), 1)
+                line = _format(row, header)
+                data = ("\t".join(header) + "\n" + line) if size == 0 else line
+                view = memoryview(data.encode("utf-8"))
+                try:
+                    while view:  # a regular-file write is whole in practice; loop in case it is not
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk can take part of the row before it fails: cut that part off, so
+                    # the file is never left with a torn line (the row is written again on --resume).
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+        written = self._parse(line.rstrip("\n"), header, 0)
+        self._count(written)
+        return written
+
+    def _count(self, row: Row) -> None:
+        self._rows.append(row)
+        if row.description != "baseline":
+            self.attempts += 1
+        self.spent += _number(row.extra.get("cost_usd", ""))
+        if row.status == "keep":
+            self.best = row
+        n = row.extra.get("n", "")
+        self.next_n = max(self.next_n, int(n) + 1) if n.isdigit() else max(self.next_n, len(self._rows))
+
+    def _lock(self) -> filelock.FileLock:
+        return file_lock(self.path.with_name(self.path.name + ".lock"))
+
+    def _read(self) -> list[Row]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -124,12 +199,7 @@ class ResultsTSV:
         if not lines:
             return []
         header = self._check_header(lines[0], 1)
-        rows = []
-        for lineno, line in enumerate(lines[1:], start=2):
-            if not line.strip():
-                continue
-            rows.append(self._parse(line, header, lineno))
-        return rows
+        return [self._parse(line, header, i) for i, line in enumerate(lines[1:], start=2) if line.strip()]
 
     def _check_header(self, line: str, lineno: int) -> list[str]:
         header = line.rstrip("\r\n").split("\t")
@@ -160,20 +230,15 @@ class ResultsTSV:
         return Row(cells[0], metric, memory, cells[3], cells[4], extra)
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
 def _first_line(fd: int) -> str:
-    chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 4096, offset)
-        if not chunk:
-            break
-        cut = chunk.find(b"\n")
-        if cut >= 0:
-            chunks.append(chunk[:cut])
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.agents import AGENT_NAMES, agent_class, edit_retries, resolve_auto
+from harness.agents import AGENT_NAMES, agent_class, resolve_auto
 from harness.agents.base import Context
 from harness.agents.replay import ReplayAgent, load_replies
 from harness.agents.search import SearchAgent, eval_text, search_space
@@ -62,7 +62,7 @@ def test_replay_reads_in_order_and_stops(tmp_path: Path) -> None:
     agent = ReplayAgent.from_file(path)
     assert [agent.propose(ctx({})).text for _ in range(2)] == ["one", "two"]  # type: ignore[union-attr]
     assert agent.propose(ctx({})) is None
-    assert edit_retries(agent) == 0
+    assert agent.edit_retries == 0
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_settings_from_the_toy(toy_experiment: Toy) -> None:
     assert s.timeout == 30 and s.reasons["timeout"] == "experiment.toml timeout_seconds"
     assert s.budget == config.FALLBACK_TIME_BUDGET  # the toy repo has no constants.py
     assert s.dataset == "none"
-    assert s.tsv_path == toy_experiment.repo / "results" / "t.tsv"
+    assert s.paths.tsv == toy_experiment.repo / "results" / "t.tsv"
     with pytest.raises(AttributeError):
         s.tag = "other"  # type: ignore[misc]
 

@@ -157,3 +157,42 @@ def test_symlinked_folder_planted_in_a_protected_tree_is_removed(tmp_path: Path)
     assert not (wt / "prepare" / "__pycache__").exists() and not (wt / "prepare" / "extra").exists()
     assert (forged / "evaluate.cpython-311.pyc").exists()  # the link is removed, not its target
     assert not guard.check()
+
+
+def test_restored_files_keep_their_mode(tmp_path: Path) -> None:
+    """A restored file comes back with the permissions it had, not a temporary file's 0600:
+    a hook that loses its execute bit, or a ledger only its owner can read, is a damage of its own."""
+    wt, exp, ledger = _tree(tmp_path)
+    hooks = tmp_path / "repo" / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "pre-push").write_text("#!/bin/sh\nexit 0\n")
+    (hooks / "pre-push").chmod(0o755)
+    (wt / "constants.py").chmod(0o644)
+    ledger.chmod(0o664)
+    guard = Guard.for_worktree(wt, exp, ledger, repo_root=tmp_path / "repo")
+    guard.snapshot()
+    _run(
+        "import os\n"
+        f"open({str(hooks / 'pre-push')!r}, 'w').write('#!/bin/sh\\ncurl evil\\n')\n"
+        "open('../../constants.py', 'a').write('TIME_BUDGET = 900\\n')\n"
+        "os.remove('../../program.md')\n"
+        f"open({str(ledger)!r}, 'a').write('fake\\t0.5\\t0.0\\tkeep\\tcheat\\n')\n",
+        exp,
+    )
+    found = guard.check()
+    assert found and "program.md" in found.deleted
+    assert (hooks / "pre-push").stat().st_mode & 0o777 == 0o755
+    assert (wt / "constants.py").stat().st_mode & 0o777 == 0o644
+    assert (wt / "program.md").stat().st_mode & 0o777 == 0o644
+    assert ledger.stat().st_mode & 0o777 == 0o664
+
+
+def test_a_changed_mode_is_tampering_and_is_undone(tmp_path: Path) -> None:
+    wt, exp, ledger = _tree(tmp_path)
+    (wt / "constants.py").chmod(0o644)
+    guard = _guard(wt, exp, ledger)
+    guard.snapshot()
+    _run("import os; os.chmod('../../constants.py', 0o777)", exp)
+    found = guard.check()
+    assert found and "constants.py" in found.changed
+    assert (wt / "constants.py").stat().st_mode & 0o777 == 0o644

@@ -22,7 +22,7 @@ import pytest
 from support.fakes.llm_servers import FakeLLM, Step, error, prompt_text
 
 from harness.commands.main import main
-from harness.store.ledger import ResultsTSV
+from harness.store.ledger import Ledger
 from tests.conftest import Toy, git
 
 TOY_TRAIN = Path(__file__).resolve().parents[1] / "toy" / "const" / "train.py"
@@ -74,7 +74,7 @@ def _alive(pid: int) -> bool:
 
 def _check_ledger(toy: Toy, tag: str, replies: int) -> list[dict[str, str]]:
     """One row per attempt, numbered without gaps, every reply once, branch head = last keep."""
-    ResultsTSV(toy.repo / "results" / f"{tag}.tsv").rows()  # strict parse: no torn line
+    Ledger(toy.repo / "results" / f"{tag}.tsv").rows()  # strict parse: no torn line
     rows = toy.tsv(tag)
     assert [r["n"] for r in rows] == [str(i) for i in range(len(rows))]
     attempts = [r["description"] for r in rows if r["description"] != "baseline"]
@@ -268,7 +268,7 @@ def test_full_disk_under_results(toy_experiment: Toy) -> None:
              "--baseline-runs", "1"],
             cwd=toy.repo, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        ResultsTSV(results / "d.tsv").rows()  # whatever happened, no torn line
+        Ledger(results / "d.tsv").rows()  # whatever happened, no torn line
         if proc.returncode != 0:
             assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
             assert "space" in (proc.stdout + proc.stderr).lower()

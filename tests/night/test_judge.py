@@ -7,7 +7,8 @@ import math
 import pytest
 
 from harness.errors import ConfigError
-from harness.night.judge import Judge, StrictJudge, Verdict, better
+from harness.night.judge import Judge, StrictJudge, Verdict
+from harness.store.ledger import better
 
 
 def test_better_in_both_directions() -> None:

@@ -216,8 +216,8 @@ def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
     ],
 )
 def test_crash_reason_of_real_child_processes(tmp_path: Path, code: str, reason: str | None) -> None:
+    from harness.night.measure import crash_reason
     from harness.night.metrics import read_summary
-    from harness.night.outcome import crash_reason
     from harness.night.runner import child_env
     from harness.night.runner import run as run_command
 

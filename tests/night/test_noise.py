@@ -8,8 +8,8 @@ import pytest
 
 from harness.commands.main import main
 from harness.errors import ConfigError
-from harness.night.judge import Judge, StrictJudge
-from harness.night.noise import NoiseAwareJudge, prime_from_runs, t_quantile
+from harness.night.judge import Judge, NoiseAwareJudge, StrictJudge, make_judge, t_quantile
+from harness.store.ledger import Row
 from tests.conftest import Toy, git
 
 
@@ -87,12 +87,16 @@ def test_t_quantile_matches_tables() -> None:
     assert t_quantile(0.975, 10**6) == pytest.approx(1.960, abs=1e-3)
 
 
-def test_evidence_columns_and_priming_from_tsv_cells() -> None:
+def test_priming_from_the_runs_cells_of_earlier_rows() -> None:
+    """On --resume the loop hands the judge each earlier row's runs; unreadable cells count for nothing."""
     judge = _judge()
-    assert judge.evidence([0.5]) == {"runs": "0.500000", "spread": ""}
-    prime_from_runs(judge, ["1.0,1.2", "", "junk,1", "0.7"])
-    ev = judge.evidence([0.5, 0.6])
-    assert ev["runs"] == "0.500000,0.600000" and float(ev["spread"]) == pytest.approx(0.1414, abs=1e-3)
+    assert judge.sigma() is None
+    for cell in ["1.0,1.2", "", "junk,1", "0.7"]:
+        judge.observe(Row("abc1234", 1.0, 0.0, "keep", "x", {"runs": cell}).runs())
+    assert judge.sigma() == pytest.approx(0.1414, abs=1e-3)  # only the pair 1.0,1.2 has a spread
+    strict = StrictJudge("minimize")
+    strict.observe([1.0, 1.2])  # the strict rule keeps no noise estimate and never re-measures
+    assert not strict.wants_remeasure(10**6) and _judge(remeasure_every=10).wants_remeasure(10)
 
 
 def _attempt(judge: Judge, true: float, best: list[float], rng: random.Random) -> bool:
@@ -132,8 +136,6 @@ def test_seed_only_change_within_measured_spread_is_discarded() -> None:
 
 
 def test_make_judge_names_and_defaults() -> None:
-    from harness.night.noise import make_judge
-
     assert isinstance(make_judge("noise", "minimize"), NoiseAwareJudge)
     assert make_judge("noise", "minimize").baseline_runs == 3
     strict = make_judge("strict", "maximize", 2)

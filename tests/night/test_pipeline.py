@@ -333,3 +333,28 @@ def test_rich_view_shows_provider_text_verbatim_and_the_status_line() -> None:
     out = stream.getvalue()
     assert "[/x]" in out and "[redacted]" in out
     assert "LLM PAUSED (provider outage)" in out
+
+
+def test_prefetched_transplants_are_labelled_by_who_made_them(
+    toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued (transplanted) reply and the LLM's next proposal are made in the background at
+    the same time; each row names the agent of its own reply, whatever the other thread did."""
+    from harness.review.transplant import append_queue
+
+    toy = toy_experiment
+    edits = iter([_edit(f"{k} steps", "STEPS = 4", f"STEPS = {k}") for k in (5, 6)])
+    with FakeLLM(responder=lambda body: reply(next(edits), delay=0.2)) as fake:
+        assert _night(toy, monkeypatch, fake, "lab", "--max-experiments", "0", "--baseline-runs", "1") == 0
+        append_queue(
+            toy.repo / "results" / "lab" / "queue.jsonl",
+            [_edit("transplanted: lower", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000")],
+        )
+        assert _night(toy, monkeypatch, fake, "lab", "--max-experiments", "3", "--resume") == 0
+    rows = toy.tsv("lab")
+    assert (rows[1]["description"], rows[1]["agent"]) == ("transplanted: lower", "transplant")
+    # the two LLM proposals were made concurrently: either may have come back first
+    assert sorted((r["description"], r["agent"]) for r in rows[2:]) == [
+        ("5 steps", "claude"),
+        ("6 steps", "claude"),
+    ]

@@ -11,6 +11,7 @@ import time
 
 from harness.commands.main import main
 from harness.store.journal import TagLock
+from harness.store.paths import TagPaths
 from tests.conftest import Toy, git
 
 
@@ -119,7 +120,7 @@ def test_a_second_harness_on_the_same_tag_is_refused(toy_experiment: Toy, capsys
     assert main(["run", "--device", "cpu", "--tag", "busy", "--agent", f"replay:{path}"]) == 0
     before = (toy.repo / "results" / "busy.tsv").read_text()
     capsys.readouterr()
-    with TagLock(toy.repo / "results" / "busy" / "lock"):
+    with TagLock(TagPaths(toy.repo, "busy")):
         code = main(["run", "--device", "cpu", "--tag", "busy", "--agent", f"replay:{path}", "--resume"])
         err = capsys.readouterr().err
         assert code == 2

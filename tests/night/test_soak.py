@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.store.ledger import ResultsTSV
+from harness.store.ledger import Ledger
 from tests.conftest import Toy, git
 
 N = 300
@@ -54,7 +54,7 @@ def test_300_experiments_memory_and_fds_flat(toy_experiment: Toy) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
 
-    rows = ResultsTSV(tsv).rows()
+    rows = Ledger(tsv).rows()
     assert len(rows) == N + 1
     assert [r.extra["n"] for r in rows] == [str(i) for i in range(N + 1)]
     assert [r.description for r in rows[1:]] == [f"attempt {i}" for i in range(N)]

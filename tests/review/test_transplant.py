@@ -1,5 +1,5 @@
-"""`autoresearch transplant` and `QueuedAgent`: another branch's kept commits become replies that
-harness.edits applies to this branch's files; the queue is served before the agent is asked."""
+"""`autoresearch transplant`: another branch's kept commits become replies that harness.edits
+applies to this branch's files; the night serves them before asking its agent."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from pathlib import Path
 import pytest
 from support.review_repos import git, seed
 
-from harness.agents.base import Agent, Context, Reply
 from harness.commands.main import main
 from harness.edits import apply_reply, parse_reply
-from harness.review.transplant import QueuedAgent, append_queue
-from harness.store.ledger import Row
 
 TRAIN = "experiments/toy/train.py"
 
@@ -99,65 +96,6 @@ def test_transplant_bad_input(
     assert "no branch autoresearch/nope" in capsys.readouterr().err
     assert main(["transplant", "--from", "main", "--tag", "dst"]) == 2  # main kept nothing dst lacks
     assert "nothing queued" in capsys.readouterr().err
-
-
-class ScriptedAgent(Agent):
-    """A fake agent: proposes numbered replies and records what it was shown."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.seen_feedback: list[str | None] = []
-        self.observed: list[str] = []
-        self.count = 0
-
-    def propose(self, ctx: Context) -> Reply | None:
-        self.seen_feedback.append(ctx.feedback)
-        self.count += 1
-        return Reply(text=f"Description: inner {self.count}\n")
-
-    def observe(self, reply: Reply, row: Row) -> None:
-        self.observed.append(reply.text)
-
-
-def ctx(feedback: str | None = None) -> Context:
-    return Context(program="", files={}, history=[], feedback=feedback)
-
-
-def test_queued_agent_serves_queue_first_and_survives_restarts(tmp_path: Path) -> None:
-    queue = tmp_path / "results" / "t" / "queue.jsonl"
-    append_queue(queue, ["Description: q1\n", "Description: q2\n"])
-    inner = ScriptedAgent()
-    agent = QueuedAgent(inner, queue)
-    row = Row("0000000", 0.0, 0.0, "crash", "x")
-
-    first = agent.propose(ctx())
-    assert first is not None and first.text == "Description: q1\n" and first.meta["queued"]
-    assert agent.name == "transplant"  # what the loop writes in the agent column
-    agent.observe(first, row)
-    assert inner.observed == []  # the inner agent learns only from its own proposals
-
-    # The loop would send edit feedback about q1; the queue moves on to q2.
-    second = agent.propose(ctx(feedback="SEARCH text not found"))
-    assert second is not None and second.text == "Description: q2\n"
-
-    # Queue empty: the inner agent is asked, without feedback on a reply it never made.
-    third = agent.propose(ctx(feedback="SEARCH text not found"))
-    assert third is not None and third.text == "Description: inner 1\n"
-    assert inner.seen_feedback == [None]
-    agent.observe(third, row)
-    assert inner.observed == ["Description: inner 1\n"]
-
-    # Lines appended mid-night (another transplant), a malformed line, and a restart.
-    with queue.open("a") as fh:
-        fh.write("not json\n")
-    append_queue(queue, ["Description: q3\n"])
-    restarted = QueuedAgent(ScriptedAgent(), queue)
-    fourth = restarted.propose(ctx())
-    assert fourth is not None and fourth.text == "Description: q3\n"
-    fifth = restarted.propose(ctx())
-    assert fifth is not None and fifth.text == "Description: inner 1\n"
-    assert restarted.name == "scripted" and restarted.inner.count == 1
 
 
 def _reply(description: str, search: str, replace: str) -> str:

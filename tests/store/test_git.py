@@ -1,4 +1,4 @@
-"""The ratchet on real temporary git repositories."""
+"""Git on real temporary repositories: the ratchet of a night, and the Repo the review commands use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from support.gitrepo import TEST_EMAIL, TEST_NAME, TOY_TRAIN, commit_all, git, log, make_repo, snapshot
 
 from harness.errors import ConfigError, EditError, RepoError
-from harness.store.git import FALLBACK_EMAIL, FALLBACK_NAME, Ratchet, best_ref
+from harness.store.git import FALLBACK_EMAIL, FALLBACK_NAME, Ratchet, Repo, best_ref
 
 MUTABLE = [TOY_TRAIN]
 
@@ -70,8 +70,10 @@ def test_keep_and_revert_cycles_leave_the_person_untouched(repo: Path) -> None:
     assert snapshot(repo) == before
     assert (repo / TOY_TRAIN).read_text() == "LEARNING_RATE = 0.01\nprint('---')\nprint('val_bpb: 1.0')\n"
     assert git(repo, "rev-parse", "HEAD") == base and git(repo, "symbolic-ref", "HEAD") == "refs/heads/main"
-    assert "LEARNING_RATE = 0.025" in r.show(TOY_TRAIN)
-    assert "-LEARNING_RATE = 0.01" in r.diff(base, c4) and "+LEARNING_RATE = 0.025" in r.diff(base, c4)
+    assert "LEARNING_RATE = 0.025" in (r.tree.read_file(r.best(), TOY_TRAIN) or "")
+    assert "-LEARNING_RATE = 0.01" in r.tree.diff(base, c4) and "+LEARNING_RATE = 0.025" in r.tree.diff(
+        base, c4
+    )
 
 
 def test_only_mutable_files_are_committed(repo: Path) -> None:
@@ -267,3 +269,60 @@ def test_keep_leaves_the_worktree_at_the_kept_commit(repo: Path) -> None:
     r.keep(c1)
     assert (r.worktree / TOY_TRAIN).read_text() == "LEARNING_RATE = 0.02\n"
     assert git(r.worktree, "status", "--porcelain") == ""
+
+
+# --- finding the repository -----------------------------------------------------------------
+
+
+def test_find_resolves_a_tags_worktree_to_the_checkout_that_made_it(repo: Path) -> None:
+    r = Ratchet.open(repo, "t", MUTABLE, resume=False)
+    assert Repo.find(repo).root == repo.resolve()
+    assert Repo.find(repo / "experiments" / "toy").root == repo.resolve()
+    assert Repo.find(r.worktree).root == repo.resolve()
+    assert Repo.find(r.worktree / "experiments" / "toy").root == repo.resolve()
+
+
+def test_find_keeps_a_persons_own_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    """A checkout made with `git worktree add` elsewhere is a checkout of its own: its results are there."""
+    own = tmp_path / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(own))
+    assert Repo.find(own / "experiments").root == own.resolve()
+    r = Ratchet.open(own, "t", MUTABLE, resume=False)  # a night started in that checkout
+    assert r.worktree == own.resolve() / ".autoresearch" / "worktrees" / "t"
+    assert Repo.find(r.worktree / "experiments").root == own.resolve()
+
+
+def test_find_outside_any_repository_says_so(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RepoError, match="not inside a git repository.*git init"):
+        Repo.find(tmp_path / "plain")
+
+
+def test_commit_files_writes_a_branch_without_touching_the_checkout(repo: Path) -> None:
+    before = snapshot(repo)
+    r = Repo.find(repo)
+    sha = r.commit_files("refs/heads/results", {"results/t.tsv": b"a\n", "results/t.json": b"{}\n"}, "one")
+    assert sha is not None and r.resolve("results") == sha
+    assert r.read_file("results", "results/t.tsv") == "a\n"
+    assert (
+        r.commit_files("refs/heads/results", {"results/t.tsv": b"a\n", "results/t.json": b"{}\n"}, "x")
+        is None
+    )
+    again = r.commit_files("refs/heads/results", {"results/t.tsv": b"b\n"}, "two")
+    assert again is not None and [c.subject for c in r.log(None, "results")] == ["one", "two"]
+    assert r.log(None, "results")[1].parent == sha
+    assert r.changed_paths(sha, again) == ["results/t.json", "results/t.tsv"]
+    after = snapshot(repo)
+    assert after.pop("refs/heads/results") == again and after == before  # only the new branch
+
+
+def test_refs_history_and_errors_are_repo_errors(repo: Path) -> None:
+    r = Repo.find(repo)
+    assert r.resolve("nope") is None and r.read_file("HEAD", "missing.txt") is None
+    with pytest.raises(RepoError, match="unknown ref 'nope'.*git fetch"):
+        r.require("nope")
+    with pytest.raises(RepoError, match="git log"):
+        r.log(None, "nope")
+    head = r.head()
+    assert r.merge_base([head, "main"]) == head and r.is_ancestor(head, "main")
+    assert "+# a project" in r.diff(None, head, ["README.md"])

@@ -1,4 +1,5 @@
-"""The results TSV: exact columns, formatting, strict and lenient reading, concurrent appends."""
+"""The results TSV: exact columns, formatting, strict and lenient reading, concurrent appends,
+and the ledger's in-memory counts."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError
-from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, ResultsTSV, Row, columns, read_any_tsv
+from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, Ledger, Row, columns, read_any_tsv
 
 KARPATHY = Path(__file__).resolve().parents[1] / "fixtures" / "karpathy_mar8_results.tsv"
 
 
 def test_header_and_row_format(tmp_path: Path) -> None:
-    tsv = ResultsTSV(tmp_path / "results" / "mar8.tsv")
+    tsv = Ledger(tmp_path / "results" / "mar8.tsv")
     tsv.append(Row("baseline", 0.9979, 44.04, "keep", "baseline", {"n": "0", "agent": "search"}))
     tsv.append(
         Row("bea057b", 0.98604149, 43.94, "discard", "halve\tbatch\nsize", {"reason": "worse\tthan best"})
@@ -35,37 +36,40 @@ def test_header_and_row_format(tmp_path: Path) -> None:
     assert second[:5] == ["bea057b", "0.986041", "43.9", "discard", "halve batch size"]
     assert second[5 + EXTRA_COLUMNS.index("reason")] == "worse than best"
     assert lines[3].split("\t")[:5] == ["0000000", "0.000000", "0.0", "crash", "oops"]
-    rows = tsv.rows()
-    assert [r.status for r in rows] == ["keep", "discard", "crash"]
-    assert rows[1].metric == pytest.approx(0.986041) and rows[1].description == "halve batch size"
-    assert rows[0].extra["agent"] == "search" and rows[0].extra["model"] == ""
+    for rows in (tsv.rows(), Ledger(tsv.path).rows()):  # in memory as on disk
+        assert [r.status for r in rows] == ["keep", "discard", "crash"]
+        assert rows[1].metric == pytest.approx(0.986041) and rows[1].description == "halve batch size"
+        assert rows[0].extra["agent"] == "search" and rows[0].extra["model"] == ""
+    assert tsv.rows() == Ledger(tsv.path).rows()
 
 
 def test_metric_column_is_named_after_the_metric(tmp_path: Path) -> None:
-    tsv = ResultsTSV(tmp_path / "k.tsv", metric="tokens_per_s")
+    tsv = Ledger(tmp_path / "k.tsv", metric="tokens_per_s")
     tsv.append(Row("abc1234", 1658736.25, 0.0, "keep", "baseline"))
     assert tsv.path.read_text().startswith("commit\ttokens_per_s\tmemory_gb\tstatus\tdescription\t")
-    assert tsv.rows()[0].metric == pytest.approx(1658736.25)
+    assert Ledger(tsv.path, metric="tokens_per_s").rows()[0].metric == pytest.approx(1658736.25)
     assert columns("x")[1] == "x"
-    with pytest.raises(DataError, match="k.tsv:1"):
-        ResultsTSV(tmp_path / "k.tsv", metric="val_bpb").rows()
+    with pytest.raises(DataError, match="k.tsv:1: the header"):
+        Ledger(tmp_path / "k.tsv", metric="val_bpb")
+    other = Ledger(tmp_path / "new.tsv", metric="val_bpb")
+    (tmp_path / "new.tsv").write_text(tsv.path.read_text())  # another experiment's file appears
     with pytest.raises(DataError, match="header"):
-        ResultsTSV(tmp_path / "k.tsv", metric="val_bpb").append(Row("x", 1.0, 0.0, "keep", "y"))
+        other.append(Row("x", 1.0, 0.0, "keep", "y"))
 
 
 def test_bad_rows_are_programming_errors(tmp_path: Path) -> None:
-    tsv = ResultsTSV(tmp_path / "t.tsv")
+    tsv = Ledger(tmp_path / "t.tsv")
     with pytest.raises(ValueError, match="status"):
         tsv.append(Row("x", 1.0, 0.0, "repeat", "y"))
     with pytest.raises(ValueError, match="unknown extra"):
         tsv.append(Row("x", 1.0, 0.0, "keep", "y", {"secret_column": "1"}))
-    assert tsv.rows() == []  # nothing half-written
+    assert tsv.rows() == [] and Ledger(tsv.path).rows() == []  # nothing half-written
 
 
 def test_missing_and_empty_files_have_no_rows(tmp_path: Path) -> None:
-    assert ResultsTSV(tmp_path / "none.tsv").rows() == []
+    assert Ledger(tmp_path / "none.tsv").rows() == []
     (tmp_path / "empty.tsv").write_text("")
-    assert ResultsTSV(tmp_path / "empty.tsv").rows() == []
+    assert Ledger(tmp_path / "empty.tsv").rows() == []
 
 
 @pytest.mark.parametrize(
@@ -77,36 +81,36 @@ def test_missing_and_empty_files_have_no_rows(tmp_path: Path) -> None:
     ],
 )
 def test_rows_is_strict_and_names_the_line(tmp_path: Path, line: str, why: str) -> None:
-    tsv = ResultsTSV(tmp_path / "t.tsv")
+    tsv = Ledger(tmp_path / "t.tsv")
     tsv.append(Row("aaaaaaa", 1.0, 1.0, "keep", "baseline"))
     good = tsv.path.read_text().splitlines()[1]
     tsv.path.write_text(tsv.path.read_text() + line + "\n" + good + "\n")
     with pytest.raises(DataError, match=rf"t\.tsv:3: .*{why}"):
-        tsv.rows()
+        Ledger(tsv.path)
 
 
 def test_a_foreign_header_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "t.tsv"
     p.write_text("sha\tval_bpb\tmemory_gb\tstatus\tdescription\nabc\t1.0\t1.0\tkeep\tx\n")
     with pytest.raises(DataError, match=r"t\.tsv:1: the header must start with"):
-        ResultsTSV(p).rows()
+        Ledger(p)
 
 
 def test_appends_follow_an_older_header(tmp_path: Path) -> None:
     p = tmp_path / "old.tsv"
     p.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\treason\tn\n")
-    ResultsTSV(p).append(
+    written = Ledger(p).append(
         Row("abc1234", 1.5, 2.0, "crash", "d", {"n": "4", "reason": "timeout", "agent": "x"})
     )
     assert p.read_text().splitlines()[1] == "abc1234\t1.500000\t2.0\tcrash\td\ttimeout\t4"
-    assert ResultsTSV(p).rows()[0].extra == {"reason": "timeout", "n": "4"}
+    assert Ledger(p).rows()[0].extra == written.extra == {"reason": "timeout", "n": "4"}
 
 
 WRITER = """
 import sys
 from pathlib import Path
-from harness.store.ledger import ResultsTSV, Row
-tsv = ResultsTSV(Path(sys.argv[1]))
+from harness.store.ledger import Ledger, Row
+tsv = Ledger(Path(sys.argv[1]))
 worker = sys.argv[2]
 for i in range(int(sys.argv[3])):
     tsv.append(Row(f"{worker}{i:06d}", i / 1000, 1.0, "discard", f"worker {worker} row {i} " + "x" * 300,
@@ -127,7 +131,7 @@ def test_concurrent_appends_from_processes_stay_whole(tmp_path: Path) -> None:
     assert lines[-1] == ""
     assert sum(1 for ln in lines if ln.startswith("commit\t")) == 1
     assert lines[0].startswith("commit\t")
-    rows = ResultsTSV(path).rows()  # strict: any torn or interleaved line would raise
+    rows = Ledger(path).rows()  # strict: any torn or interleaved line would raise
     assert len(rows) == writers * per_writer
     for k in range(writers):
         mine = [r for r in rows if r.extra["worker"] == f"w{k}"]
@@ -139,8 +143,8 @@ def test_concurrent_appends_from_processes_stay_whole(tmp_path: Path) -> None:
 
 FULL_DISK_WRITER = """
 import os, resource, signal, sys
-from harness.store.ledger import ResultsTSV, Row
-tsv = ResultsTSV(sys.argv[1])
+from harness.store.ledger import Ledger, Row
+tsv = Ledger(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, like ENOSPC
 size = os.path.getsize(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -154,7 +158,7 @@ except OSError as exc:
 def test_a_row_that_does_not_fit_leaves_no_torn_line(tmp_path: Path) -> None:
     """Disk full mid-row (a partial write, then an error): the file is as before, not torn,
     so the next append after space is freed (--resume) still yields a strictly readable file."""
-    tsv = ResultsTSV(tmp_path / "full.tsv")
+    tsv = Ledger(tmp_path / "full.tsv")
     tsv.append(Row("0000001", 1.0, 0.0, "keep", "baseline"))
     before = tsv.path.read_bytes()
     out = subprocess.run(
@@ -164,7 +168,7 @@ def test_a_row_that_does_not_fit_leaves_no_torn_line(tmp_path: Path) -> None:
     assert "refused" in out.stdout, out.stdout + out.stderr
     assert tsv.path.read_bytes() == before
     tsv.append(Row("abcdef2", 0.8, 1.0, "keep", "after space was freed"))
-    assert [r.description for r in tsv.rows()] == ["baseline", "after space was freed"]
+    assert [r.description for r in Ledger(tsv.path).rows()] == ["baseline", "after space was freed"]
 
 
 def test_read_any_tsv_on_the_real_karpathy_night() -> None:
@@ -207,3 +211,21 @@ def test_read_any_tsv_without_header_and_with_tabbed_descriptions(tmp_path: Path
     assert skipped == [] and rows[0].description == "split description"
     with pytest.raises(DataError, match="no such file"):
         read_any_tsv(tmp_path / "missing.tsv")
+
+
+def test_counts_are_kept_in_memory_and_match_a_fresh_read(tmp_path: Path) -> None:
+    """Attempts, spend, best and the next number follow every append, exactly as a re-read says."""
+    ledger = Ledger(tmp_path / "t.tsv")
+    assert (ledger.attempts, ledger.spent, ledger.best, ledger.next_n) == (0, 0.0, None, 0)
+    ledger.append(Row("aaaaaaa", 1.0, 1.0, "keep", "baseline", {"n": "0", "runs": "1.0,1.02,0.98"}))
+    ledger.append(Row("bbbbbbb", 0.9, 1.0, "keep", "lower", {"n": "1", "cost_usd": "0.0125"}))
+    ledger.append(Row("0000000", 0.0, 0.0, "crash", "bad edit", {"n": "2", "cost_usd": "0.5"}))
+    ledger.append(Row("ccccccc", 0.95, 1.0, "discard", "worse", {"n": "3", "cost_usd": "junk"}))
+    again = Ledger(ledger.path)
+    for view in (ledger, again):
+        assert view.attempts == 3 and view.spent == pytest.approx(0.5125) and view.next_n == 4
+        assert view.best is not None and view.best.commit == "bbbbbbb" and view.best.values() == [0.9]
+        assert view.find(2) is not None and view.find(2).description == "bad edit"  # type: ignore[union-attr]
+        assert view.find(7) is None
+    assert again.rows()[0].values() == [1.0, 1.02, 0.98]
+    assert Row("x", 0.5, 0.0, "keep", "y", {"runs": "junk,1"}).values() == [0.5]
