@@ -179,3 +179,13 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("run", "status"):
         assert name in out
     assert main([]) == 2
+
+
+def test_a_timeout_not_above_the_budget_is_refused_before_anything_runs(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(toy_experiment.repo)
+    argv = ["run", "--device", "cpu", "--tag", "x", "--agent", "search", "--max-experiments", "1"]
+    err = fails(capsys, [*argv, "--timeout", "100", "--budget", "300"], "--timeout", "budget")
+    assert err.count("\n") == 1, err
+    assert snapshot(toy_experiment.repo) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,27 @@ def test_a_mutable_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (exp / "train.py").write_bytes(b"# caf\xe9 (latin-1)\nX = 1\n")
     with pytest.raises(ConfigError, match="'train.py' is not UTF-8 text"):
         config.load_experiment(exp)
+
+
+def test_budget_moves_the_kill_timeout_of_the_gpt_experiment(project_repo: Path) -> None:
+    """The shipped experiment.toml once pinned timeout_seconds = 600: `--budget 900` was killed at 600 s."""
+    s = resolve(project_repo, experiment="gpt", agent="search", budget=900.0)
+    assert s.budget == 900 and s.timeout > 900
+    s = resolve(project_repo, experiment="gpt-mlx", agent="search", budget=900.0)
+    assert s.budget == 900 and s.timeout > 900
+
+
+def test_settings_import_nothing_above_them(toy_experiment: Toy) -> None:
+    """Settings sit below agents, night, integrity and review: resolving must not import them."""
+    code = (
+        "import sys\n"
+        "from harness import settings\n"
+        "s = settings.resolve(tag='t', device='cpu', agent='auto', judge='strict')\n"
+        "above = ('harness.agents', 'harness.night', 'harness.integrity', 'harness.review', 'harness.commands')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(above)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=toy_experiment.repo, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
