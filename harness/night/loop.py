@@ -31,11 +31,10 @@ from harness.night.live import View, make_view
 from harness.night.metrics import metric_value, read_summary, typed
 from harness.night.noise import make_judge, prime_from_runs
 from harness.night.outcome import AttemptInfo, RunRecord, build_row, crash_reason, log_tail, row_values
-from harness.night.pipeline import Pipeline, depth_from_env
+from harness.night.pipeline import Pipeline
 from harness.night.proposer import MAX_REPAIRS, Proposal, Proposer
 from harness.night.runner import child_env, kill_leftover
 from harness.night.runner import run as run_command
-from harness.review.publish import publish_if_upstream
 from harness.review.transplant import QueuedAgent
 from harness.settings import Settings
 from harness.store import journal
@@ -86,9 +85,8 @@ class Night(Proposer):
             self.llm.notify = self.view.message
             if hasattr(self.view, "status_line"):  # the rich panel shows provider state and spend
                 setattr(self.view, "status_line", self._llm_status)  # noqa: B010 - not part of View
-            depth = depth_from_env(self.env)
-            if depth != 0:
-                self.pipeline = Pipeline(self._propose, self._reapply, depth=depth)
+            if settings.pipeline_depth != 0:
+                self.pipeline = Pipeline(self._propose, self._reapply, depth=settings.pipeline_depth)
         self.repairs_left = 0
         self.crash_files: dict[str, str] | None = None
 
@@ -130,7 +128,6 @@ class Night(Proposer):
                 self.view.message("interrupted: the attempt in flight was logged as a crash (interrupted)")
                 return INTERRUPTED
             self.view.message(f"done: {self.stop_reason}")
-            publish_if_upstream(self.s.repo_root, self.s.tag)  # only if the branch tracks a remote
             return 0
         finally:
             lock.release()
