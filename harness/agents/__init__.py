@@ -4,7 +4,7 @@ Built-ins are registered like plugins: a name maps to "module:Class", and the mo
 imported only when that agent is asked for, so `--agent search` never imports the LLM SDKs.
 Every class implements `harness.agents.base.Agent` and has
 `from_settings(settings) -> Agent`. `replay:FILE` is the replay agent reading FILE. The names
-`--agent` accepts are `harness.settings.AGENTS` (settings check them before any agent is built;
+`--agent` accepts are `harness.options.AGENTS` (settings check them before any agent is built;
 `--agent auto` is `harness.detect.detect_agent`).
 """
 
@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from harness.errors import AgentError, ConfigError
-from harness.settings import AGENTS
+from harness.options import AGENTS
 
 if TYPE_CHECKING:
     from harness.agents.base import Agent

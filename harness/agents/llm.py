@@ -8,7 +8,7 @@ thread while the main thread runs an experiment; `status` and the meter are thre
 
 `from_settings` takes the knobs from the resolved settings: the call timeout and reply length
 (`llm_timeout`, `llm_max_tokens`), the retry policy (`retry_*`) and the prices over the built-in
-table (`prices`); `harness.settings.OPTIONS` names the AUTORESEARCH_* variable of each.
+table (`prices`); `harness.options.OPTIONS` names the AUTORESEARCH_* variable of each.
 """
 
 from __future__ import annotations

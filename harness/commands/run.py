@@ -1,6 +1,6 @@
 """`autoresearch run`: resolve the settings, build the agent, prepare data, run the night, publish.
 
-The flags are `harness.settings.OPTIONS` (the same table resolves them and lists the
+The flags are `harness.options.OPTIONS` (the same table resolves them and lists the
 AUTORESEARCH_* variables in `--help`). When the night ends normally and the tag's branch tracks
 a remote (after a first `autoresearch publish`), the branch and its results are published again.
 
@@ -24,8 +24,9 @@ from typing import IO
 
 from harness import settings as config
 from harness.agents import create_agent
+from harness.options import OPTIONS
 from harness.review.publish import publish_if_upstream
-from harness.settings import OPTIONS, Settings
+from harness.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

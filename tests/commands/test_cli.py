@@ -194,7 +194,7 @@ def test_a_timeout_not_above_the_budget_is_refused_before_anything_runs(
 def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
     from harness.commands.main import build_parser
     from harness.commands.run import worker_argv
-    from harness.settings import OPTIONS
+    from harness.options import OPTIONS
 
     parser, _ = build_parser()
     given = [
@@ -220,7 +220,7 @@ def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
 
 
 def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.settings import OPTIONS
+    from harness.options import OPTIONS
 
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import options
 from harness import settings as config
 from harness.detect import detect_device
 from harness.errors import ConfigError
@@ -139,7 +140,7 @@ def test_dataset_default_is_arithmetic_when_climbmix_is_not_ready(project_repo: 
 
 def test_device_auto_probe_and_gpus(toy_experiment: Toy) -> None:
     device, why = detect_device({"PATH": "/usr/bin:/bin"})
-    assert device in config.DEVICES and why
+    assert device in options.DEVICES and why
     s = resolve(toy_experiment.repo, {}, agent="search", device="auto", gpus="0,2")
     assert s.gpus == (0, 2) and s.device == "cuda" and s.reasons["device"] == "--gpus given"
     for bad in ("1,1", "a,b", "-1", ","):
@@ -290,24 +291,24 @@ def test_the_registries_accept_exactly_the_names_settings_accept() -> None:
     from harness.integrity.provenance import VERIFIERS
     from harness.night.noise import JUDGES, make_judge
 
-    assert set(REGISTRY) == {*config.AGENTS, "replay"}
+    assert set(REGISTRY) == {*options.AGENTS, "replay"}
     assert all(hasattr(agent_class(name), "from_settings") for name in REGISTRY)
-    assert set(JUDGES) == set(config.JUDGES)
-    for name in config.JUDGES:
+    assert set(JUDGES) == set(options.JUDGES)
+    for name in options.JUDGES:
         make_judge(name, "minimize")
     assert set(VERIFIERS) == set(experiment.VERIFIERS)
     # The LLM knobs' defaults are the library's own.
     defaults = {f.name: f.default for f in dataclasses.fields(config.Settings)}
-    policy, options = RetryPolicy(), CallOptions()
+    policy, call = RetryPolicy(), CallOptions()
     assert (policy.base, policy.cap, policy.pause_after, policy.max_attempts) == (
         defaults["retry_base"], defaults["retry_cap"], defaults["retry_pause_after"], defaults["retry_max_attempts"]
     )  # fmt: skip
-    assert (options.timeout, options.max_tokens) == (defaults["llm_timeout"], defaults["llm_max_tokens"])
+    assert (call.timeout, call.max_tokens) == (defaults["llm_timeout"], defaults["llm_max_tokens"])
 
 
 def test_every_option_is_a_settings_field_and_resolve_refuses_strangers(toy_experiment: Toy) -> None:
     fields = {f.name for f in dataclasses.fields(config.Settings)} | {"experiment"}
-    assert {opt.field for opt in config.OPTIONS} <= fields
-    assert len({opt.dest for opt in config.OPTIONS}) == len(config.OPTIONS)
+    assert {opt.field for opt in options.OPTIONS} <= fields
+    assert len({opt.dest for opt in options.OPTIONS}) == len(options.OPTIONS)
     with pytest.raises(TypeError, match="budgett"):
         resolve(toy_experiment.repo, agent="search", budgett="5")
