@@ -67,7 +67,8 @@ def make_repo(root: Path, train_seconds: float) -> Path:
     (exp / "train.py").write_text(train_source(train_seconds))
     (exp / "experiment.toml").write_text(
         'name = "toy"\nmutable = ["train.py"]\nrun = "python train.py"\nmetric = "val_bpb"\n'
-        f'direction = "minimize"\ntimeout_seconds = {train_seconds * 4 + 60}\ndataset = "none"\n'
+        f'direction = "minimize"\nbudget_seconds = {train_seconds}\ntimeout_seconds = {train_seconds * 4 + 60}\n'
+        'dataset = "none"\n'
     )
     (repo / "program.md").write_text("Make val_bpb lower. (benchmark)\n")
     (repo / ".gitignore").write_text("/results/\n/.autoresearch/\n__pycache__/\n")

@@ -1,4 +1,4 @@
-"""What the machine and the repository say: experiment folder (and its repo root), device, dataset, profile.
+"""What the machine and the repository say: experiment folder (and its repo root), device, dataset, profile, agent.
 
 The auto-detected parts of `harness.settings.Settings`, each returning its answer with the
 reason it was chosen where the choice is not obvious (printed at start). Probing CUDA runs
@@ -39,7 +39,7 @@ def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
         if (cand / "experiment.toml").is_file():
             exp_dir = cand.resolve()
             return exp_dir, Repo.find(exp_dir).root
-    known = _known_experiments(cwd)
+    known = known_experiments(cwd)
     hint = f" Known experiments: {', '.join(known)}." if known else ""
     raise ConfigError(
         f"unknown experiment {spec!r}: no experiment.toml at {candidates[0]}.{hint} "
@@ -47,7 +47,7 @@ def find_experiment(spec: str, cwd: Path) -> tuple[Path, Path]:
     )
 
 
-def _known_experiments(cwd: Path) -> list[str]:
+def known_experiments(cwd: Path) -> list[str]:
     try:
         root = Repo.find(cwd).root
     except RepoError:
@@ -149,14 +149,16 @@ def detect_dataset(cache_root: Path) -> tuple[str, str]:
     return "climbmix", f"climbmix is prepared in {cache_root}"
 
 
-def parse_gpus(text: str) -> tuple[int, ...]:
-    """`0,1,3` -> (0, 1, 3); anything else is a ConfigError."""
-    try:
-        gpus = tuple(int(p) for p in text.split(",") if p.strip() != "")
-    except ValueError:
-        gpus = ()
-    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ConfigError(
-            f"--gpus {text!r}: expected distinct GPU indices separated by commas, e.g. --gpus 0,1"
-        )
-    return gpus
+def detect_agent(env: Mapping[str, str]) -> tuple[str, str]:
+    """(agent, why) for `--agent auto`: claude with an Anthropic key, openai with an OpenAI key or
+    base URL, else the offline search agent."""
+    if env.get("ANTHROPIC_API_KEY"):
+        return "claude", "ANTHROPIC_API_KEY is set"
+    if env.get("OPENAI_API_KEY"):
+        return "openai", "OPENAI_API_KEY is set"
+    if env.get("OPENAI_BASE_URL"):
+        return "openai", "OPENAI_BASE_URL is set"
+    return (
+        "search",
+        "no ANTHROPIC_API_KEY, OPENAI_API_KEY or OPENAI_BASE_URL: the offline hyperparameter search",
+    )

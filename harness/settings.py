@@ -1,96 +1,56 @@
-"""One typed, frozen `Settings` object from experiment.toml, the CLI flags and the machine.
+"""One typed, frozen `Settings` object from the command line, experiment.toml, the environment and the machine.
 
-Precedence for every value: command-line flag > experiment.toml > environment > the device
-profile of constants.py > built-in default. Values that are detected rather than given
-(device, dataset, agent, budget, cache root) carry the reason they were chosen in
-`Settings.reasons`, and `Settings.describe()` prints them at start, so a person reading a
-night's log knows why it ran on the CPU with the search agent.
+`resolve()` takes what was given for the entries of `harness.options.OPTIONS` (flags as text;
+their AUTORESEARCH_* variables are read here) and works out the rest. Precedence for every
+value: command-line flag > experiment.toml > environment variable > the device profile of
+constants.py > built-in default (the default of the Settings field). Values that are detected
+rather than given (device, dataset, agent, budget, timeout) carry the reason they were chosen in
+`Settings.reasons`, as does every value that came from a flag or a variable, and `describe()`
+prints them all at the start of a night, so a person reading its log knows why it ran on the
+CPU with the search agent.
 
 experiment.toml follows the template in ARCHITECTURE.md; an unknown key or a value of the
-wrong type raises ConfigError naming the key. Nothing here changes anything on disk.
+wrong type raises ConfigError naming the key.
+
+The kill timeout follows the budget: the budget plus constants.py's TIMEOUT_ALLOWANCE (start-up,
+compilation, evaluation) unless `--timeout` or `timeout_seconds` sets it, and a timeout not
+above the budget is refused. Settings sit below the agents, the night, integrity and review, and
+import none of them. Nothing here changes anything on disk.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
-import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI (a dependency there)
-    import tomli as tomllib
-
 from harness.detect import (
-    _known_experiments,
+    detect_agent,
     detect_dataset,
     detect_device,
     detect_profile,
     find_experiment,
-    parse_gpus,
+    known_experiments,
     profile_values,
 )
 from harness.errors import ConfigError, DataError, RepoError
+from harness.experiment import load_experiment
+from harness.options import AGENTS, OPTIONS, check_dataset
 from harness.store.paths import TagPaths
 
-__all__ = [
-    "Experiment",
-    "Settings",
-    "detect_dataset",
-    "detect_device",
-    "find_experiment",
-    "load_experiment",
-    "parse_gpus",
-    "profile_values",
-    "resolve",
-    "ensure_dataset",
-]
+__all__ = ["Settings", "default_of", "ensure_dataset", "resolve"]
 
-DEVICES = ("cuda", "mlx", "cpu")
-DIRECTIONS = ("minimize", "maximize")
 DEFAULT_EXPERIMENT = "gpt"
-# Used only when the repository has no constants.py (a bare experiment repo, e.g. a kernel benchmark).
+# Used only when the repository's constants.py does not say (a bare experiment repo, e.g. a kernel
+# benchmark): the training budget, and the seconds a run gets beyond it for start-up and evaluation.
 FALLBACK_TIME_BUDGET = 300.0
-FALLBACK_TIMEOUT = 600.0
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-# key -> (accepted types, required)
-_TOML_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": ((str,), False),
-    "mutable": ((list,), True),
-    "run": ((str,), True),
-    "metric": ((str,), False),
-    "direction": ((str,), False),
-    "budget_seconds": ((int, float), False),
-    "timeout_seconds": ((int, float), False),
-    # Optional extension of the template: "none" for experiments that read no dataset
-    # (a kernel benchmark), or a dataset spec the experiment is pinned to.
-    "dataset": ((str,), False),
-    # Metric provenance (harness.integrity.provenance): "evaluate_bpb" = accept the metric only if
-    # prepare's evaluate_bpb computed it in that run. Absent: any printed metric counts.
-    "verify_metric": ((str,), False),
-}
+FALLBACK_TIMEOUT_ALLOWANCE = 300.0
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """The parsed experiment.toml. `mutable` is relative to the experiment folder."""
-
-    name: str
-    dir: Path
-    mutable: tuple[str, ...]
-    run: str
-    metric: str = "val_bpb"
-    direction: str = "minimize"
-    budget_seconds: float | None = None
-    timeout_seconds: float | None = None
-    dataset: str | None = None
-    verify_metric: str | None = None
+# --- the settings ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -105,9 +65,8 @@ class Settings:
     run: str
     metric: str
     direction: str
-    budget: float  # training seconds (AUTORESEARCH_TIME_BUDGET)
-    budget_overridden: bool  # True when --budget or budget_seconds replaced the profile's value
-    timeout: float  # hard kill after this many wall seconds
+    budget: float  # training seconds (AUTORESEARCH_TIME_BUDGET of the run)
+    timeout: float  # hard kill after this many wall seconds; always above the budget
     device: str
     profile: str  # the constants.py profile the run gets as AUTORESEARCH_DEVICE (usually == device)
     dataset: str  # "arithmetic", "climbmix", "text:PATH" or "none"
@@ -119,10 +78,23 @@ class Settings:
     resume: bool = False
     gpus: tuple[int, ...] = ()
     worker: str = ""
-    reasons: Mapping[str, str] = field(default_factory=dict)
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
     verify_metric: str | None = None  # experiment.toml verify_metric (metric provenance)
+    llm_timeout: float = 600.0
+    llm_max_tokens: int = 16_000
+    retry_base: float = 2.0
+    retry_cap: float = 300.0
+    retry_pause_after: float = 180.0
+    retry_max_attempts: int | None = None  # None: retry retryable errors forever
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # over the built-in table
+    pipeline_depth: int | None = None  # None: adapt to the measured times; 0: no pipelining
+    reasons: Mapping[str, str] = field(default_factory=dict)  # field -> why it has its value
+
+    @property
+    def experiment(self) -> str:
+        """The experiment as `describe()` shows it: its name and its folder."""
+        return f"{self.experiment_name} ({self.experiment_rel})"
 
     @property
     def experiment_rel(self) -> str:
@@ -135,270 +107,162 @@ class Settings:
         return TagPaths(self.repo_root, self.tag)
 
     def describe(self) -> list[str]:
-        """The resolved settings, one `key: value (why)` line each, for the start of a night."""
-        shown: list[tuple[str, Any]] = [
-            ("tag", self.tag),
-            ("repo", self.repo_root),
-            ("experiment", f"{self.experiment_name} ({self.experiment_rel})"),
-            ("mutable", ", ".join(self.mutable)),
-            ("run", self.run),
-            ("metric", f"{self.metric} ({self.direction})"),
-            ("budget", f"{self.budget:g} s"),
-            ("timeout", f"{self.timeout:g} s"),
-            ("device", self.device),
-            ("profile", self.profile),
-            ("dataset", self.dataset),
-            ("cache", self.cache_root),
-            ("agent", self.agent),
-            ("model", self.model or "(agent default)"),
-            ("max_experiments", self.max_experiments if self.max_experiments is not None else "unlimited"),
-            ("max_cost", f"${self.max_cost:g}" if self.max_cost is not None else "unlimited"),
-            ("resume", self.resume),
-            ("judge", f"{self.judge}, baseline x{self.baseline_runs or (3 if self.judge == 'noise' else 1)}"),
-            ("verify_metric", self.verify_metric or "off"),
-        ]
-        if self.gpus:
-            shown.append(("gpus", ",".join(map(str, self.gpus))))
-        if self.worker:
-            shown.append(("worker", self.worker))
+        """Every resolved value, one `key: value (why)` line each, for the start of a night."""
+        shown: list[tuple[str, str]] = []
+        for opt in OPTIONS:
+            if not opt.hidden:
+                shown.append((opt.field, opt.show(getattr(self, opt.field))))
+            if opt.field == "experiment":  # what experiment.toml said, next to it
+                shown += [
+                    ("repo", str(self.repo_root)),
+                    ("mutable", ", ".join(self.mutable)),
+                    ("run", self.run),
+                    ("metric", f"{self.metric} ({self.direction})"),
+                    ("verify_metric", self.verify_metric or "off"),
+                ]
+            elif opt.field == "device":
+                shown.append(("profile", self.profile))
         lines = []
         for key, value in shown:
-            why = self.reasons.get(key)
-            lines.append(f"{key + ':':<16} {value}" + (f"  ({why})" if why else ""))
+            if value:
+                why = self.reasons.get(key)
+                lines.append(f"{key + ':':<20} {value}" + (f"  ({why})" if why else ""))
         return lines
 
 
-# --- experiment.toml ---------------------------------------------------------------------
-
-
-def load_experiment(exp_dir: Path) -> Experiment:
-    """Parse `exp_dir/experiment.toml`; every problem is a ConfigError naming file and key."""
-    path = exp_dir / "experiment.toml"
-    if not path.is_file():
-        raise ConfigError(f"{exp_dir} has no experiment.toml; an experiment folder needs one (see README.md)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    for key, value in data.items():
-        if key not in _TOML_KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}'; allowed keys: {', '.join(_TOML_KEYS)}")
-        types, _ = _TOML_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{path}: key '{key}' must be a {wanted}, got {type(value).__name__} {value!r}")
-    for key, (_, required) in _TOML_KEYS.items():
-        if required and key not in data:
-            raise ConfigError(f"{path}: missing required key '{key}'")
-    mutable = data["mutable"]
-    if not mutable or not all(isinstance(m, str) and m for m in mutable):
-        raise ConfigError(f"{path}: key 'mutable' must be a non-empty list of file names")
-    for rel in mutable:
-        target = (exp_dir / rel).resolve()
-        if not target.is_relative_to(exp_dir.resolve()):
-            raise ConfigError(f"{path}: key 'mutable': {rel!r} is outside the experiment folder")
-        if not target.is_file():
-            raise ConfigError(f"{path}: key 'mutable': {rel!r} does not exist in {exp_dir}")
-        try:
-            target.read_text(encoding="utf-8")  # the agent edits text; the loop reads it as UTF-8
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{path}: key 'mutable': {rel!r} is not UTF-8 text ({exc.reason}); save it as UTF-8"
-            ) from None
-    direction = data.get("direction", "minimize")
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{path}: key 'direction' must be 'minimize' or 'maximize', got {direction!r}")
-    for key in ("budget_seconds", "timeout_seconds"):
-        if key in data and not 0 < data[key] < math.inf:  # TOML has nan and inf too
-            raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
-    if not data["run"].strip():
-        raise ConfigError(f"{path}: key 'run' is empty")
-    return Experiment(
-        name=data.get("name", exp_dir.name),
-        dir=exp_dir.resolve(),
-        mutable=tuple(mutable),
-        run=data["run"],
-        metric=data.get("metric", "val_bpb"),
-        direction=direction,
-        budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
-        timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
-        dataset=data.get("dataset"),
-        verify_metric=_verify_metric(path, data.get("verify_metric")),
-    )
-
-
-def _verify_metric(path: Path, value: str | None) -> str | None:
-    from harness.integrity.provenance import VERIFIERS
-
-    if value is not None and value not in VERIFIERS:
-        raise ConfigError(f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {value!r}")
-    return value
+def default_of(name: str) -> Any:
+    """The default of the Settings field `name` (what a night gets when nothing sets it)."""
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            if f.default is not dataclasses.MISSING:
+                return f.default
+    raise KeyError(f"Settings has no field {name!r} with a default")
 
 
 # --- the one entry point -----------------------------------------------------------------
 
 
-def resolve(
-    *,
-    tag: str,
-    experiment: str | None = None,
-    dataset: str | None = None,
-    device: str = "auto",
-    agent: str = "auto",
-    model: str | None = None,
-    budget: float | None = None,
-    timeout: float | None = None,
-    max_experiments: int | None = None,
-    max_cost: float | None = None,
-    resume: bool = False,
-    gpus: Sequence[int] | str | None = None,
-    worker: str = "",
-    cache_dir: str | None = None,
-    judge: str = "noise",
-    baseline_runs: int | None = None,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Settings:
-    """Resolve flags (None = not given) against experiment.toml and the machine."""
+def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **given: object) -> Settings:
+    """Resolve what was given (`OPTIONS` by their `dest`, as text; None = not given) against
+    experiment.toml, the environment and the machine. Bad input is a ConfigError naming it."""
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
+    known = {opt.dest: opt for opt in OPTIONS}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"resolve() got unknown settings: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
-
-    if not TAG_RE.match(tag or ""):
-        raise ConfigError(
-            f"--tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting with '.' or '-')"
-        )
-    # `not x > 0` rather than `x <= 0`: NaN compares false both ways (a NaN or infinite
-    # --timeout would switch the hard kill off).
-    if budget is not None and not 0 < budget < math.inf:
-        raise ConfigError(f"--budget {budget:g}: must be a positive number of seconds")
-    if timeout is not None and not 0 < timeout < math.inf:
-        raise ConfigError(f"--timeout {timeout:g}: must be a positive number of seconds")
-    if max_experiments is not None and max_experiments < 0:
-        raise ConfigError(f"--max-experiments {max_experiments}: must be 0 or more")
-    if max_cost is not None and not 0 <= max_cost < math.inf:
-        raise ConfigError(f"--max-cost {max_cost:g}: must be 0 or more")
-    gpu_list = parse_gpus(gpus) if isinstance(gpus, str) else tuple(gpus or ())
-
-    # Cache root: flag > env > default.
-    if cache_dir:
-        cache_root, reasons["cache"] = Path(cache_dir).expanduser().resolve(), "--cache-dir"
-    elif env.get("AUTORESEARCH_CACHE"):
-        cache_root = Path(env["AUTORESEARCH_CACHE"]).expanduser().resolve()
-        reasons["cache"] = "AUTORESEARCH_CACHE"
-    else:
-        cache_root, reasons["cache"] = Path.home() / ".cache" / "autoresearch", "default"
+    for opt in OPTIONS:  # what was not given keeps the default of its Settings field
+        value, source = opt.read(given, env)
+        if value is not None:
+            values[opt.field], reasons[opt.field] = value, source
+    if "tag" not in values:
+        raise ConfigError("--tag is required: the name of this night")
+    if "cache_root" not in values:
+        values["cache_root"], reasons["cache_root"] = Path.home() / ".cache" / "autoresearch", "default"
 
     # Device first: the default experiment depends on it.
+    device = values.get("device", "auto")
     if device == "auto":
-        if gpu_list:
+        if values.get("gpus"):
             device, reasons["device"] = "cuda", "--gpus given"
         else:
             device, why = detect_device(env)
             reasons["device"] = f"auto: {why}"
-    elif device not in DEVICES:
-        raise ConfigError(f"--device {device!r}: expected auto, cuda, mlx or cpu")
+    profile, why = detect_profile(device)
+    if why:
+        reasons["profile"] = why
 
-    if experiment is None:
-        experiment = "gpt-mlx" if device == "mlx" else DEFAULT_EXPERIMENT
+    spec = values.pop("experiment", None)
+    if spec is None:
+        spec = "gpt-mlx" if device == "mlx" else DEFAULT_EXPERIMENT
         reasons["experiment"] = f"default for device {device}"
-        known = _known_experiments(cwd)
-        if experiment not in known and len(known) == 1:
-            experiment = known[0]
-            reasons["experiment"] = "the only experiment in experiments/"
-    exp_dir, repo_root = find_experiment(experiment, cwd)
+        names = known_experiments(cwd)
+        if spec not in names and len(names) == 1:
+            spec, reasons["experiment"] = names[0], "the only experiment in experiments/"
+    exp_dir, repo_root = find_experiment(spec, cwd)
     exp = load_experiment(exp_dir)
     if not exp_dir.is_relative_to(repo_root):
         raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
-    mutable = tuple((exp_dir / m).resolve().relative_to(repo_root).as_posix() for m in exp.mutable)
 
-    profile_name, why = detect_profile(device)
-    if why:
-        reasons["profile"] = why
-    # Budget: flag > experiment.toml > constants profile.
-    profile = profile_values(repo_root, profile_name)
-    if budget is not None:
-        budget_s, reasons["budget"], overridden = float(budget), "--budget", True
-    elif exp.budget_seconds is not None:
-        budget_s, reasons["budget"], overridden = exp.budget_seconds, "experiment.toml budget_seconds", True
-    elif "TIME_BUDGET" in profile:
-        budget_s, reasons["budget"] = float(profile["TIME_BUDGET"]), f"constants.py, {profile_name} profile"
-        overridden = False
-    else:
-        budget_s, reasons["budget"], overridden = FALLBACK_TIME_BUDGET, "default (no constants.py)", False
-    base_budget = float(profile.get("TIME_BUDGET", FALLBACK_TIME_BUDGET))
-    if timeout is not None:
-        timeout_s, reasons["timeout"] = float(timeout), "--timeout"
-    elif exp.timeout_seconds is not None:
-        timeout_s, reasons["timeout"] = exp.timeout_seconds, "experiment.toml timeout_seconds"
-    else:
-        base_timeout = float(profile.get("TIMEOUT", FALLBACK_TIMEOUT))
-        # A budget longer than the profile's scales the hard kill with it, so long runs are not killed.
-        timeout_s = base_timeout * max(1.0, budget_s / base_budget)
-        reasons["timeout"] = "constants.py TIMEOUT" if "TIMEOUT" in profile else "default"
+    budget, timeout = _budget_and_timeout(
+        values.get("budget"), values.get("timeout"), exp.budget_seconds, exp.timeout_seconds,
+        profile_values(repo_root, profile), profile, reasons,
+    )  # fmt: skip
 
     # Dataset: flag > experiment.toml > climbmix if prepared > arithmetic.
-    if dataset is not None:
-        ds, reasons["dataset"] = dataset, "--dataset"
-    elif exp.dataset is not None:
-        ds, reasons["dataset"] = exp.dataset, "experiment.toml dataset"
-    else:
-        ds, why = detect_dataset(cache_root)
+    dataset = values.get("dataset")
+    if dataset is None and exp.dataset is not None:
+        dataset, reasons["dataset"] = exp.dataset, "experiment.toml dataset"
+        try:
+            check_dataset(dataset)
+        except ValueError as exc:
+            raise ConfigError(f"{exp_dir / 'experiment.toml'}: key 'dataset' {dataset!r}: {exc}") from None
+    elif dataset is None:
+        dataset, why = detect_dataset(values["cache_root"])
         reasons["dataset"] = f"auto: {why}"
-    if not (ds in ("arithmetic", "climbmix", "none") or (ds.startswith("text:") and len(ds) > 5)):
-        raise ConfigError(f"--dataset {ds!r}: expected arithmetic, climbmix or text:PATH")
 
-    # Agent: flag, or auto from the environment.
+    agent = values.get("agent", "auto")
     if agent == "auto":
-        from harness.agents import resolve_auto
-
-        agent, why = resolve_auto(env)
+        agent, why = detect_agent(env)
         reasons["agent"] = f"auto: {why}"
-    agent = _check_agent(agent, cwd)
-
-    return Settings(
-        tag=tag,
+    values.update(
         repo_root=repo_root,
         experiment_dir=exp_dir,
         experiment_name=exp.name,
-        mutable=mutable,
+        mutable=tuple((exp_dir / m).resolve().relative_to(repo_root).as_posix() for m in exp.mutable),
         run=exp.run,
         metric=exp.metric,
         direction=exp.direction,
-        budget=budget_s,
-        budget_overridden=overridden,
-        timeout=timeout_s,
+        budget=budget,
+        timeout=timeout,
         device=device,
-        profile=profile_name,
-        dataset=ds,
-        cache_root=cache_root,
-        agent=agent,
-        model=model,
-        max_experiments=max_experiments,
-        max_cost=max_cost,
-        resume=resume,
-        gpus=gpu_list,
-        worker=worker,
-        reasons=reasons,
-        judge=_check_judge(judge, baseline_runs),
-        baseline_runs=baseline_runs,
+        profile=profile,
+        dataset=dataset,
+        agent=_check_agent(agent, cwd),
         verify_metric=exp.verify_metric,
+        reasons=reasons,
     )
+    return Settings(**values)
 
 
-def _check_judge(judge: str, baseline_runs: int | None) -> str:
-    from harness.night.judge import JUDGES
-
-    if judge not in JUDGES:
-        raise ConfigError(f"--judge {judge!r}: expected one of {', '.join(JUDGES)}")
-    if baseline_runs is not None and baseline_runs < 1:
-        raise ConfigError(f"--baseline-runs must be at least 1, got {baseline_runs}")
-    return judge
+def _budget_and_timeout(
+    budget: float | None,
+    timeout: float | None,
+    toml_budget: float | None,
+    toml_timeout: float | None,
+    profile: Mapping[str, Any],
+    profile_name: str,
+    reasons: dict[str, str],
+) -> tuple[float, float]:
+    """Budget: flag > experiment.toml > constants.py > default. Timeout: flag > experiment.toml >
+    the budget plus the profile's allowance for start-up and evaluation, so it follows the budget."""
+    if budget is None and toml_budget is not None:
+        budget, reasons["budget"] = toml_budget, "experiment.toml budget_seconds"
+    elif budget is None and "TIME_BUDGET" in profile:
+        budget, reasons["budget"] = float(profile["TIME_BUDGET"]), f"constants.py, {profile_name} profile"
+    elif budget is None:
+        budget, reasons["budget"] = FALLBACK_TIME_BUDGET, "default (no constants.py)"
+    if timeout is None and toml_timeout is not None:
+        timeout, reasons["timeout"] = toml_timeout, "experiment.toml timeout_seconds"
+    elif timeout is None:
+        allowance = float(profile.get("TIMEOUT_ALLOWANCE", FALLBACK_TIMEOUT_ALLOWANCE))
+        timeout = budget + allowance
+        where = "constants.py TIMEOUT_ALLOWANCE" if "TIMEOUT_ALLOWANCE" in profile else "default allowance"
+        reasons["timeout"] = f"budget + {allowance:g} s for start-up and evaluation, {where}"
+    if not timeout > budget:
+        raise ConfigError(
+            f"the kill timeout {timeout:g} s ({reasons['timeout']}) is not above the training budget "
+            f"{budget:g} s ({reasons['budget']}): a run needs time for start-up and evaluation on top; "
+            "raise the timeout or lower the budget"
+        )
+    return budget, timeout
 
 
 def _check_agent(agent: str, cwd: Path) -> str:
-    from harness.agents import AGENT_NAMES
-
     if agent.startswith("replay:"):
         raw = agent[len("replay:") :]
         if not raw:
@@ -408,8 +272,8 @@ def _check_agent(agent: str, cwd: Path) -> str:
         if not path.is_file():
             raise ConfigError(f"--agent replay: file {path} does not exist")
         return f"replay:{path}"
-    if agent not in AGENT_NAMES:
-        raise ConfigError(f"--agent {agent!r}: expected auto, {', '.join(AGENT_NAMES)} or replay:FILE")
+    if agent not in AGENTS:
+        raise ConfigError(f"--agent {agent!r}: expected auto, {', '.join(AGENTS)} or replay:FILE")
     return agent
 
 
@@ -431,7 +295,7 @@ def ensure_dataset(settings: Settings) -> str | None:
     except Exception as exc:  # noqa: BLE001 - prepare's DataError or friends; re-raised below for non-arithmetic
         if settings.dataset != "arithmetic":
             cmd = f"autoresearch prepare --dataset {settings.dataset}"
-            if settings.reasons.get("cache") != "default":
+            if settings.reasons.get("cache_root") != "default":
                 cmd += f" --cache-dir {settings.cache_root}"
             raise DataError(
                 f"dataset {settings.dataset} is not ready in {settings.cache_root}: {exc}. Run `{cmd}` first."

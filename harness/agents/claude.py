@@ -10,14 +10,11 @@ the rest of the prompt (see harness.agents.prompt).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from harness.agents.llm import Completion, LLMAgent, as_int
 from harness.agents.prompt import Prompt
 from harness.errors import AgentError
-
-if TYPE_CHECKING:
-    from harness.settings import Settings
 
 DEFAULT_MODEL = "claude-sonnet-5-5"  # the current Sonnet: strong at code, $2/$10 per MTok
 
@@ -49,10 +46,6 @@ class ClaudeAgent(LLMAgent):
             timeout=self.options.timeout,
             max_retries=0,
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ClaudeAgent:
-        return cls(settings.model)
 
     def _complete(self, prompt: Prompt) -> Completion:
         message = self._client.messages.create(

@@ -6,9 +6,8 @@ looked up by the longest table key it starts with (up to a `-`, `:` or `@`), so
 "claude-sonnet-4-5-20250929" finds "claude-sonnet-4-5" and "gpt-5.5" does not find "gpt-5". A model not in the table (a local vLLM/Ollama/llama.cpp
 server) costs 0.
 
-Override or extend the table with AUTORESEARCH_PRICES: either inline JSON or the path
-of a JSON or TOML file, mapping a model (prefix) to `[input, output]` or to
-`{"input": x, "output": y}`, e.g.
+A person overrides or extends the table with `Settings.prices` (AUTORESEARCH_PRICES: inline
+JSON or a .json/.toml file mapping a model prefix to `[input, output]`), e.g.
 
     AUTORESEARCH_PRICES='{"my-finetune": [0.5, 1.5], "claude-opus-4-5": [5, 25]}'
 
@@ -18,18 +17,8 @@ and `--max-cost`.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import tomllib
-
-from harness.errors import ConfigError
-
-PRICES_ENV = "AUTORESEARCH_PRICES"
 
 # USD per million tokens (input, output); list prices as published by the providers.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -74,14 +63,9 @@ class PriceTable:
     prices: Mapping[str, tuple[float, float]]
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None) -> PriceTable:
-        """The built-in table overlaid with AUTORESEARCH_PRICES (JSON, or a .json/.toml path)."""
-        env = os.environ if env is None else env
-        prices = dict(DEFAULT_PRICES)
-        raw = env.get(PRICES_ENV, "").strip()
-        if raw:
-            prices.update(_parse_prices(raw))
-        return cls(prices)
+    def load(cls, overrides: Mapping[str, tuple[float, float]] | None = None) -> PriceTable:
+        """The built-in table with `overrides` (a person's prices, `Settings.prices`) on top."""
+        return cls({**DEFAULT_PRICES, **(overrides or {})})
 
     def lookup(self, model: str) -> tuple[float, float] | None:
         """The price of `model` by its longest matching prefix, or None if unknown."""
@@ -104,41 +88,3 @@ class PriceTable:
         if price is None:
             return 0.0
         return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
-
-
-def _parse_prices(raw: str) -> dict[str, tuple[float, float]]:
-    data: Any
-    if raw.startswith("{"):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{PRICES_ENV} is not valid JSON ({exc}); example: '{{\"model\": [3, 15]}}'"
-            ) from None
-    else:
-        path = Path(raw).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{PRICES_ENV}={raw!r}: no such file; give inline JSON or a .json/.toml file")
-        text = path.read_text()
-        try:
-            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{PRICES_ENV} file {path} does not parse: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("prices"), dict):
-            data = data["prices"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{PRICES_ENV} must map model names to [input, output] USD per million tokens")
-    out: dict[str, tuple[float, float]] = {}
-    for model, value in data.items():
-        if isinstance(value, dict):
-            pair = (value.get("input"), value.get("output"))
-        elif isinstance(value, (list, tuple)) and len(value) == 2:
-            pair = (value[0], value[1])
-        else:
-            pair = (None, None)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in pair):
-            raise ConfigError(
-                f"{PRICES_ENV}: price of {model!r} must be [input, output] USD per million tokens, got {value!r}"
-            )
-        out[str(model)] = (float(pair[0]), float(pair[1]))  # type: ignore[arg-type]
-    return out

@@ -6,9 +6,9 @@ A provider subclass implements `_complete(prompt) -> Completion` with its SDK an
 cost of each call from `harness.agents.cost`. Calls may come from the pipelined proposer's
 thread while the main thread runs an experiment; `status` and the meter are thread-safe.
 
-Knobs from the environment (all optional): AUTORESEARCH_LLM_TIMEOUT (seconds per call,
-default 600), AUTORESEARCH_LLM_MAX_TOKENS (default 16000), the AUTORESEARCH_RETRY_* of
-retry.py, and AUTORESEARCH_PRICES of cost.py.
+`from_settings` takes the knobs from the resolved settings: the call timeout and reply length
+(`llm_timeout`, `llm_max_tokens`), the retry policy (`retry_*`) and the prices over the built-in
+table (`prices`); `harness.options.OPTIONS` names the AUTORESEARCH_* variable of each.
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ import os
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from harness.agents.base import Agent, Context, Reply
 from harness.agents.cost import PriceTable
 from harness.agents.prompt import Prompt, build_prompt, redact
-from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, positive_float
+from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify
 from harness.errors import ProviderError
+
+if TYPE_CHECKING:
+    from harness.settings import Settings
 
 log = logging.getLogger("harness.agents")
 
-DEFAULT_TIMEOUT = 600.0
-DEFAULT_MAX_TOKENS = 16_000
 MAX_EMPTY_RETRIES = 3
+_A = TypeVar("_A", bound="LLMAgent")
 
 
 @dataclass(frozen=True)
@@ -46,21 +48,10 @@ class Completion:
 
 @dataclass(frozen=True)
 class CallOptions:
-    """Per-call knobs, read once from the environment."""
+    """Per-call knobs (`Settings.llm_timeout` and `llm_max_tokens`; these defaults are theirs)."""
 
-    timeout: float = DEFAULT_TIMEOUT
-    max_tokens: int = DEFAULT_MAX_TOKENS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> CallOptions:
-        def number(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            return positive_float(name, raw) if raw else default
-
-        return cls(
-            timeout=number("AUTORESEARCH_LLM_TIMEOUT", DEFAULT_TIMEOUT),
-            max_tokens=int(number("AUTORESEARCH_LLM_MAX_TOKENS", DEFAULT_MAX_TOKENS)),
-        )
+    timeout: float = 600.0  # seconds
+    max_tokens: int = 16_000
 
 
 class LLMAgent(Agent):
@@ -79,13 +70,25 @@ class LLMAgent(Agent):
     ) -> None:
         self.env: Mapping[str, str] = dict(os.environ if env is None else env)
         self.model = model or self.default_model
-        self.policy = policy or RetryPolicy.from_env(self.env)
-        self.prices = prices or PriceTable.load(self.env)
-        self.options = options or CallOptions.from_env(self.env)
+        self.policy = policy or RetryPolicy()
+        self.prices = prices or PriceTable.load()
+        self.options = options or CallOptions()
         self.status = ProviderStatus()
         # Where retries and outage pauses are reported; the loop points this at its live view.
         self.notify: Callable[[str], None] = log.warning
         self._empty_streak = 0
+
+    @classmethod
+    def from_settings(cls: type[_A], settings: Settings) -> _A:
+        """The agent with the model and the knobs of the resolved settings."""
+        policy = RetryPolicy(
+            base=settings.retry_base,
+            cap=settings.retry_cap,
+            pause_after=settings.retry_pause_after,
+            max_attempts=settings.retry_max_attempts,
+        )
+        options = CallOptions(timeout=settings.llm_timeout, max_tokens=settings.llm_max_tokens)
+        return cls(settings.model, policy=policy, prices=PriceTable.load(settings.prices), options=options)
 
     @abstractmethod
     def _complete(self, prompt: Prompt) -> Completion:

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from harness.agents.llm import Completion, LLMAgent, as_int
 from harness.agents.prompt import Prompt
 from harness.errors import AgentError, ProviderError
-
-if TYPE_CHECKING:
-    from harness.settings import Settings
 
 DEFAULT_MODEL = "gpt-6.1-sol"  # the current flagship tier, $2/$10 per MTok
 NO_KEY_PLACEHOLDER = "no-key-needed"
@@ -56,10 +53,6 @@ class OpenAIAgent(LLMAgent):
             timeout=self.options.timeout,
             max_retries=0,
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIAgent:
-        return cls(settings.model)
 
     def _resolve_model(self) -> None:
         with self._model_lock:

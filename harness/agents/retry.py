@@ -18,12 +18,10 @@ loop simply waits, probing every `cap` seconds, until the provider answers again
 
 from __future__ import annotations
 
-import math
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -38,7 +36,7 @@ _MAX_RETRY_AFTER = 3600.0  # a server asking for more than an hour is treated as
 
 @dataclass
 class RetryPolicy:
-    """How to back off. `base` is configurable (AUTORESEARCH_RETRY_BASE) so tests sleep little."""
+    """How to back off. The defaults are those of `Settings.retry_*`, which tests shorten so they sleep little."""
 
     base: float = 2.0  # first delay in seconds; doubles per attempt
     cap: float = 300.0  # longest single delay (also the probe interval during an outage)
@@ -46,20 +44,6 @@ class RetryPolicy:
     pause_after: float = 180.0  # seconds of continuous failure before the status says "paused"
     max_attempts: int | None = None  # None: retry retryable errors forever
     sleep: Callable[[float], None] = time.sleep
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
-        """Read AUTORESEARCH_RETRY_BASE / _CAP / _PAUSE_AFTER / _MAX_ATTEMPTS (all optional)."""
-        env = os.environ if env is None else env
-        policy = cls()
-        for name, attr in (("BASE", "base"), ("CAP", "cap"), ("PAUSE_AFTER", "pause_after")):
-            raw = env.get(f"AUTORESEARCH_RETRY_{name}")
-            if raw:
-                setattr(policy, attr, positive_float(f"AUTORESEARCH_RETRY_{name}", raw))
-        raw = env.get("AUTORESEARCH_RETRY_MAX_ATTEMPTS")
-        if raw:
-            policy.max_attempts = int(positive_float("AUTORESEARCH_RETRY_MAX_ATTEMPTS", raw))
-        return policy
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
@@ -70,19 +54,6 @@ class RetryPolicy:
             # Honour the server, plus a little jitter so parallel workers do not stampede.
             return max(backoff, retry_after * (1.0 + self.jitter * random.random() / 4))
         return max(0.0, backoff)
-
-
-def positive_float(name: str, raw: str) -> float:
-    """The value of the environment variable `name`, which must be a positive number."""
-    from harness.errors import ConfigError
-
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to seconds, e.g. {name}=2") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive finite number")
-    return value
 
 
 @dataclass

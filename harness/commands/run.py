@@ -1,7 +1,8 @@
 """`autoresearch run`: resolve the settings, build the agent, prepare data, run the night, publish.
 
-A night that ends normally is published again when its branch tracks a remote (a first manual
-`autoresearch publish` sets that up).
+The flags are `harness.options.OPTIONS` (the same table resolves them and lists the
+AUTORESEARCH_* variables in `--help`). When the night ends normally and the tag's branch tracks
+a remote (after a first `autoresearch publish`), the branch and its results are published again.
 
 With `--gpus 0,1,...` this process becomes a supervisor: it starts one worker per GPU
 (`autoresearch run ... --tag <tag>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>), each on its own
@@ -18,65 +19,41 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
 from types import FrameType
 from typing import IO
 
 from harness import settings as config
 from harness.agents import create_agent
+from harness.options import OPTIONS
+from harness.review.publish import publish_if_upstream
 from harness.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tag", required=True, help="name of this night: branch autoresearch/<tag>, results/<tag>.tsv"
-    )
-    p.add_argument(
-        "--experiment", help="a name under experiments/ or a path to a folder with experiment.toml"
-    )
-    p.add_argument("--dataset", help="arithmetic, climbmix or text:PATH (default: climbmix if prepared)")
-    p.add_argument("--device", default="auto", choices=["auto", *config.DEVICES])
-    p.add_argument("--agent", default="auto", help="auto, claude, openai, search or replay:FILE")
-    p.add_argument("--model", help="the LLM to ask (default: the agent's own)")
-    p.add_argument("--budget", type=float, metavar="SECONDS", help="training seconds per run (recorded)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="hard kill of a run after this long")
-    p.add_argument("--max-experiments", type=int, metavar="N", help="stop after N attempts past the baseline")
-    p.add_argument("--max-cost", type=float, metavar="USD", help="stop once the LLM calls cost this much")
-    p.add_argument("--resume", action="store_true", help="continue an existing tag")
-    p.add_argument("--gpus", metavar="LIST", help="one worker per GPU, e.g. 0,1,2,3 (tags <tag>-gpu<i>)")
-    p.add_argument(
-        "--cache-dir", metavar="DIR", help="cache root (default $AUTORESEARCH_CACHE or ~/.cache/autoresearch)"
-    )
-    p.add_argument(
-        "--judge", default="noise", choices=["noise", "strict"],
-        help="noise: keep only gains that stand out from run-to-run noise (default); strict: any gain",
-    )  # fmt: skip
-    p.add_argument(
-        "--baseline-runs", type=int, metavar="N", help="runs of the baseline (default: noise 3, strict 1)"
-    )
-    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    for opt in OPTIONS:
+        if opt.flag is None:
+            continue
+        help_text = argparse.SUPPRESS if opt.hidden else opt.help
+        if opt.env:
+            help_text += f" (env {opt.env})"
+        if opt.switch:
+            p.add_argument(opt.flag, dest=opt.dest, action="store_true", help=help_text)
+        else:
+            p.add_argument(
+                opt.flag, dest=opt.dest, required=opt.required, metavar=opt.metavar,
+                choices=opt.choices or None, help=help_text,
+            )  # fmt: skip
+    knobs = [
+        f"  {opt.env:<32} {opt.help} (default: {opt.show(config.default_of(opt.field))})"
+        for opt in OPTIONS
+        if opt.flag is None and opt.env
+    ]
+    p.epilog = "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    return config.resolve(
-        tag=args.tag,
-        experiment=args.experiment,
-        dataset=args.dataset,
-        device=args.device,
-        agent=args.agent,
-        model=args.model,
-        budget=args.budget,
-        timeout=args.timeout,
-        max_experiments=args.max_experiments,
-        max_cost=args.max_cost,
-        resume=args.resume,
-        gpus=args.gpus,
-        worker=args.worker,
-        cache_dir=args.cache_dir,
-        judge=args.judge,
-        baseline_runs=args.baseline_runs,
-        env=env,
-    )
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return config.resolve(**{opt.dest: getattr(args, opt.dest) for opt in OPTIONS if opt.flag})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if built:
         print(built, flush=True)
     from harness.night.loop import Night
-    from harness.review.publish import publish_if_upstream
 
     _sigterm_is_interrupt()
     code = Night(settings, agent).run()
@@ -111,36 +87,21 @@ def _sigterm_is_interrupt() -> None:
 
 
 def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:
-    """The command line of the worker for one GPU: the same flags, its own tag."""
-    argv = [
-        sys.executable,
-        "-m",
-        "harness.commands.main",
-        "run",
-        "--tag",
-        f"{args.tag}-gpu{gpu}",
-        "--worker",
-        f"gpu{gpu}",
-    ]
-    argv += ["--device", "cuda" if args.device == "auto" else args.device]
-    for flag in (
-        "experiment",
-        "dataset",
-        "agent",
-        "model",
-        "budget",
-        "timeout",
-        "max_experiments",
-        "max_cost",
-        "cache_dir",
-        "judge",
-        "baseline_runs",
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(value)]
-    if args.resume:
-        argv.append("--resume")
+    """The command line of the worker for one GPU: the flags given, its own tag, on CUDA.
+
+    The AUTORESEARCH_* variables reach the worker through its inherited environment."""
+    own = {"tag": f"{args.tag}-gpu{gpu}", "worker": f"gpu{gpu}", "gpus": None}
+    if args.device in (None, "auto"):
+        own["device"] = "cuda"
+    argv = [sys.executable, "-m", "harness.commands.main", "run"]
+    for opt in OPTIONS:
+        if opt.flag is None:
+            continue
+        value = own[opt.dest] if opt.dest in own else getattr(args, opt.dest)
+        if value is True:
+            argv.append(opt.flag)
+        elif value not in (None, False):
+            argv += [opt.flag, str(value)]
     return argv
 
 

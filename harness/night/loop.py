@@ -26,7 +26,6 @@ from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
 from harness.night.measure import Measurer
-from harness.night.pipeline import depth_from_env
 from harness.night.proposer import Proposer
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
@@ -53,7 +52,7 @@ class Night:
         self.agent_name = agent.name
         self.llm = agent if isinstance(agent, LLMAgent) else None
         self.env = dict(os.environ)
-        self.depth = depth_from_env(self.env) if self.llm is not None else 0  # bad input: before any write
+        self.depth = settings.pipeline_depth if self.llm is not None else 0
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)

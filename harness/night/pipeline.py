@@ -14,7 +14,7 @@ How many proposals are kept in flight adapts to the measured times: enough to co
 model's latency with runs, ceil(1.25 * llm_seconds / run_seconds), between 1 and `max_depth`
 (before the first measurement, `initial_depth`). With a 5-minute budget and a 1-minute
 model that is 1: exactly "propose the next while the current runs"; with a 30 s budget
-it is 3. Set AUTORESEARCH_PIPELINE_DEPTH to a number to fix it (0 turns pipelining off).
+it is 3. `Settings.pipeline_depth` (AUTORESEARCH_PIPELINE_DEPTH) fixes it (0 turns pipelining off).
 
 Threads are daemons: a night that ends with a proposal in flight does not wait for it.
 An exception raised while proposing (a non-retryable provider error) is re-raised by
@@ -24,21 +24,17 @@ An exception raised while proposing (a non-retryable provider error) is re-raise
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from harness.errors import ConfigError
-
 P = TypeVar("P")
 C = TypeVar("C")
 
-DEPTH_ENV = "AUTORESEARCH_PIPELINE_DEPTH"
 _EWMA = 0.5  # weight of the newest measurement: adapt quickly, the model's latency drifts
 # Ask a little earlier than the averages say, so one slow answer does not leave the GPU idle.
 _MARGIN = 1.25
@@ -49,23 +45,6 @@ class _Ticket(Generic[P]):
     future: Future[P | None]
     base: str  # the best commit the proposal was made against
     started: float
-
-
-def depth_from_env(env: Mapping[str, str] | None = None) -> int | None:
-    """None for automatic depth (the default), else the fixed number (0 = no pipelining)."""
-    env = os.environ if env is None else env
-    raw = env.get(DEPTH_ENV, "").strip().lower()
-    if raw in ("", "auto"):
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{DEPTH_ENV}={raw!r}: expected 'auto' or a whole number (0 turns pipelining off)"
-        ) from None
-    if value < 0:
-        raise ConfigError(f"{DEPTH_ENV}={raw!r} must be 0 or more")
-    return value
 
 
 class Pipeline(Generic[C, P]):

@@ -32,7 +32,7 @@ from harness.agents.cost import PriceTable
 from harness.agents.llm import CallOptions, LLMAgent
 from harness.agents.openai_compat import OpenAIAgent
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, retry_after_seconds
-from harness.errors import AgentError, ConfigError, ProviderError
+from harness.errors import AgentError, ProviderError
 from tests.conftest import Toy, git
 
 KEY = "sk-ant-test-0123456789abcdef"
@@ -312,18 +312,6 @@ def test_policy_delay_backoff_and_cap() -> None:
     assert policy.delay(2000, None) == 8.0
 
 
-def test_policy_from_env() -> None:
-    policy = RetryPolicy.from_env({"AUTORESEARCH_RETRY_BASE": "0.01", "AUTORESEARCH_RETRY_MAX_ATTEMPTS": "4"})
-    assert policy.base == 0.01 and policy.max_attempts == 4
-    with pytest.raises(ConfigError, match="AUTORESEARCH_RETRY_BASE"):
-        RetryPolicy.from_env({"AUTORESEARCH_RETRY_BASE": "fast"})
-    for raw in ("nan", "inf"):
-        with pytest.raises(ConfigError, match="AUTORESEARCH_RETRY_MAX_ATTEMPTS"):
-            RetryPolicy.from_env({"AUTORESEARCH_RETRY_MAX_ATTEMPTS": raw})
-        with pytest.raises(ConfigError, match="AUTORESEARCH_LLM_MAX_TOKENS"):
-            CallOptions.from_env({"AUTORESEARCH_LLM_MAX_TOKENS": raw})
-
-
 def test_classify_plain_exceptions() -> None:
     assert classify(TimeoutError("x")).retryable
     assert classify(ConnectionResetError("x")).retryable
@@ -478,7 +466,7 @@ def test_missing_key_is_a_clear_cli_error(toy_experiment: Toy) -> None:
 
 
 def test_price_lookup_by_prefix_up_to_a_separator() -> None:
-    table = PriceTable.load({})
+    table = PriceTable.load()
     assert table.lookup("claude-sonnet-5-5") == (2.0, 10.0)
     assert table.lookup("claude-sonnet-4-5-20250929") == (3.0, 15.0)
     assert table.lookup("anthropic/claude-opus-5-5") == (4.0, 20.0)  # gateway prefix
@@ -487,27 +475,29 @@ def test_price_lookup_by_prefix_up_to_a_separator() -> None:
     assert table.lookup("qwen3-coder") is None
     assert table.cost("qwen3-coder", 10**6, 10**6) == 0.0
     assert table.cost("gpt-6.1-sol", 1_000_000, 100_000) == pytest.approx(2.0 + 1.0)
+    overridden = PriceTable.load({"my-model": (1.0, 2.0), "gpt-5": (9.0, 9.0)})
+    assert overridden.lookup("my-model") == (1.0, 2.0) and overridden.lookup("gpt-5-2025-08-07") == (9.0, 9.0)
+    assert overridden.lookup("claude-sonnet-5-5") == (2.0, 10.0)  # the rest of the built-in table stays
 
 
-def test_prices_from_env_json_and_files(tmp_path: Any) -> None:
-    table = PriceTable.load(
-        {"AUTORESEARCH_PRICES": '{"my-model": [1, 2], "gpt-5": {"input": 9, "output": 9}}'}
-    )
-    assert table.lookup("my-model") == (1.0, 2.0) and table.lookup("gpt-5") == (9.0, 9.0)
-    toml = tmp_path / "prices.toml"
-    toml.write_text('[prices]\n"local-coder" = [0.1, 0.2]\n')
-    assert PriceTable.load({"AUTORESEARCH_PRICES": str(toml)}).lookup("local-coder") == (0.1, 0.2)
-    js = tmp_path / "prices.json"
-    js.write_text('{"m": [3, 4]}')
-    assert PriceTable.load({"AUTORESEARCH_PRICES": str(js)}).lookup("m") == (3.0, 4.0)
+def test_from_settings_takes_the_knobs(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.agents import create_agent
+    from harness.settings import resolve
 
-
-@pytest.mark.parametrize(
-    "raw, why",
-    [("{not json", "not valid JSON"), ('{"m": [1]}', "must be [input, output]"), ('{"m": [-1, 2]}', "must be"),
-     ("/no/such/prices.toml", "no such file")],
-)  # fmt: skip
-def test_bad_prices_are_config_errors(raw: str, why: str) -> None:
-    with pytest.raises(ConfigError, match="AUTORESEARCH_PRICES") as err:
-        PriceTable.load({"AUTORESEARCH_PRICES": raw})
-    assert why in str(err.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    env = {
+        "AUTORESEARCH_LLM_TIMEOUT": "30",
+        "AUTORESEARCH_LLM_MAX_TOKENS": "4000",
+        "AUTORESEARCH_RETRY_BASE": "0.01",
+        "AUTORESEARCH_RETRY_CAP": "0.5",
+        "AUTORESEARCH_RETRY_PAUSE_AFTER": "1",
+        "AUTORESEARCH_RETRY_MAX_ATTEMPTS": "4",
+        "AUTORESEARCH_PRICES": '{"local-coder": [5, 6]}',
+    }
+    settings = resolve(tag="t", device="cpu", agent="openai", model="local-coder", env=env)
+    agent = create_agent(settings.agent, settings=settings)
+    assert isinstance(agent, OpenAIAgent) and agent.model == "local-coder"
+    assert (agent.options.timeout, agent.options.max_tokens) == (30.0, 4000)
+    policy = agent.policy
+    assert (policy.base, policy.cap, policy.pause_after, policy.max_attempts) == (0.01, 0.5, 1.0, 4)
+    assert agent.prices.lookup("local-coder") == (5.0, 6.0)

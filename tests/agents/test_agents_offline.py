@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.agents import AGENT_NAMES, agent_class, resolve_auto
+from harness.agents import agent_class
 from harness.agents.base import Context
 from harness.agents.replay import ReplayAgent, load_replies
 from harness.agents.search import SearchAgent, eval_text, search_space
+from harness.detect import detect_agent
 from harness.edits import apply_reply, parse_reply
 from harness.errors import AgentError, ConfigError
 from harness.store.ledger import Row
@@ -109,10 +110,9 @@ def test_registry_and_auto() -> None:
     assert agent_class("replay:/x.jsonl") is ReplayAgent
     with pytest.raises(ConfigError):
         agent_class("gpt5")
-    assert set(AGENT_NAMES) == {"claude", "openai", "search"}
-    assert resolve_auto({})[0] == "search"
-    assert resolve_auto({"OPENAI_API_KEY": "x"})[0] == "openai"
-    assert resolve_auto({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"})[0] == "claude"
+    assert detect_agent({})[0] == "search"
+    assert detect_agent({"OPENAI_API_KEY": "x"})[0] == "openai"
+    assert detect_agent({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"})[0] == "claude"
 
 
 # --- search -----------------------------------------------------------------------------------

@@ -200,3 +200,54 @@ def test_bad_prepare_input_is_one_line_and_exit_2(tmp_path: Path, dataset: str, 
     assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"autoresearch prepare: error: {message}")
     assert "Traceback" not in out.stderr and out.stdout == ""
     assert not cache.exists()
+
+
+def test_a_timeout_not_above_the_budget_is_refused_before_anything_runs(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(toy_experiment.repo)
+    argv = ["run", "--device", "cpu", "--tag", "x", "--agent", "search", "--max-experiments", "1"]
+    err = fails(capsys, [*argv, "--timeout", "100", "--budget", "300"], "--timeout", "budget")
+    assert err.count("\n") == 1, err
+    assert snapshot(toy_experiment.repo) == before
+
+
+def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
+    from harness.commands.main import build_parser
+    from harness.commands.run import worker_argv
+    from harness.options import OPTIONS
+
+    parser, _ = build_parser()
+    given = [
+        "run", "--tag", "night", "--experiment", "gpt", "--dataset", "climbmix", "--agent", "claude",
+        "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
+        "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
+    ]  # fmt: skip
+    assert {a for a in given if a.startswith("--")} | {"--device", "--worker"} == {
+        opt.flag for opt in OPTIONS if opt.flag
+    }, "every flag of the table is exercised here"
+    args = parser.parse_args(given)
+    argv = worker_argv(args, 3)
+    assert argv[1:4] == ["-m", "harness.commands.main", "run"]
+    worker = parser.parse_args(argv[3:])
+    for opt in OPTIONS:
+        if opt.flag:
+            expected = {"tag": "night-gpu3", "worker": "gpu3", "gpus": None, "device": "cuda"}.get(
+                opt.dest, getattr(args, opt.dest)
+            )
+            assert getattr(worker, opt.dest) == expected, opt.flag
+    # A device given explicitly is passed on as it is.
+    assert "mlx" in worker_argv(parser.parse_args([*given, "--device", "mlx"]), 0)
+
+
+def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.options import OPTIONS
+
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in OPTIONS:
+        if opt.env:
+            assert opt.env in out
+        if opt.flag and not opt.hidden:
+            assert opt.flag in out
+    assert "--worker" not in out

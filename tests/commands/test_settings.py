@@ -1,19 +1,25 @@
-"""Settings: experiment.toml validation, precedence of flags/toml/profile, auto-detection with reasons."""
+"""Settings: experiment.toml validation, precedence of flags/toml/env/profile, auto-detection with reasons."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from harness import options
 from harness import settings as config
+from harness.detect import detect_device
 from harness.errors import ConfigError
+from harness.experiment import load_experiment
 from tests.conftest import Toy
 
 
 def resolve(cwd: Path, env: dict[str, str] | None = None, **kw: object) -> config.Settings:
     kw.setdefault("device", "cpu")
-    return config.resolve(tag="t", cwd=cwd, env=env if env is not None else {}, **kw)  # type: ignore[arg-type]
+    return config.resolve(tag="t", cwd=cwd, env=env if env is not None else {}, **kw)
 
 
 def write_exp(root: Path, toml: str, name: str = "e") -> Path:
@@ -52,7 +58,7 @@ def write_exp(root: Path, toml: str, name: str = "e") -> Path:
 def test_experiment_toml_errors_name_the_key(tmp_path: Path, toml: str, needle: str) -> None:
     exp = write_exp(tmp_path, toml)
     with pytest.raises(ConfigError) as err:
-        config.load_experiment(exp)
+        load_experiment(exp)
     assert needle in str(err.value)
     assert str(exp / "experiment.toml") in str(err.value) or "experiment.toml" in str(err.value)
 
@@ -64,7 +70,7 @@ def test_settings_from_the_toy(toy_experiment: Toy) -> None:
     assert s.mutable == ("experiments/toy/train.py",)
     assert (s.metric, s.direction, s.run) == ("val_bpb", "minimize", "python train.py")
     assert s.timeout == 30 and s.reasons["timeout"] == "experiment.toml timeout_seconds"
-    assert s.budget == config.FALLBACK_TIME_BUDGET  # the toy repo has no constants.py
+    assert s.budget == 10 and s.reasons["budget"] == "experiment.toml budget_seconds"
     assert s.dataset == "none"
     assert s.paths.tsv == toy_experiment.repo / "results" / "t.tsv"
     with pytest.raises(AttributeError):
@@ -74,18 +80,21 @@ def test_settings_from_the_toy(toy_experiment: Toy) -> None:
 def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> None:
     exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\n', "plain")
     s = resolve(project_repo, experiment=str(exp), agent="search")
-    assert s.budget == 300 and s.reasons["budget"] == "constants.py, cpu profile" and not s.budget_overridden
-    assert s.timeout == 600
+    assert s.budget == 300 and s.reasons["budget"] == "constants.py, cpu profile"
+    assert s.timeout == 600 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
     (exp / "experiment.toml").write_text(
         'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n'
     )
     s = resolve(project_repo, experiment=str(exp), agent="search")
     assert s.budget == 42 and s.reasons["budget"] == "experiment.toml budget_seconds"
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=5.0)
-    assert s.budget == 5 and s.reasons["budget"] == "--budget" and s.budget_overridden
-    # A budget above the profile's scales the hard kill with it.
+    assert s.budget == 5 and s.reasons["budget"] == "--budget"
+    # The hard kill follows the budget: the budget plus the profile's allowance (300 s).
+    assert s.timeout == 305
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
-    assert s.timeout == 1800
+    assert s.timeout == 1200
+    s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0, timeout="901")
+    assert s.timeout == 901 and s.reasons["timeout"] == "--timeout"
 
 
 def test_experiment_by_name_or_path(project_repo: Path, tmp_path: Path) -> None:
@@ -100,7 +109,7 @@ def test_cache_root_precedence(toy_experiment: Toy, tmp_path: Path) -> None:
     env = {"AUTORESEARCH_CACHE": str(tmp_path / "envcache")}
     assert resolve(toy_experiment.repo, env, agent="search").cache_root == tmp_path / "envcache"
     s = resolve(toy_experiment.repo, env, agent="search", cache_dir=str(tmp_path / "flag"))
-    assert s.cache_root == tmp_path / "flag" and s.reasons["cache"] == "--cache-dir"
+    assert s.cache_root == tmp_path / "flag" and s.reasons["cache_root"] == "--cache-dir"
     assert (
         resolve(toy_experiment.repo, {}, agent="search").cache_root == Path.home() / ".cache" / "autoresearch"
     )
@@ -130,12 +139,13 @@ def test_dataset_default_is_arithmetic_when_climbmix_is_not_ready(project_repo: 
 
 
 def test_device_auto_probe_and_gpus(toy_experiment: Toy) -> None:
-    device, why = config.detect_device({"PATH": "/usr/bin:/bin"})
-    assert device in config.DEVICES and why
+    device, why = detect_device({"PATH": "/usr/bin:/bin"})
+    assert device in options.DEVICES and why
     s = resolve(toy_experiment.repo, {}, agent="search", device="auto", gpus="0,2")
     assert s.gpus == (0, 2) and s.device == "cuda" and s.reasons["device"] == "--gpus given"
-    with pytest.raises(ConfigError, match="distinct"):
-        config.parse_gpus("1,1")
+    for bad in ("1,1", "a,b", "-1", ","):
+        with pytest.raises(ConfigError, match=f"--gpus '{bad}': expected distinct"):
+            resolve(toy_experiment.repo, {}, agent="search", gpus=bad)
 
 
 def test_replay_path_is_made_absolute(toy_experiment: Toy) -> None:
@@ -161,4 +171,144 @@ def test_a_mutable_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     exp = write_exp(tmp_path, 'mutable = ["train.py"]\nrun = "python train.py"\n')
     (exp / "train.py").write_bytes(b"# caf\xe9 (latin-1)\nX = 1\n")
     with pytest.raises(ConfigError, match="'train.py' is not UTF-8 text"):
-        config.load_experiment(exp)
+        load_experiment(exp)
+
+
+def test_budget_moves_the_kill_timeout_of_the_gpt_experiment(project_repo: Path) -> None:
+    """The shipped experiment.toml once pinned timeout_seconds = 600: `--budget 900` was killed at 600 s."""
+    s = resolve(project_repo, experiment="gpt", agent="search", budget=900.0)
+    assert s.budget == 900 and s.timeout > 900
+    s = resolve(project_repo, experiment="gpt-mlx", agent="search", budget=900.0)
+    assert s.budget == 900 and s.timeout > 900
+
+
+def test_settings_import_nothing_above_them(toy_experiment: Toy) -> None:
+    """Settings sit below agents, night, integrity and review: resolving must not import them."""
+    code = (
+        "import sys\n"
+        "from harness import settings\n"
+        "s = settings.resolve(tag='t', device='cpu', agent='auto', judge='strict')\n"
+        "above = ('harness.agents', 'harness.night', 'harness.integrity', 'harness.review', 'harness.commands')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(above)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=toy_experiment.repo, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_timeout_not_above_the_budget_is_refused(project_repo: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(project_repo, agent="search", budget="300", timeout="100")
+    assert "kill timeout 100 s (--timeout) is not above the training budget 300 s (--budget)" in str(
+        err.value
+    )
+    with pytest.raises(ConfigError, match="is not above"):
+        resolve(project_repo, agent="search", budget="300", timeout="300")
+    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\ntimeout_seconds = 200\n')
+    with pytest.raises(ConfigError) as err:
+        resolve(project_repo, experiment=str(exp), agent="search")
+    assert "200 s (experiment.toml timeout_seconds)" in str(err.value)
+    assert "300 s (constants.py, cpu profile)" in str(err.value)
+    assert resolve(project_repo, experiment=str(exp), agent="search", budget="150").timeout == 200
+
+
+KNOBS = {
+    "AUTORESEARCH_LLM_TIMEOUT": "30",
+    "AUTORESEARCH_LLM_MAX_TOKENS": "4000",
+    "AUTORESEARCH_RETRY_BASE": "0.01",
+    "AUTORESEARCH_RETRY_CAP": "0.5",
+    "AUTORESEARCH_RETRY_PAUSE_AFTER": "1",
+    "AUTORESEARCH_RETRY_MAX_ATTEMPTS": "4",
+    "AUTORESEARCH_PRICES": '{"my-model": [1, 2], "gpt-5": {"input": 9, "output": 9}}',
+    "AUTORESEARCH_PIPELINE_DEPTH": "0",
+}
+
+
+def test_knobs_come_from_the_environment_and_are_printed(toy_experiment: Toy) -> None:
+    s = resolve(toy_experiment.repo, KNOBS, agent="search")
+    assert (s.llm_timeout, s.llm_max_tokens) == (30.0, 4000)
+    assert (s.retry_base, s.retry_cap, s.retry_pause_after, s.retry_max_attempts) == (0.01, 0.5, 1.0, 4)
+    assert s.prices == {"my-model": (1.0, 2.0), "gpt-5": (9.0, 9.0)}
+    assert s.pipeline_depth == 0
+    lines = s.describe()
+    assert "retry_base:          0.01 s  (AUTORESEARCH_RETRY_BASE)" in lines
+    assert (
+        "prices:              built-in table, overridden for my-model, gpt-5  (AUTORESEARCH_PRICES)" in lines
+    )
+    assert "pipeline_depth:      0  (AUTORESEARCH_PIPELINE_DEPTH)" in lines
+    default = resolve(toy_experiment.repo, {"AUTORESEARCH_PIPELINE_DEPTH": "auto"}, agent="search")
+    assert default.pipeline_depth is None and default.retry_max_attempts is None and default.prices == {}
+    assert default.llm_timeout == 600 and default.retry_base == 2.0
+    shown = default.describe()
+    assert "pipeline_depth:      auto" in shown and "retry_max_attempts:  unlimited" in shown
+
+
+def test_prices_from_a_file(toy_experiment: Toy, tmp_path: Path) -> None:
+    toml = tmp_path / "prices.toml"
+    toml.write_text('[prices]\n"local-coder" = [0.1, 0.2]\n')
+    s = resolve(toy_experiment.repo, {"AUTORESEARCH_PRICES": str(toml)}, agent="search")
+    assert s.prices == {"local-coder": (0.1, 0.2)}
+    js = tmp_path / "prices.json"
+    js.write_text('{"m": [3, 4]}')
+    assert resolve(toy_experiment.repo, {"AUTORESEARCH_PRICES": str(js)}, agent="search").prices == {
+        "m": (3, 4)
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "why"),
+    [
+        ("AUTORESEARCH_RETRY_BASE", "fast", "must be a positive number of seconds"),
+        ("AUTORESEARCH_RETRY_CAP", "-1", "must be a positive number of seconds"),
+        ("AUTORESEARCH_LLM_TIMEOUT", "inf", "must be a positive number of seconds"),
+        ("AUTORESEARCH_RETRY_MAX_ATTEMPTS", "nan", "must be a whole number, 1 or more"),
+        ("AUTORESEARCH_RETRY_MAX_ATTEMPTS", "0", "must be a whole number, 1 or more"),
+        ("AUTORESEARCH_LLM_MAX_TOKENS", "inf", "must be a whole number, 1 or more"),
+        ("AUTORESEARCH_PIPELINE_DEPTH", "many", "expected 'auto' or a whole number"),
+        ("AUTORESEARCH_PIPELINE_DEPTH", "-1", "expected 'auto' or a whole number"),
+        ("AUTORESEARCH_PRICES", "{not json", "not valid JSON"),
+        ("AUTORESEARCH_PRICES", '{"m": [1]}', "must be [input, output]"),
+        ("AUTORESEARCH_PRICES", '{"m": [-1, 2]}', "must be [input, output]"),
+        ("AUTORESEARCH_PRICES", "/no/such/prices.toml", "no such file"),
+    ],
+)
+def test_a_bad_knob_is_refused_naming_its_variable(
+    toy_experiment: Toy, name: str, raw: str, why: str
+) -> None:
+    """Also when the agent would not use it: a typo must not wait for the night that needs it."""
+    with pytest.raises(ConfigError) as err:
+        resolve(toy_experiment.repo, {name: raw}, agent="search")
+    assert str(err.value).startswith(f"{name}={raw!r}: ") and why in str(err.value)
+
+
+def test_the_registries_accept_exactly_the_names_settings_accept() -> None:
+    from harness import experiment
+    from harness.agents import REGISTRY, agent_class
+    from harness.agents.llm import CallOptions
+    from harness.agents.retry import RetryPolicy
+    from harness.integrity.provenance import VERIFIERS
+    from harness.night.judge import JUDGES, make_judge
+
+    assert set(REGISTRY) == {*options.AGENTS, "replay"}
+    assert all(hasattr(agent_class(name), "from_settings") for name in REGISTRY)
+    assert set(JUDGES) == set(options.JUDGES)
+    for name in options.JUDGES:
+        make_judge(name, "minimize")
+    assert set(VERIFIERS) == set(experiment.VERIFIERS)
+    # The LLM knobs' defaults are the library's own.
+    defaults = {f.name: f.default for f in dataclasses.fields(config.Settings)}
+    policy, call = RetryPolicy(), CallOptions()
+    assert (policy.base, policy.cap, policy.pause_after, policy.max_attempts) == (
+        defaults["retry_base"], defaults["retry_cap"], defaults["retry_pause_after"], defaults["retry_max_attempts"]
+    )  # fmt: skip
+    assert (call.timeout, call.max_tokens) == (defaults["llm_timeout"], defaults["llm_max_tokens"])
+
+
+def test_every_option_is_a_settings_field_and_resolve_refuses_strangers(toy_experiment: Toy) -> None:
+    fields = {f.name for f in dataclasses.fields(config.Settings)} | {"experiment"}
+    assert {opt.field for opt in options.OPTIONS} <= fields
+    assert len({opt.dest for opt in options.OPTIONS}) == len(options.OPTIONS)
+    with pytest.raises(TypeError, match="budgett"):
+        resolve(toy_experiment.repo, agent="search", budgett="5")

@@ -72,6 +72,7 @@ mutable = ["train.py"]
 run = "python train.py"
 metric = "val_bpb"
 direction = "minimize"
+budget_seconds = 60
 timeout_seconds = 120
 dataset = "arithmetic"
 verify_metric = "evaluate_bpb"

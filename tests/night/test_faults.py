@@ -139,7 +139,7 @@ def test_kill_9_at_random_points_then_resume(toy_experiment: Toy) -> None:
 
 def test_hung_run_is_killed_at_the_timeout(toy_experiment: Toy) -> None:
     toy = toy_experiment
-    _commit_toy(toy, toml={"timeout_seconds": "3"})
+    _commit_toy(toy, toml={"budget_seconds": "1", "timeout_seconds": "3"})
     replies = [
         _whole_file(toy, "attempt 0", _with(MODE="hang")),
         _whole_file(toy, "attempt 1", _with(VAL_BPB=0.5)),

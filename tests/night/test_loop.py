@@ -81,14 +81,14 @@ def test_crash_reasons_and_budget_reach_the_child(toy_experiment: Toy) -> None:
         toy.reply("syntax", 'MODE = "ok"', 'MODE = ("ok"'),  # refused before it runs: a bad edit
     ]
     path = toy.replay_file(replies)
-    assert run_cli("--tag", "crashes", "--agent", f"replay:{path}", "--timeout", "4", "--budget", "7") == 0
+    assert run_cli("--tag", "crashes", "--agent", f"replay:{path}", "--timeout", "4", "--budget", "3") == 0
     rows = toy.tsv("crashes")
     assert [r["status"] for r in rows] == ["keep", "crash", "crash", "crash", "crash"]
     assert rows[1]["reason"] == "timeout"
     assert rows[2]["reason"] == "nan"
     assert rows[3]["reason"] == "no metric"
     assert rows[4]["reason"] == "bad edit" and rows[4]["commit"] == "0000000"
-    assert rows[0]["budget_s"] == "7"
+    assert rows[0]["budget_s"] == "3"
     # Every crash was reset away: the branch is still the initial commit.
     assert git(toy.repo, "rev-parse", "autoresearch/crashes") == git(toy.repo, "rev-parse", "HEAD")
 

@@ -10,8 +10,8 @@ import pytest
 from support.fakes.llm_servers import FakeLLM, error, overloaded, prompt_text, reply
 
 from harness.commands.main import main
-from harness.errors import ConfigError, ProviderError
-from harness.night.pipeline import Pipeline, depth_from_env
+from harness.errors import ProviderError
+from harness.night.pipeline import Pipeline
 from tests.conftest import Toy, git
 
 
@@ -139,14 +139,6 @@ def test_depth_counts_a_request_still_in_flight() -> None:
     clock.t = 95.0  # the model has been thinking for 95 s: a 30 s run needs 4 in flight
     assert pipe.depth() == 4
     gate.set()
-
-
-def test_depth_from_env() -> None:
-    assert depth_from_env({}) is None
-    assert depth_from_env({"AUTORESEARCH_PIPELINE_DEPTH": "auto"}) is None
-    assert depth_from_env({"AUTORESEARCH_PIPELINE_DEPTH": "0"}) == 0
-    with pytest.raises(ConfigError, match="AUTORESEARCH_PIPELINE_DEPTH"):
-        depth_from_env({"AUTORESEARCH_PIPELINE_DEPTH": "many"})
 
 
 # --------------------------------------------------------------------------- in the loop (real CLI, real SDK)

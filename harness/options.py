@@ -1,0 +1,242 @@
+"""What a person can set for `autoresearch run`: the one table of flags and AUTORESEARCH_* variables.
+
+Each `Option` names a `harness.settings.Settings` field, its command-line flag and/or its
+environment variable, how its text is parsed (a ValueError says why text is bad; `Option.read`
+turns it into a ConfigError naming the flag or variable), its help and how `describe()` shows it.
+`OPTIONS` drives the argparse of `run` (whose `--help` lists the variables), `resolve()`,
+`Settings.describe()` and the argv of the `--gpus` workers, so a new knob is one entry here and
+one field of `Settings`; its default is that field's default.
+
+The names other layers accept are data here (`AGENTS`, `JUDGES`), so settings need not import
+the agents or the night to check them; a test checks that their registries agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
+
+from harness.errors import ConfigError
+
+DEVICES = ("cuda", "mlx", "cpu")
+AGENTS = ("claude", "openai", "search")  # what --agent accepts besides auto and replay:FILE
+JUDGES = ("noise", "strict")
+DATASETS = ("arithmetic", "climbmix", "none")  # and text:PATH
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+T = TypeVar("T")
+
+
+# --- parsers: text from a flag or a variable -> a typed value, or ValueError(why) -------------
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _tag(raw: str) -> str:
+    if not TAG_RE.match(raw):
+        raise ValueError("use letters, digits, '.', '_' or '-' (at most 64, not starting with '.' or '-')")
+    return raw
+
+
+def _float(raw: str, ok: Callable[[float], bool], why: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(why) from None
+    if not ok(value):  # NaN fails every comparison: a NaN timeout would switch the hard kill off
+        raise ValueError(why)
+    return value
+
+
+def _seconds(raw: str) -> float:
+    return _float(raw, lambda v: 0 < v < math.inf, "must be a positive number of seconds")
+
+
+def _dollars(raw: str) -> float:
+    return _float(raw, lambda v: 0 <= v < math.inf, "must be a number of US dollars, 0 or more")
+
+
+def _whole(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise ValueError(f"must be a whole number, {low} or more")
+        return value
+
+    return parse
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+def check_dataset(raw: str) -> str:
+    if raw not in DATASETS and not (raw.startswith("text:") and len(raw) > 5):
+        raise ValueError("expected arithmetic, climbmix or text:PATH")
+    return raw
+
+
+def _gpus(raw: str) -> tuple[int, ...]:
+    try:
+        gpus = tuple(int(p) for p in raw.split(",") if p.strip() != "")
+    except ValueError:
+        gpus = ()
+    if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ValueError("expected distinct GPU indices separated by commas, e.g. --gpus 0,1")
+    return gpus
+
+
+def _depth(raw: str) -> int | None:
+    if raw.lower() == "auto":
+        return None
+    try:
+        return _whole(0)(raw)
+    except ValueError:
+        raise ValueError("expected 'auto' or a whole number (0 turns pipelining off)") from None
+
+
+def _prices(raw: str) -> dict[str, tuple[float, float]]:
+    """Model (prefix) -> (input, output) USD per million tokens, from inline JSON or a .json/.toml file."""
+    data: Any
+    if raw.startswith("{"):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc}); example: '{{\"model\": [3, 15]}}'") from None
+    else:
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ValueError("no such file; give inline JSON or a .json/.toml file")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"file {path} does not parse: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("prices"), dict):
+            data = data["prices"]
+    if not isinstance(data, dict):
+        raise ValueError("must map model names to [input, output] USD per million tokens")
+    out: dict[str, tuple[float, float]] = {}
+    for model, value in data.items():
+        pair = (value.get("input"), value.get("output")) if isinstance(value, dict) else value
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in pair
+        ):
+            raise ValueError(
+                f"price of {model!r} must be [input, output] USD per million tokens, got {value!r}"
+            )
+        out[str(model)] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One thing a person can set: a Settings field, given by a flag and/or an environment variable."""
+
+    field: str  # the Settings attribute it sets (and, without a flag, the key of `resolve`)
+    parse: Callable[[str], T]  # text -> value; ValueError(why) for bad text
+    help: str
+    flag: str | None = None  # "--budget"; None: only the environment sets it
+    env: str | None = None  # "AUTORESEARCH_CACHE"; read when the flag is not given
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    switch: bool = False  # a flag without a value (--resume)
+    required: bool = False
+    hidden: bool = False  # internal (the worker's own flag): not in --help or describe()
+    show: Callable[[Any], str] = str  # the value as describe() prints it; "" leaves the line out
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination and the keyword of `resolve` for this option."""
+        return self.flag[2:].replace("-", "_") if self.flag else self.field
+
+    def read(self, given: Mapping[str, object], env: Mapping[str, str]) -> tuple[T | None, str]:
+        """(value, where it came from): the flag, else the variable, else (None, "")."""
+        raw, source = given.get(self.dest), self.flag or ""
+        if raw is None and self.env and env.get(self.env, "").strip():
+            raw, source = env[self.env].strip(), self.env
+        if raw is None or raw is False:
+            return None, ""
+        if raw is True:  # a switch given on the command line
+            return self.parse(""), source
+        text = str(raw)
+        where = f"{self.flag} {text!r}" if source == self.flag else f"{self.env}={text!r}"
+        if self.choices and text not in self.choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(self.choices)}")
+        try:
+            return self.parse(text), source
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _seconds_shown(value: float) -> str:
+    return f"{value:g} s"
+
+
+OPTIONS: tuple[Option[Any], ...] = (
+    Option("tag", _tag, "name of this night: branch autoresearch/<tag>, results/<tag>.tsv", flag="--tag",
+           required=True),
+    Option("experiment", _text, "a name under experiments/ or a path to a folder with experiment.toml",
+           flag="--experiment"),
+    Option("dataset", check_dataset, "arithmetic, climbmix or text:PATH (default: climbmix if prepared)",
+           flag="--dataset"),
+    Option("device", _text, "where runs train (default: auto)", flag="--device", choices=("auto", *DEVICES)),
+    Option("agent", _text, f"auto, {', '.join(AGENTS)} or replay:FILE (default: auto)", flag="--agent"),
+    Option("model", _text, "the LLM to ask (default: the agent's own)", flag="--model",
+           show=lambda v: v or "(agent default)"),
+    Option("budget", _seconds, "training seconds per run (default: constants.py; recorded)", flag="--budget",
+           metavar="SECONDS", show=_seconds_shown),
+    Option("timeout", _seconds, "hard kill of a run after this long (default: the budget plus constants.py's "
+           "TIMEOUT_ALLOWANCE); must be above the budget", flag="--timeout", metavar="SECONDS",
+           show=_seconds_shown),
+    Option("max_experiments", _whole(0), "stop after N attempts past the baseline", flag="--max-experiments",
+           metavar="N", show=lambda v: "unlimited" if v is None else str(v)),
+    Option("max_cost", _dollars, "stop once the LLM calls cost this much", flag="--max-cost", metavar="USD",
+           show=lambda v: "unlimited" if v is None else f"${v:g}"),
+    Option("resume", lambda _: True, "continue an existing tag", flag="--resume", switch=True),
+    Option("gpus", _gpus, "one worker per GPU, e.g. 0,1,2,3 (tags <tag>-gpu<i>)", flag="--gpus",
+           metavar="LIST", show=lambda v: ",".join(map(str, v))),
+    Option("cache_root", _path, "cache root (default: ~/.cache/autoresearch)", flag="--cache-dir",
+           env="AUTORESEARCH_CACHE", metavar="DIR"),
+    Option("judge", _text, "noise: keep only gains that stand out from run-to-run noise (default); "
+           "strict: any gain", flag="--judge", choices=JUDGES),
+    Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, strict 1)",
+           flag="--baseline-runs", metavar="N", show=lambda v: "the judge's default" if v is None else str(v)),
+    Option("worker", _text, "set by the --gpus supervisor for its workers", flag="--worker", hidden=True),
+    # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.
+    Option("llm_timeout", _seconds, "seconds one LLM call may take", env="AUTORESEARCH_LLM_TIMEOUT",
+           show=_seconds_shown),
+    Option("llm_max_tokens", _whole(1), "the longest reply asked of the LLM, in tokens",
+           env="AUTORESEARCH_LLM_MAX_TOKENS"),
+    Option("retry_base", _seconds, "first wait after a failed LLM call; doubles per retry",
+           env="AUTORESEARCH_RETRY_BASE", show=_seconds_shown),
+    Option("retry_cap", _seconds, "longest wait between LLM retries (the probe interval in an outage)",
+           env="AUTORESEARCH_RETRY_CAP", show=_seconds_shown),
+    Option("retry_pause_after", _seconds, "seconds of failing LLM calls before the night shows an outage",
+           env="AUTORESEARCH_RETRY_PAUSE_AFTER", show=_seconds_shown),
+    Option("retry_max_attempts", _whole(1), "give an LLM call up after N attempts",
+           env="AUTORESEARCH_RETRY_MAX_ATTEMPTS", show=lambda v: "unlimited" if v is None else str(v)),
+    Option("prices", _prices, "LLM prices, model -> [input, output] USD per million tokens, as inline JSON "
+           "or a .json/.toml file; they override the built-in table", env="AUTORESEARCH_PRICES",
+           show=lambda v: "built-in table" + (f", overridden for {', '.join(v)}" if v else "")),
+    Option("pipeline_depth", _depth, "LLM proposals in flight while a run goes on: auto or N (0: off)",
+           env="AUTORESEARCH_PIPELINE_DEPTH", show=lambda v: "auto" if v is None else str(v)),
+)  # fmt: skip
