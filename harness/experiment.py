@@ -12,13 +12,13 @@ The generic template (every key but `mutable` and `run` is optional):
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
     verify_metric = "evaluate_bpb"    # accept the metric only if prepare's evaluate_bpb computed it
 
-An unknown key or a value of the wrong type is a ConfigError naming the file and the key.
-Nothing here changes anything on disk.
+The file is read through its schema (`harness.store.schema.ExperimentFile`): an unknown key
+or a value of the wrong type is a ConfigError naming the file and the key. Nothing here
+changes anything on disk.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,24 +28,18 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
+from pydantic import ValidationError
+
 from harness.errors import ConfigError
+from harness.store.schema import ExperimentFile, read_text
 
 DIRECTIONS = ("minimize", "maximize")
 # Accepted values of verify_metric; harness.integrity.provenance implements each (a test checks).
 VERIFIERS = ("evaluate_bpb",)
 
-# key -> (accepted types, required)
-_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": ((str,), False),
-    "mutable": ((list,), True),
-    "run": ((str,), True),
-    "metric": ((str,), False),
-    "direction": ((str,), False),
-    "budget_seconds": ((int, float), False),
-    "timeout_seconds": ((int, float), False),
-    "dataset": ((str,), False),
-    "verify_metric": ((str,), False),
-}
+# How a wrong type is named in the error (the keys of ExperimentFile).
+_WANTED = {"mutable": "list", "budget_seconds": "int or float", "timeout_seconds": "int or float"}
+_ALLOWED = ", ".join(ExperimentFile.model_fields)
 
 
 @dataclass(frozen=True)
@@ -65,54 +59,67 @@ class Experiment:
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
-    """Parse `exp_dir/experiment.toml`; every problem is a ConfigError naming file and key."""
+    """Parse `exp_dir/experiment.toml` through its schema; every problem is a ConfigError naming file and key."""
     path = exp_dir / "experiment.toml"
     if not path.is_file():
         raise ConfigError(f"{exp_dir} has no experiment.toml; an experiment folder needs one (see README.md)")
+    text = (
+        read_text(path, limit=1 << 20, fix="save it as a small UTF-8 TOML file", what="experiment file") or ""
+    )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    for key, value in data.items():
-        if key not in _KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}'; allowed keys: {', '.join(_KEYS)}")
-        types, _ = _KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{path}: key '{key}' must be a {wanted}, got {type(value).__name__} {value!r}")
-    for key, (_, required) in _KEYS.items():
-        if required and key not in data:
-            raise ConfigError(f"{path}: missing required key '{key}'")
-    mutable = data["mutable"]
-    if not mutable or not all(isinstance(m, str) and m for m in mutable):
+    try:
+        parsed = ExperimentFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problem(path, exc)) from None
+    mutable = parsed.mutable
+    if not all(mutable):
         raise ConfigError(f"{path}: key 'mutable' must be a non-empty list of file names")
     for rel in mutable:
         _check_mutable(path, exp_dir, rel)
-    direction = data.get("direction", "minimize")
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{path}: key 'direction' must be 'minimize' or 'maximize', got {direction!r}")
-    for key in ("budget_seconds", "timeout_seconds"):
-        if key in data and not 0 < data[key] < math.inf:  # TOML has nan and inf too
-            raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
-    if not data["run"].strip():
+    if not parsed.run.strip():
         raise ConfigError(f"{path}: key 'run' is empty")
-    verify = data.get("verify_metric")
+    verify = parsed.verify_metric
     if verify is not None and verify not in VERIFIERS:
         raise ConfigError(
             f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {verify!r}"
         )
     return Experiment(
-        name=data.get("name", exp_dir.name),
+        name=parsed.name or exp_dir.name,
         dir=exp_dir.resolve(),
         mutable=tuple(mutable),
-        run=data["run"],
-        metric=data.get("metric", "val_bpb"),
-        direction=direction,
-        budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
-        timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
-        dataset=data.get("dataset"),
+        run=parsed.run,
+        metric=parsed.metric,
+        direction=parsed.direction,
+        budget_seconds=parsed.budget_seconds,
+        timeout_seconds=parsed.timeout_seconds,
+        dataset=parsed.dataset,
         verify_metric=verify,
     )
+
+
+def _problem(path: Path, exc: ValidationError) -> str:
+    """The first problem of experiment.toml, in the words the rest of the harness uses."""
+    err = exc.errors(include_url=False)[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    value = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key '{key}'; allowed keys: {_ALLOWED}"
+    if kind == "missing":
+        return f"{path}: missing required key '{key}'"
+    if key == "mutable" and (len(err["loc"]) > 1 or kind == "too_short"):
+        return f"{path}: key 'mutable' must be a non-empty list of file names"
+    if key == "direction":
+        return f"{path}: key 'direction' must be 'minimize' or 'maximize', got {value!r}"
+    if kind in ("greater_than", "finite_number"):
+        return f"{path}: key '{key}' must be positive, got {value!r}"
+    if kind.endswith("_type") or kind == "bool_type":
+        wanted = _WANTED.get(key, "str")
+        return f"{path}: key '{key}' must be a {wanted}, got {type(value).__name__} {value!r}"
+    return f"{path}: key '{key}': {err['msg']}, got {value!r}"
 
 
 def _check_mutable(path: Path, exp_dir: Path, rel: str) -> None:

@@ -17,11 +17,13 @@ not a scan of the buffer. Tokenization runs in tiktoken's threads when num_threa
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import itertools
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,10 +126,17 @@ class _Prefetcher:
     tiktoken releases the GIL while it encodes, so tokenization (most of the loader's cost)
     overlaps the training step's Python instead of adding to it. One producer, a FIFO queue:
     the order of rows is exactly the packer's. An exception in the producer is re-raised in the
-    consumer; the thread is a daemon and stops when the iterator is closed or garbage-collected.
+    consumer.
+
+    The thread never outlives the interpreter's shutdown: closing the iterator (or the process
+    exiting, through `_stop_all` at exit) stops it and waits for it. A daemon thread still
+    inside native code when Python finalizes is torn down mid-call (pthread_exit), which
+    through C++ frames (torch, arrow) ends the process with "terminate called without an
+    active exception" (exit 134) after the run printed its summary.
     """
 
     _DONE = object()
+    JOIN_SECONDS = 30.0  # one batch's packing; the thread checks for a stop between batches
 
     def __init__(self, packer: Packer, sizes: Iterable[int], depth: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
@@ -135,6 +144,7 @@ class _Prefetcher:
         self._thread = threading.Thread(
             target=self._run, args=(packer, sizes), daemon=True, name="prepare-dataloader"
         )
+        _live.add(self)
         self._thread.start()
 
     def _put(self, item: Any) -> None:
@@ -155,6 +165,13 @@ class _Prefetcher:
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
 
+    def close(self) -> None:
+        """Stop the producer and wait for it (bounded): nothing of it runs after this returns."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self.JOIN_SECONDS)
+        _live.discard(self)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         try:
             while True:
@@ -165,7 +182,19 @@ class _Prefetcher:
                     raise item
                 yield item
         finally:
-            self._stop.set()
+            self.close()
+
+
+# Prefetchers whose producer may still run: stopped and joined at exit, before finalization
+# (a loader kept in a global, or in a reference cycle with the garbage collector disabled, is
+# never closed otherwise).
+_live: weakref.WeakSet[_Prefetcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for prefetcher in list(_live):
+        prefetcher.close()
 
 
 def batches(

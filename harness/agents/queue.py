@@ -16,14 +16,14 @@ feedback on a reply it did not make).
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from harness.agents.base import Agent, Context, Reply
+from harness.errors import DataError
 from harness.store.atomic import file_lock, write_atomic
+from harness.store.schema import QUEUE_LIMIT, read_count, read_text, reply_lines
 
 if TYPE_CHECKING:
     from harness.store.ledger import Row
@@ -68,21 +68,38 @@ class QueuedAgent(Agent):
         if not reply.meta.get("queued"):
             self.inner.observe(reply, row)
 
+    def check(self) -> None:
+        """Read the queue through its schema without serving anything: DataError on damage."""
+        if self.queue.exists() or self.served.exists():
+            with file_lock(queue_lock(self.queue)):
+                self._unserved()
+
+    def _unserved(self) -> tuple[int, int, list[tuple[int, str]]]:
+        """(lines served so far, lines in the queue, the (line number, reply) of every line after
+        the served ones); under the lock. DataError naming the file and line on damage."""
+        restart = f"rm {self.served}"
+        text = read_text(self.queue, limit=QUEUE_LIMIT, fix=f"move it away (mv {self.queue} {self.queue}.bak)",
+                         what="transplant queue") or ""  # fmt: skip
+        start = read_count(self.served, fix=f"remove it to serve the queue from its start ({restart})") or 0
+        total = len(text.splitlines())
+        if start > total:
+            raise DataError(
+                f"{self.served}: counts {start} lines served but {self.queue} has {total}; serve nothing "
+                f"more from it (echo {total} > {self.served}) or serve it from its start ({restart})"
+            )
+        fix = f"remove that line from {self.queue} and run again with --resume"
+        return start, total, reply_lines(text, str(self.queue), fix, start=start)
+
     def _next(self) -> str | None:
-        if not self.queue.is_file():
+        if not self.queue.is_file() and not self.served.exists():
             return None
         with file_lock(queue_lock(self.queue)):
-            start = int(self.served.read_text().strip() or 0) if self.served.is_file() else 0
-            lines = self.queue.read_text(encoding="utf-8").splitlines()
-            served, reply = start, None
-            while served < len(lines) and reply is None:
-                served += 1
-                try:
-                    reply = json.loads(lines[served - 1])["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    print(f'{self.queue}:{served}: not a {{"reply": ...}} line; skipped', file=sys.stderr)
-                if not isinstance(reply, str) or not reply.strip():
-                    reply = None
+            start, total, lines = self._unserved()
+            served, reply = total, None
+            for lineno, text in lines:
+                if text.strip():  # an empty reply is skipped
+                    served, reply = lineno, text
+                    break
             if served != start:
                 write_atomic(self.served, f"{served}\n")
             return reply

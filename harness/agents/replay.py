@@ -11,42 +11,31 @@ asked again (`edit_retries = 0`): it becomes a `bad edit` crash row and the next
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from harness.agents.base import Agent, Context, Reply
-from harness.errors import AgentError
+from harness.errors import AgentError, DataError
+from harness.store.schema import REPLAY_LIMIT, read_text, reply_lines
 
 if TYPE_CHECKING:
     from harness.settings import Settings
 
 
 def load_replies(path: Path) -> list[str]:
-    """Every reply of a replay file; AgentError naming the file and line for a malformed one."""
+    """Every reply of a replay file; AgentError naming the file and line for a malformed one.
+
+    Read through the replay schema (`harness.store.schema.ReplyLine`): bytes that are not UTF-8
+    are replaced (with a warning), a folder or an oversized file is refused.
+    """
+    if not path.exists():
+        raise AgentError(f"replay file {path} does not exist")
+    fix = "fix that line or pass another file with --agent replay:FILE"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AgentError(f"replay file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentError(f"replay file {path} cannot be read: {exc}") from exc
-    replies: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"replay file {path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AgentError(
-                f'{where}: not valid JSON ({exc.msg}); each line must be {{"reply": "..."}}'
-            ) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("reply"), str):
-            raise AgentError(
-                f'{where}: expected an object with a string "reply", e.g. {{"reply": "Description: ..."}}'
-            )
-        replies.append(obj["reply"])
-    return replies
+        text = read_text(path, limit=REPLAY_LIMIT, fix=fix, what="replay file")
+    except DataError as exc:
+        raise AgentError(f"replay file {exc}") from None
+    return [reply for _, reply in reply_lines(text or "", f"replay file {path}", fix, error=AgentError)]
 
 
 class ReplayAgent(Agent):

@@ -12,16 +12,16 @@ row: the metric is their mean, `runs` lists the values, `spread` is max - min of
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.agents.base import Reply
-from harness.errors import DataError
 from harness.night.measure import RunRecord
 from harness.store.ledger import NO_COMMIT, Row
+from harness.store.schema import Pending
+from harness.store.text import summary_cell
 
 
 @dataclass
@@ -60,37 +60,35 @@ class Attempt:
             "parent": self.parent,
             "description": self.description,
             "reply": reply.text,
-            "agent": self.agent,
-            "model": reply.model,
+            "agent": self.agent[:200],
+            "model": reply.model[:200],
             "input_tokens": reply.input_tokens,
             "output_tokens": reply.output_tokens,
             "cost_usd": reply.cost_usd,
         }
 
     @classmethod
-    def from_journal(cls, data: dict[str, Any], where: str) -> Attempt:
-        """The attempt a harness left in flight (older journals lack the agent, model and cost)."""
-        try:
-            reply = Reply(
-                str(data.get("reply", "")),
-                model=str(data.get("model", "")),
-                input_tokens=int(data.get("input_tokens", 0)),
-                output_tokens=int(data.get("output_tokens", 0)),
-                cost_usd=float(data.get("cost_usd", 0.0)),
-            )
-            return cls(
-                str(data["description"]), str(data.get("agent", "")), reply,
-                n=int(data["n"]), parent=str(data.get("parent", "")), commit=str(data.get("commit", "")),
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(
-                f"{where} is corrupt ({exc!r}); it records the attempt in flight when the harness stopped. "
-                "Delete it to resume without that attempt."
-            ) from None
+    def from_journal(cls, pending: Pending) -> Attempt:
+        """The attempt a harness left in flight (pending.json, already validated by its schema)."""
+        reply = Reply(
+            pending.reply,
+            model=pending.model,
+            input_tokens=pending.input_tokens,
+            output_tokens=pending.output_tokens,
+            cost_usd=pending.cost_usd,
+        )
+        return cls(
+            pending.description,
+            pending.agent,
+            reply,
+            n=pending.n,
+            parent=pending.parent,
+            commit=pending.commit,
+        )
 
     # -- the row ----------------------------------------------------------------------------
 
-    def row(self, *, worker: str, budget_s: float) -> Row:
+    def row(self, *, worker: str, budget_s: float, metric_name: str = "val_bpb") -> Row:
         """The one row of this attempt; a crash zeroes metric and memory."""
         values = self.values()
         last_ok = next((r for r in reversed(self.runs) if r.value is not None), None)
@@ -116,9 +114,11 @@ class Attempt:
             "output_tokens": str(reply.output_tokens) if reply.output_tokens else "",
             "cost_usd": f"{reply.cost_usd:.4f}" if reply.cost_usd else "",
             "worker": worker,
-            "reason": self.reason if crashed else "",
+            "reason": self.reason
+            if crashed
+            else "; ".join(dict.fromkeys(r.note for r in self.runs if r.note)),
             "parent": self.parent[:7],
-            "summary": json.dumps(summary, separators=(",", ":"), sort_keys=True) if summary else "",
+            "summary": summary_cell(summary, metric_name),
         }
         commit = self.commit[:7] if self.commit else NO_COMMIT
         return Row(commit, metric, memory, self.status, self.description, extra)

@@ -4,7 +4,9 @@
 description, a budget progress bar fed by the run's `(<pct>%)` progress lines, the last loss,
 the best so far and the last rows), `PlainView` for nohup/tmux logs (one timestamped line per
 event, progress at most every 10 % of the budget). Both implement `View`; the loop talks to
-nothing else. `line()` is called from the runner while the child runs, so views lock.
+nothing else. `line()` is called from the runner while the child runs, so views lock. Every
+text shown (descriptions, reasons, messages quoting providers or logs) goes through
+`harness.store.text.sanitize`: no escape sequence reaches the person's terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from harness.night.metrics import last_loss, progress_pct
+from harness.store.text import DESCRIPTION_LIMIT, REASON_LIMIT, sanitize
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -38,9 +41,12 @@ class View(Protocol):
 
 
 def _fmt_row(row: Row) -> str:
-    reason = row.extra.get("reason", "")
+    reason = sanitize(row.extra.get("reason", ""), REASON_LIMIT)
     tail = f" ({reason})" if reason else ""
-    return f"{row.commit} {row.metric:.6f} {row.memory_gb:.1f} {row.status:<7} {row.description}{tail}"
+    description = sanitize(row.description, DESCRIPTION_LIMIT)
+    return (
+        f"{sanitize(row.commit, 40)} {row.metric:.6f} {row.memory_gb:.1f} {row.status:<7} {description}{tail}"
+    )
 
 
 class PlainView:
@@ -55,7 +61,7 @@ class PlainView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {sanitize(text)}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         self._say(text)
@@ -126,11 +132,12 @@ class RichView:
             for r in self._rows:
                 reason = r.extra.get("reason", "")
                 rows.add_row(
-                    r.commit,
+                    sanitize(r.commit, 40),
                     f"{r.metric:.6f}",
                     f"{r.memory_gb:.1f}",
                     Text(r.status, style=style.get(r.status, "")),
-                    r.description + (f" ({reason})" if reason else ""),
+                    sanitize(r.description, DESCRIPTION_LIMIT)
+                    + (f" ({sanitize(reason, REASON_LIMIT)})" if reason else ""),
                 )
             from rich.console import Group
 
@@ -145,12 +152,12 @@ class RichView:
 
         # Escaped: messages carry provider errors and log text, whose brackets are not markup.
         self._live.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", markup=True, highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(sanitize(text))}", markup=True, highlight=False
         )
 
     def start(self, n: int, description: str, budget: float) -> None:
         with self._lock:
-            self._n, self._description, self._budget = n, description, budget
+            self._n, self._description, self._budget = n, sanitize(description, DESCRIPTION_LIMIT), budget
             self._pct, self._loss = 0.0, None
 
     def line(self, text: str) -> None:

@@ -21,7 +21,7 @@ import time
 from harness.agents.base import Agent
 from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
-from harness.errors import ConfigError, EditError, HarnessError, RepoError
+from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
@@ -32,6 +32,8 @@ from harness.settings import Settings
 from harness.store import journal
 from harness.store.git import Ratchet
 from harness.store.ledger import Ledger, Row
+from harness.store.schema import Pending, read_program
+from harness.store.seal import untrusted_path
 
 INTERRUPTED = 130
 
@@ -42,6 +44,7 @@ class Night:
     # Set by run() once the tag is locked and its worktree open.
     ratchet: Ratchet
     ledger: Ledger
+    pending: Pending | None
     measurer: Measurer
     proposer: Proposer
 
@@ -79,7 +82,7 @@ class Night:
                         break
                     self.attempt(attempt)
             except KeyboardInterrupt:
-                self.ledger = Ledger(self.paths.tsv, self.s.metric)  # what reached the disk
+                self._load_state()  # what reached the disk
                 self._recover()
                 self.view.message("interrupted: the attempt in flight was logged as a crash (interrupted)")
                 return INTERRUPTED
@@ -106,6 +109,9 @@ class Night:
         results_created = not self.paths.results.exists()
         lock.acquire()
         try:
+            self._load_state()
+            self.agent.check()  # the transplant queue, read through its schema
+            read_program(self.s.repo_root / "program.md")  # damage is reported now, not at the first proposal
             self.ratchet = Ratchet.open(self.s.repo_root, self.s.tag, self.s.mutable, resume=self.s.resume)
         except BaseException:
             lock.release()
@@ -114,7 +120,6 @@ class Night:
             if results_created:
                 shutil.rmtree(self.paths.results, ignore_errors=True)
             raise
-        self.ledger = Ledger(self.paths.tsv, self.s.metric)
         self.measurer = Measurer(self.s, self.paths, self.ratchet.worktree, self.env, self.view.line)
         self.proposer = Proposer(
             self.s, self.agent, self.llm, self.ledger, self.ratchet, self.view, depth=self.depth
@@ -122,6 +127,26 @@ class Night:
         if self.llm is not None:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
+
+    def _load_state(self) -> None:
+        """Read pending.json and the ledger through their schemas; trust only the rows the harness wrote."""
+        pending = journal.read_pending(self.paths.pending)
+        self.ledger = Ledger(
+            self.paths.tsv, self.s.metric, verify=True, journaled=pending.row if pending else None
+        )
+        self.pending = journal.read_pending(self.paths.pending, self.ledger.next_n)
+        if self.pending is not None and self.pending.row is not None:
+            journaled = self.ledger.row_of(self.pending.row, where=str(self.paths.pending))
+            if journaled.extra.get("n") != str(self.pending.n):
+                raise DataError(
+                    f"{self.paths.pending}: its row is for attempt #{journaled.extra.get('n')}, not "
+                    f"#{self.pending.n}; {journal.pending_fix(self.paths.pending)}"
+                )
+        if self.ledger.untrusted:
+            self.view.message(
+                f"{self.paths.tsv}: cut off {len(self.ledger.untrusted)} line(s) the harness did not write "
+                f"(appended after its last row; kept in {untrusted_path(self.paths.tsv)})"
+            )
 
     def _resume(self) -> None:
         if self.s.resume:
@@ -211,9 +236,16 @@ class Night:
             self.view.message(f"#{attempt.n} repeat: {verdict.reason}")
         return self._log(attempt)
 
+    def _append(self, attempt: Attempt) -> Row:
+        """Journal the attempt's row, then append it: a row in the TSV that pending.json did not
+        announce is not the harness's (see harness.store.seal)."""
+        row = attempt.row(worker=self.s.worker, budget_s=self.s.budget, metric_name=self.s.metric)
+        journal.write_pending(self.paths.pending, {**attempt.journal(), "row": self.ledger.line(row)})
+        return self.ledger.append(row)
+
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
-        row = self.ledger.append(attempt.row(worker=self.s.worker, budget_s=self.s.budget))
+        row = self._append(attempt)
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
@@ -259,20 +291,23 @@ class Night:
 
     def _recover(self) -> None:
         """Finish the attempt recorded in pending.json (resume, or after Ctrl-C). See harness.store.journal."""
-        data = journal.read_pending(self.paths.pending)
-        if data is None:
+        pending = self.pending
+        if pending is None:
             return
-        attempt = Attempt.from_journal(data, str(self.paths.pending))
+        attempt = Attempt.from_journal(pending)
         for log in self.paths.logs_of(attempt.n):
             if kill_leftover(log):
                 self.view.message(f"killed a run left over from an earlier harness ({log.name})")
         row = self.ledger.find(attempt.n)
-        if row is None:
+        if row is None and pending.row is not None:
             row = self.ledger.append(
-                attempt.crash("interrupted").row(worker=self.s.worker, budget_s=self.s.budget)
-            )
+                self.ledger.row_of(pending.row, where=str(self.paths.pending))
+            )  # decided, not written
+        elif row is None:
+            row = self._append(attempt.crash("interrupted"))
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:
             self.ratchet.revert()
         journal.clear_pending(self.paths.pending)
+        self.pending = None

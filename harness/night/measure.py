@@ -9,7 +9,9 @@ returns a `RunRecord`: the metric, or the crash reason.
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / nan / loss / log flood /
 no metric), or None for a run that reported a usable metric. Tampering wins over any other
-reason.
+reason. A run that printed a complete summary (and, with verify_metric, whose evaluation
+record verifies) is judged by it even if the process then died (an abort at interpreter exit):
+the row notes the abnormal exit in its `reason` column instead of losing the result.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RunRecord:
     summary: dict[str, float | str] | None
     value: float | None  # None when the run crashed
     reason: str | None
+    note: str = ""  # e.g. an abnormal exit after a complete summary (the run still counts)
 
 
 def log_tail(path: Path, lines: int = 50) -> str:
@@ -61,9 +64,15 @@ def log_tail(path: Path, lines: int = 50) -> str:
 
 
 def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, metric: str) -> str | None:
-    """The crash reason of one run, or None when it produced a usable metric."""
+    """The crash reason of one run, or None when it produced a usable metric.
+
+    A run that printed a complete summary (a usable metric) is judged by it even when the
+    process then ended abnormally (`abnormal_exit` says how, for the row); one the harness
+    killed, or whose train file printed FAIL, is a crash whatever it printed.
+    """
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
+    value = metric_value(dict(summary) if summary else None, metric)
     tail = log_tail(result.log_path, 60).splitlines()
     if result.exit_code not in (0, None):
         for line in reversed(tail):
@@ -71,20 +80,31 @@ def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, m
                 # The train file's own divergence check (NaN or loss > 100).
                 loss = result.last_loss
                 return "nan" if loss is None or math.isnan(loss) else "loss"
-        for line in reversed(tail):
-            stripped = line.strip()
-            if stripped.startswith(("SyntaxError", "IndentationError", "TabError")):
-                return "syntax error"
-            if _EXC_LINE.match(stripped):
-                return f"exception: {stripped[:200]}"
-        last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
-        return f"exception: exit code {result.exit_code}" + (f", last line: {last[:160]}" if last else "")
+        if value is None:
+            for line in reversed(tail):
+                stripped = line.strip()
+                if stripped.startswith(("SyntaxError", "IndentationError", "TabError")):
+                    return "syntax error"
+                if _EXC_LINE.match(stripped):
+                    return f"exception: {stripped[:200]}"
+            last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
+            return f"exception: exit code {result.exit_code}" + (f", last line: {last[:160]}" if last else "")
     raw = summary.get(metric) if summary else None
     if isinstance(raw, float) and math.isnan(raw):
         return "nan"
-    if metric_value(dict(summary) if summary else None, metric) is None:
+    if value is None:
         return "no metric"
     return None
+
+
+def abnormal_exit(result: RunResult) -> str:
+    """A note for the row of a run judged by its summary although it did not exit with 0 ("" when it did)."""
+    if result.kill_reason or result.exit_code in (0, None):
+        return ""
+    last = next((ln.strip() for ln in reversed(log_tail(result.log_path, 5).splitlines()) if ln.strip()), "")
+    return f"exited with code {result.exit_code} after a complete summary" + (
+        f" ({last[:120]})" if last else ""
+    )
 
 
 class Measurer:
@@ -135,7 +155,8 @@ class Measurer:
             )
         if record is not None:
             record.archive(eval_record(log_path))
-        return RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)
+        value = None if reason else metric_value(summary, self.s.metric)
+        return RunRecord(result, summary, value, reason, abnormal_exit(result) if value is not None else "")
 
     def env(self, log_path: Path) -> dict[str, str]:
         """The environment of one run (secrets are dropped by `runner.child_env`).

@@ -32,6 +32,8 @@ from harness.night.pipeline import Pipeline
 from harness.settings import Settings
 from harness.store.git import Ratchet
 from harness.store.ledger import Ledger
+from harness.store.schema import read_program
+from harness.store.text import DESCRIPTION_LIMIT, sanitize
 
 MAX_REPAIRS = 2  # a crash with a simple bug goes back to the model for a fix at most this often
 
@@ -67,8 +69,7 @@ class Proposer:
 
     def context(self) -> Context:
         """What the agent sees: program.md (re-read now), the files at the best commit, the history."""
-        program_path = self.s.repo_root / "program.md"
-        program = program_path.read_text(encoding="utf-8") if program_path.exists() else ""
+        program = read_program(self.s.repo_root / "program.md")  # non-UTF-8 bytes: replaced, with a warning
         return Context(
             program=program,
             files=self.current_files(),
@@ -140,7 +141,7 @@ class Proposer:
         if attempt.files is None or attempt.reply is None:
             return attempt  # a bad edit stays a bad edit: it gets its row
         try:
-            files = apply_reply(parse_reply(attempt.reply.text), ctx.files, self.s.mutable)
+            files = _encodable(apply_reply(parse_reply(attempt.reply.text), ctx.files, self.s.mutable))
             checks.check_files(files)
         except EditError:
             return None
@@ -162,7 +163,7 @@ class Proposer:
         if attempt.files is not None:
             # Commit the crashed change plus the fix on top of the best.
             attempt.files = {**self.crash_files, **attempt.files}
-        attempt.description = f"fix: {attempt.description}"
+        attempt.description = sanitize(f"fix: {attempt.description}", DESCRIPTION_LIMIT)
         attempt.repair = True
         return attempt
 
@@ -179,8 +180,8 @@ class Proposer:
             description = _loose_description(reply.text)
             try:
                 parsed = parse_reply(reply.text)
-                description = parsed.description or description
-                files = apply_reply(parsed, ctx.files, self.s.mutable)
+                description = sanitize(parsed.description, DESCRIPTION_LIMIT) or description
+                files = _encodable(apply_reply(parsed, ctx.files, self.s.mutable))
                 checks.check_files(files)  # refused shortcuts go back to the model like bad edits
                 return Attempt(description, reply.agent or agent.name, reply, files)
             except EditError as exc:
@@ -193,10 +194,24 @@ class Proposer:
         raise AssertionError("unreachable")
 
 
+def _encodable(files: dict[str, str]) -> dict[str, str]:
+    """`files`, if each can be written as UTF-8; an EditError (a bad edit) otherwise."""
+    for path, text in files.items():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EditError(
+                f"the edit of {path} holds a character that is not valid Unicode (at {exc.start})",
+                f"Your edit of {path} contains an invalid character (a lone surrogate) at offset {exc.start}; "
+                "write plain UTF-8 text.",
+            ) from None
+    return files
+
+
 def _loose_description(text: str) -> str:
     for line in text.splitlines():
         if line.strip().lower().startswith("description:"):
-            return " ".join(line.split(":", 1)[1].split())[:200] or "(no description)"
+            return sanitize(line.split(":", 1)[1], DESCRIPTION_LIMIT) or "(no description)"
     return "(unparseable reply)"
 
 

@@ -16,12 +16,16 @@ What is contained:
     runaway allocation on CPU. Do not use it with CUDA: the driver reserves huge virtual ranges.
   * secrets: `child_env()` builds an environment without API keys, tokens and passwords.
 
+  * every other process the run started, also one that left the group (``setsid``, a double
+    fork), closed its pipes or was re-parented: when the run ends, `harness.night.reaper`
+    kills what is left (the harness is a subreaper on Linux) and reaps it.
+
 What is NOT contained:
-  * a process that leaves the group on purpose (``setsid``, a double fork into a new session,
-    a systemd-run unit): it is neither killed nor waited for (the log stops 2 s after the leader).
-  * GPU memory held by a process outside the group, files the child writes, network access.
-  * the harness itself being kill -9'ed: the group keeps running; the pid file ``<log>.pid``
-    (pgid + create time, so a reused pid is never hit) lets the next harness `kill_leftover()` it.
+  * a process started through a service manager (a systemd-run unit) or as another user.
+  * GPU memory held by a process outside the run, files the child writes, network access.
+  * the harness itself being kill -9'ed: the run keeps running; the pid file ``<log>.pid``
+    (pgid + create time, so a reused pid is never hit, and the run's environment cookie) lets
+    the next harness `kill_leftover()` it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import math
 import os
 import resource
+import secrets
 import selectors
 import signal
 import subprocess
@@ -43,6 +48,7 @@ from typing import BinaryIO
 import psutil
 
 from harness.credentials import is_secret
+from harness.night import reaper
 from harness.night.metrics import last_loss as parse_loss
 from harness.store.atomic import write_atomic
 
@@ -108,6 +114,8 @@ def run(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     preexec = _limit_memory(memory_limit_bytes) if memory_limit_bytes else None
+    reaper.become_subreaper()
+    cookie = secrets.token_hex(8)
     start = time.monotonic()
     with open(log_path, "wb") as log:
         try:
@@ -115,7 +123,7 @@ def run(
                 command,
                 shell=True,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, reaper.COOKIE: cookie},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -125,19 +133,26 @@ def run(
         except OSError as exc:  # e.g. cwd missing: the run failed, the harness did not
             log.write(f"[autoresearch] could not start {command!r} in {cwd}: {exc}\n".encode())
             return RunResult(127, False, None, time.monotonic() - start, log_path, None)
-        _write_pid_file(log_path, proc.pid, command)
+        born = _write_pid_file(log_path, proc.pid, command, cookie)
         stream = _Stream(log, max_log_bytes, on_line)
         try:
             kill_reason = _supervise(proc, stream, start + timeout, kill_grace)
         except BaseException:
             _kill_group(proc.pid, kill_grace, proc)
+            reaper.sweep(born, kill_grace)
+            with contextlib.suppress(OSError):
+                pid_file(log_path).unlink()
             stream.marker("interrupted: the harness stopped; the process group was killed")
             raise
         finally:
             assert proc.stdout is not None
             proc.stdout.close()
-            with contextlib.suppress(OSError):
-                pid_file(log_path).unlink()
+        # Whatever the run left behind (in its group or not, pipes closed or not) goes now.
+        _kill_group(proc.pid, 0.5, proc)
+        if reaper.sweep(born, kill_grace):
+            stream.marker("killed processes the run left behind after it ended")
+        with contextlib.suppress(OSError):
+            pid_file(log_path).unlink()
         if kill_reason == "timeout":
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
         elif kill_reason in ("nan", "loss"):
@@ -165,7 +180,8 @@ def kill_leftover(log_path: Path) -> bool:
         record = json.loads(path.read_text())
         pgid = int(record["pgid"])
         created = float(record["create_time"])
-    except (OSError, ValueError, KeyError, TypeError):
+        cookie = str(record.get("cookie", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         with contextlib.suppress(OSError):
             path.unlink()
         return False
@@ -178,6 +194,8 @@ def kill_leftover(log_path: Path) -> bool:
     if ours:
         killed = True
         _kill_group(pgid, 5.0, None)
+    if reaper.kill_cookie(cookie):  # members that left the group
+        killed = True
     with contextlib.suppress(OSError):
         path.unlink()
     return killed
@@ -359,12 +377,15 @@ def _created(p: psutil.Process) -> float:
         return -1.0
 
 
-def _write_pid_file(log_path: Path, pid: int, command: str) -> None:
+def _write_pid_file(log_path: Path, pid: int, command: str, cookie: str) -> float:
+    """Record the run's group for a later harness; returns the leader's create time."""
     try:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = time.time()
-    write_atomic(pid_file(log_path), json.dumps({"pgid": pid, "create_time": created, "command": command}))
+    record = {"pgid": pid, "create_time": created, "command": command, "cookie": cookie}
+    write_atomic(pid_file(log_path), json.dumps(record))
+    return created
 
 
 def _limit_memory(limit: int) -> Callable[[], None]:

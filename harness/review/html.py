@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.review.summary import Summary
 from harness.store.ledger import Row
+from harness.store.text import sanitize
 
 MAX_DIFF_CHARS = 200_000  # per commit; a runaway diff should not make the page unusable
 
@@ -36,7 +37,8 @@ pre.diff { background: #fafafa; border: 1px solid #ddd; padding: .6em; overflow-
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # Text from the TSV, agents and runs: no control characters or escape sequences, then HTML-escaped.
+    return html.escape(sanitize(value, newlines=True), quote=True)
 
 
 def _num(x: float | None, spec: str = ".6f") -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataError
 from harness.review.summary import infer_direction, metric_name
 from harness.store.journal import lock_holder, read_pending
 from harness.store.ledger import Row, read_any_tsv
 from harness.store.paths import TagPaths
+from harness.store.text import sanitize
 
 LAST_ROWS = 5
 
@@ -54,10 +55,14 @@ def tag_lines(results: Path, tag: str) -> list[str]:
         lines.append(f"best: {best.metric:.6f} at {best.commit} ({best.description})")
     holder = lock_holder(paths)
     lines.append(f"running: yes (harness pid {holder})" if holder else "running: no")
-    pending = read_pending(paths.pending)
+    try:
+        pending = read_pending(paths.pending)
+    except DataError as exc:
+        lines.append(f"pending.json is damaged: {exc}")
+        pending = None
     if pending is not None and not holder:
         lines.append(
-            f"in flight when it stopped: #{pending.get('n')} {pending.get('description')} "
+            f"in flight when it stopped: #{pending.n} {sanitize(pending.description, 200)} "
             "(run with --resume to log it)"
         )
     if skipped:

@@ -31,6 +31,7 @@ from gitdb.exc import BadName, BadObject, ODBError
 
 from harness.errors import ConfigError, EditError, RepoError
 from harness.store.paths import WORKTREES, checkout_of
+from harness.store.text import DESCRIPTION_LIMIT, sanitize
 
 # Everything gitpython raises for a missing repo, a bad ref or a failed git command.
 ANY_GIT_ERROR: tuple[type[Exception], ...] = (git.GitError, BadName, BadObject, ODBError, ValueError, OSError)
@@ -409,7 +410,8 @@ class Ratchet:
         EditError("the edit changes nothing") when they equal HEAD (untracked junk and other
         changed files never count: only the mutable files are staged).
         """
-        sha = self.tree.commit(self.mutable, message.strip() or "autoresearch experiment")
+        subject = sanitize(message, DESCRIPTION_LIMIT)  # an agent's text: no escapes, one bounded line
+        sha = self.tree.commit(self.mutable, subject or "autoresearch experiment")
         if sha is None:
             raise EditError(
                 "the edit changes nothing", "The edit changes nothing: the file is identical to before."

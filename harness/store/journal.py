@@ -1,18 +1,21 @@
 """The attempt in flight (`results/<tag>/pending.json`), the tag lock, and what --resume does.
 
 Resume protocol: before a run, pending.json records the attempt (n, commit, parent,
-description, reply, agent, model, tokens, cost). After the run the loop appends the row,
-then keeps or reverts, then deletes pending.json. A harness killed at any instant (kill -9
-included) therefore leaves one of three states, and the loop's recovery finishes each:
+description, reply, agent, model, tokens, cost). After the run the loop records in it the
+row it is about to write (`row`), appends that row, then keeps or reverts, then deletes
+pending.json. A harness killed at any instant (kill -9 included) therefore leaves one of four
+states, and the loop's recovery finishes each:
 
   no pending.json                  nothing was in flight: continue after the last row
   pending, its row already written the harness died between the row and keep/revert: redo that
+  pending with a row, not written  the harness died between deciding and appending: append it
   pending, no row                  the run was interrupted: kill a leftover child process group,
                                    log the attempt as a crash with reason `interrupted` (it is
                                    not re-run: the agent proposes afresh)
 
-pending.json is written atomically, so it is either absent or whole. What it holds is the
-loop's business (`harness.night.attempt.Attempt`); here it is a JSON object.
+pending.json is written atomically, so it is either absent or whole; it is read through its
+schema (`harness.store.schema.Pending`), and must name the attempt after the last row (or the
+last row itself): anything else is damage, reported with the command that clears it.
 
 One harness per tag: `TagLock` holds `results/<tag>/lock` for the whole night and writes its
 pid next to it (`lock.pid`), so `lock_holder` can say who is running.
@@ -32,28 +35,33 @@ import filelock
 from harness.errors import DataError, RepoError
 from harness.store.atomic import file_lock, fsync_dir, write_atomic
 from harness.store.paths import TagPaths
+from harness.store.schema import REPLY_LIMIT, Pending, read_count, read_json, require_file_or_absent
 
 
 def write_pending(path: Path, record: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps(dict(record), indent=1))
 
 
-def read_pending(path: Path) -> dict[str, Any] | None:
-    """The attempt in flight, or None; DataError when the file is not a JSON object."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        data, why = None, str(exc)
-    else:
-        why = "not a JSON object"
-    if not isinstance(data, dict):
+def pending_fix(path: Path) -> str:
+    return (
+        f"it records the attempt in flight when the harness stopped; remove it (rm {path}) and run "
+        "again with --resume to go on without that attempt"
+    )
+
+
+def read_pending(path: Path, next_n: int | None = None) -> Pending | None:
+    """The attempt in flight, or None; DataError naming what is wrong when the file is damaged.
+
+    With `next_n` (the ledger's next attempt number), the attempt must be that one or the one
+    before it (its row written, its keep or revert not yet done).
+    """
+    fix = pending_fix(path)
+    pending = read_json(path, Pending, fix=fix, limit=2 * REPLY_LIMIT)
+    if pending is not None and next_n is not None and pending.n not in (next_n, next_n - 1):
         raise DataError(
-            f"{path} is corrupt ({why}); it records the attempt in flight when the harness stopped. "
-            "Delete it to resume without that attempt."
+            f"{path}: records attempt #{pending.n}, but the results' next attempt is #{next_n}; {fix}"
         )
-    return data
+    return pending
 
 
 def clear_pending(path: Path) -> None:
@@ -73,6 +81,14 @@ class TagLock:
         self._lock: filelock.FileLock | None = None
 
     def acquire(self) -> None:
+        for path in (self.paths.dir, self.paths.results):
+            if path.exists() and not path.is_dir():
+                raise DataError(
+                    f"{path}: a file sits where the harness keeps a folder; move it away (mv {path} {path}.bak) "
+                    "and run the same command again"
+                )
+        for path in (self.paths.lock, self.paths.lock_owner):
+            require_file_or_absent(path, f"remove it (rm -r {path}) and run the same command again")
         self._lock = file_lock(self.paths.lock, wait=False)  # creates the tag's folder
         try:
             self._lock.acquire()
@@ -98,16 +114,18 @@ class TagLock:
 
 def lock_holder(paths: TagPaths) -> int | None:
     """The pid holding the tag lock right now (-1 when unknown), or None. Takes nothing it keeps."""
-    if not paths.lock.exists():
+    if not paths.lock.is_file():
         return None
     probe = file_lock(paths.lock, wait=False)
     try:
         probe.acquire()
     except filelock.Timeout:
         try:
-            text = paths.lock_owner.read_text().strip()
-        except OSError:
-            text = ""
-        return int(text) if text.isdigit() else -1
+            pid = read_count(paths.lock_owner, fix="")
+        except DataError:
+            pid = None  # damaged: whoever holds the lock rewrites it; only the number is unknown
+        return pid if pid else -1
+    except OSError:
+        return -1
     probe.release()
     return None

@@ -3,15 +3,22 @@
 The first five columns are exactly ``commit <metric> memory_gb status description`` (the
 format people already analyse; the metric column is named after the experiment's metric,
 ``val_bpb`` by default), then `EXTRA_COLUMNS`. The metric is written with 6 decimals, memory
-with 1; a crash row has ``0.000000`` and ``0.0``. Tabs and newlines in any field become spaces.
+with 1; a crash row has ``0.000000`` and ``0.0``. Every cell goes through
+`harness.store.text.sanitize` (no control characters or escape sequences, tabs and newlines
+become spaces) and is bounded: the description to 200 characters, the reason to 300, the
+summary (compact JSON of the parsed pairs) to 2000, any other cell to 2000.
 
 Appends are safe under concurrent writers (a report reading while the loop writes, tests with
 several processes): each row is one ``write()`` on an ``O_APPEND`` descriptor under the
 ledger's lock (``<tsv>.lock``), then fsync'ed, and the header is written under the same lock
-when the file is empty.
+when the file is empty. After each append the ledger's seal (`harness.store.seal`) records
+which bytes the harness wrote; the loop opens its ledger with ``verify=True``, which trusts
+only those (and the one row pending.json journaled), so a row a run appended is never taken
+for the harness's own.
 
-`Ledger` is the loop's view: strict (the harness's own file: a corrupt line is a DataError
-naming the file and line), read once and kept in memory. `read_any_tsv()` is lenient, for
+`Ledger` is the loop's view: strict (the harness's own file: a damaged line is a DataError
+naming the file, the line, what is wrong and the command that removes it), read once and kept
+in memory. `read_any_tsv()` is lenient, for
 hand-made or older TSVs: any columns after the first five, lines it cannot read are skipped
 and reported. `better` compares two metric values in an experiment's direction.
 """
@@ -19,6 +26,7 @@ and reported. `better` compares two metric values in an experiment's direction.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +35,10 @@ from typing import Literal
 import filelock
 
 from harness.errors import ConfigError, DataError
+from harness.store import seal as sealing
 from harness.store.atomic import file_lock
+from harness.store.schema import Seal, require_file_or_absent, validate_row
+from harness.store.text import DESCRIPTION_LIMIT, REASON_LIMIT, SUMMARY_LIMIT, sanitize
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
@@ -89,26 +100,32 @@ class Row:
         return self.runs() or [self.metric]
 
 
-def clean(text: str) -> str:
-    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces."""
-    return str(text).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
+CELL_LIMIT = 2000  # any cell without a limit of its own
+_LIMITS = {"description": DESCRIPTION_LIMIT, "reason": REASON_LIMIT, "summary": SUMMARY_LIMIT}
+
+
+def clean(text: str, limit: int = CELL_LIMIT) -> str:
+    """A field safe for a TSV cell: one line, no control characters or escapes, bounded."""
+    return sanitize(text, limit)
 
 
 def _format(row: Row, header: list[str]) -> str:
     if row.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
+    if not (math.isfinite(row.metric) and math.isfinite(row.memory_gb)):
+        raise ValueError(f"metric and memory must be finite, not {row.metric!r} and {row.memory_gb!r}")
     unknown = set(row.extra) - set(EXTRA_COLUMNS)
     if unknown:
         raise ValueError(f"unknown extra columns {sorted(unknown)}; allowed: {EXTRA_COLUMNS}")
     cells = [
-        clean(row.commit),
+        clean(row.commit, 40),
         f"{row.metric:.6f}",
         f"{row.memory_gb:.1f}",
         row.status,
-        clean(row.description),
+        clean(row.description, DESCRIPTION_LIMIT),
     ]
     # Extras follow the file's own header, so a file begun by an older version stays aligned.
-    cells += [clean(row.extra.get(name, "")) for name in header[5:]]
+    cells += [clean(row.extra.get(name, ""), _LIMITS.get(name, CELL_LIMIT)) for name in header[5:]]
     return "\t".join(cells) + "\n"
 
 
@@ -116,11 +133,17 @@ class Ledger:
     """The ledger of one tag, read once (strictly) and kept in memory: every append updates the
     rows, the attempt count, the LLM spend and the best row, so nothing re-reads the file.
 
-    A missing file has no rows; the first append creates it. A corrupt line is a DataError
-    naming the file and line.
+    A missing file has no rows; the first append creates it. A damaged line is a DataError
+    naming the file and line. With ``verify=True`` (the loop) the file is read against its
+    seal: a sealed part that does not match is a DataError; bytes after it are trusted only
+    when they are exactly `journaled` (the row pending.json recorded just before its append),
+    anything else is moved to ``<tsv>.untrusted`` and cut off (`untrusted` lists the lines);
+    a file without a seal is sealed as it is.
     """
 
-    def __init__(self, path: Path, metric: str = "val_bpb") -> None:
+    def __init__(
+        self, path: Path, metric: str = "val_bpb", *, verify: bool = False, journaled: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.metric = metric
         self.header: list[str] = [*columns(metric), *EXTRA_COLUMNS]
@@ -129,9 +152,14 @@ class Ledger:
         self.spent = 0.0  # USD, the sum of cost_usd
         self.best: Row | None = None  # the last kept row: the branch head
         self.next_n = 0  # the number of the next attempt
-        if self.path.exists():
+        self.untrusted: list[str] = []  # lines after the seal that the harness did not write (cut off)
+        fix = f"move it away (mv {self.path} {self.path}.bak) or pick another --tag"
+        require_file_or_absent(self.path, fix)
+        if verify:
+            require_file_or_absent(sealing.seal_path(self.path), fix)
+        if self.path.exists() or verify:
             with self._lock():
-                rows = self._read()
+                rows = self._verified(journaled) if verify else self._read(self._bytes())
             for row in rows:
                 self._count(row)
 
@@ -143,20 +171,33 @@ class Ledger:
         """The row of attempt n, if it was written."""
         return next((r for r in reversed(self._rows) if r.extra.get("n") == str(n)), None)
 
+    def row_of(self, line: str, *, where: str) -> Row:
+        """The row a line written by `line()` stands for; DataError naming `where` when it is damaged."""
+        fix = f"remove it (rm {where}) and run again with --resume to go on without that attempt"
+        return self._parse(line, self._file_header() or self.header, 0, where=where, fix=fix)
+
+    def line(self, row: Row) -> str:
+        """The line `append(row)` would write (without its newline), for the journal."""
+        header = self._file_header() or self.header
+        return _format(row, header).rstrip("\n")
+
     def append(self, row: Row) -> Row:
         """Append one row (and the header first, if the file is empty); returns it as written.
 
-        Under the ledger's lock: one write() of the whole line on an O_APPEND descriptor, then fsync.
+        Under the ledger's lock: one write() of the whole line on an O_APPEND descriptor, then
+        fsync, then the seal. Bytes someone else appended since the last seal are moved to
+        ``<tsv>.untrusted`` first.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                size = os.fstat(fd).st_size
+                size = self._cut_unsealed(fd)
                 header = self.header if size == 0 else self._check_header(_first_line(fd), 1)
                 line = _format(row, header)
                 data = ("\t".join(header) + "\n" + line) if size == 0 else line
-                view = memoryview(data.encode("utf-8"))
+                raw = data.encode("utf-8")
+                view = memoryview(raw)
                 try:
                     while view:  # a regular-file write is whole in practice; loop in case it is not
                         view = view[os.write(fd, view) :]
@@ -167,6 +208,7 @@ class Ledger:
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, size)
                     raise
+                self._seal(size + len(raw), sealing.extend(self._chain, raw))
             finally:
                 os.close(fd)
         written = self._parse(line.rstrip("\n"), header, 0)
@@ -186,20 +228,113 @@ class Ledger:
     def _lock(self) -> filelock.FileLock:
         return file_lock(self.path.with_name(self.path.name + ".lock"))
 
-    def _read(self) -> list[Row]:
+    # -- the seal ---------------------------------------------------------------------------
+
+    _chain = sealing.START
+
+    def _seal(self, size: int, chain: str) -> None:
+        self._chain = chain
+        sealing.write(self.path, Seal(size=size, chain=chain))
+
+    def _cut_unsealed(self, fd: int) -> int:
+        """The file's size once anything appended after its seal is quarantined and cut off.
+
+        Under the lock. A file without a seal (older, or hand-made) is sealed as it is."""
+        size = os.fstat(fd).st_size
+        seal = sealing.read(self.path)
+        if seal is None:
+            self._chain = sealing.extend(sealing.START, os.pread(fd, size, 0)) if size else sealing.START
+            return size
+        if size < seal.size:
+            sealing.split(self.path, os.pread(fd, size, 0), seal)  # raises: the file was cut
+        self._chain = seal.chain
+        if size > seal.size:
+            tail = os.pread(fd, size - seal.size, seal.size)
+            sealing.quarantine(self.path, tail)
+            self.untrusted += tail.decode("utf-8", "replace").splitlines()
+            os.ftruncate(fd, seal.size)
+            os.fsync(fd)
+        return seal.size
+
+    def _verified(self, journaled: str | None) -> list[Row]:
+        """The rows the harness wrote (see the class docstring); under the lock."""
+        raw = self._bytes()
+        seal = sealing.read(self.path)
         try:
-            text = self.path.read_text(encoding="utf-8")
+            body, tail, chain = sealing.split(self.path, raw, seal)
+        except DataError:
+            self._read(raw, ordered=True)  # a damaged line is the more useful thing to report
+            raise
+        if tail:
+            expected = (journaled or "") + "\n"
+            if not body:
+                expected = "\t".join(self.header) + "\n" + expected
+            if journaled is not None and tail == expected.encode("utf-8"):
+                body, chain = body + tail, sealing.extend(chain, tail)  # killed between append and seal
+            else:
+                sealing.quarantine(self.path, tail)
+                self.untrusted = tail.decode("utf-8", "replace").splitlines()
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(len(body))
+                    os.fsync(fh.fileno())
+        rows = self._read(body, ordered=True)
+        if seal is None or tail:
+            self._seal(len(body), chain)
+        self._chain = chain
+        return rows
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _bytes(self) -> bytes:
+        try:
+            return self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            return b""
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot be read ({exc.strerror}); check its permissions") from None
+
+    def _file_header(self) -> list[str] | None:
+        try:
+            with open(self.path, "rb") as fh:
+                first = fh.readline(1 << 16).decode("utf-8", "replace").rstrip("\r\n")
+        except OSError:
+            return None
+        return first.split("\t") if first else None
+
+    def _read(self, raw: bytes, *, ordered: bool = False) -> list[Row]:
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{self.path}: not UTF-8 text ({exc}); restore it from a backup") from exc
+            lineno = raw[: exc.start].count(b"\n") + 1
+            raise DataError(
+                f"{self.path}:{lineno}: not UTF-8 text ({exc.reason}); {self._fix(lineno)}"
+            ) from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         if not lines:
             return []
         header = self._check_header(lines[0], 1)
-        return [self._parse(line, header, i) for i, line in enumerate(lines[1:], start=2) if line.strip()]
+        numbered = [
+            (i, self._parse(line, header, i)) for i, line in enumerate(lines[1:], start=2) if line.strip()
+        ]
+        if ordered:  # one harness writes the loop's ledger, in order
+            last = -1
+            for lineno, row in numbered:
+                n = row.extra.get("n", "")
+                if n and int(n) <= last:
+                    raise DataError(
+                        f"{self.path}:{lineno}: attempt #{n} comes after #{last} (a row written twice, or "
+                        f"out of order); {self._fix(lineno)}"
+                    )
+                last = int(n) if n else last
+        return [row for _, row in numbered]
+
+    def _fix(self, lineno: int) -> str:
+        seal = sealing.seal_path(self.path)
+        return (
+            f"remove that line and the seal (sed -i '{lineno}d' {self.path} && rm -f {seal}), then run again"
+        )
 
     def _check_header(self, line: str, lineno: int) -> list[str]:
         header = line.rstrip("\r\n").split("\t")
@@ -207,27 +342,28 @@ class Ledger:
         if header[:5] != want:
             raise DataError(
                 f"{self.path}:{lineno}: the header must start with {' '.join(want)!r}, "
-                f"found {' '.join(header[:5])!r}; is this the TSV of another experiment or metric? "
-                "Use another --tag or move the file away."
+                f"found {sanitize(' '.join(header[:5]), 120)!r}; is this the TSV of another experiment or "
+                "metric? Use another --tag or move the file away."
             )
         return header
 
-    def _parse(self, line: str, header: list[str], lineno: int) -> Row:
+    def _parse(self, line: str, header: list[str], lineno: int, *, where: str = "", fix: str = "") -> Row:
         def bad(why: str) -> DataError:
-            return DataError(f"{self.path}:{lineno}: {why}; fix or delete that line (line: {line[:120]!r})")
+            at = where or f"{self.path}:{lineno}"
+            return DataError(f"{at}: {why} (line: {sanitize(line, 120)!r}); {fix or self._fix(lineno)}")
 
         cells = line.split("\t")
         if len(cells) != len(header):
             raise bad(f"{len(cells)} columns where the header has {len(header)}")
-        try:
-            metric = float(cells[1])
-            memory = float(cells[2])
-        except ValueError as exc:
-            raise bad(f"not a number ({exc})") from None
-        if cells[3] not in STATUSES:
-            raise bad(f"status {cells[3]!r} is not one of {', '.join(STATUSES)}")
         extra = dict(zip(header[5:], cells[5:], strict=False))
-        return Row(cells[0], metric, memory, cells[3], cells[4], extra)
+        try:
+            checked = validate_row(
+                {"commit": cells[0], "metric": cells[1], "memory_gb": cells[2], "status": cells[3],
+                 "n": extra.get("n", "")}
+            )  # fmt: skip
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        return Row(checked.commit, checked.metric, checked.memory_gb, checked.status, cells[4], extra)
 
 
 def _number(text: str) -> float:
@@ -254,6 +390,8 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass the path of a results TSV") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}); pass the path of a results TSV") from None
     lines = text.splitlines()
     rows: list[Row] = []
     skipped: list[tuple[int, str]] = []
@@ -261,7 +399,7 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         return rows, skipped
     first = lines[0].split("\t")
     if first[0].strip().lower() == "commit":
-        header = [c.strip() for c in first]
+        header = [clean(c) for c in first]
         body = enumerate(lines[1:], start=2)
     else:
         header = list(COLUMNS)
@@ -269,7 +407,7 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
     for lineno, line in body:
         if not line.strip():
             continue
-        cells = [c.strip() for c in line.split("\t")]
+        cells = [clean(c) for c in line.split("\t")]  # shown on consoles and in HTML: no escapes
         if len(cells) < 4:
             skipped.append((lineno, f"{len(cells)} columns; need at least commit, metric, memory, status"))
             continue

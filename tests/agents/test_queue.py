@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.agents.base import Agent, Context, Reply
 from harness.agents.queue import QueuedAgent
+from harness.errors import DataError
 from harness.review.transplant import append_queue
 from harness.store.ledger import Row
 
@@ -58,11 +61,19 @@ def test_queued_agent_serves_queue_first_and_survives_restarts(tmp_path: Path) -
     agent.observe(third, row)
     assert inner.observed == ["Description: inner 1\n"]
 
-    # Lines appended mid-night (another transplant), a malformed line, and a restart.
+    # Lines appended mid-night (another transplant), a damaged line, and a restart: the damage
+    # is refused naming the file and line (nothing is served past it) until it is removed.
     with queue.open("a") as fh:
         fh.write("not json\n")
     append_queue(queue, ["Description: q3\n"])
     restarted = QueuedAgent(ScriptedAgent(), queue)
+    served = (queue.parent / "queue.jsonl.served").read_text()
+    with pytest.raises(DataError, match=r"queue\.jsonl, line 3: not valid JSON"):
+        restarted.propose(ctx())
+    with pytest.raises(DataError, match="line 3"):
+        restarted.check()
+    assert (queue.parent / "queue.jsonl.served").read_text() == served and restarted.inner.count == 0
+    queue.write_text("".join(ln for ln in queue.read_text().splitlines(keepends=True) if ln != "not json\n"))
     fourth = restarted.propose(ctx())
     assert fourth is not None and fourth.text == "Description: q3\n"
     fifth = restarted.propose(ctx())

@@ -309,6 +309,80 @@ def test_kill_leftover_after_the_harness_was_kill_9ed(tmp_path: Path, leader_ali
                 os.killpg(pgid, signal.SIGKILL)
 
 
+# A run whose Python process detaches the way a careless train file can: it closes its pipes
+# (so the harness sees the output end) and outlives the shell that started it. `how` adds a new
+# session, or a double fork (re-parented), on top.
+STRAY = """
+    import os, sys, time
+    how = sys.argv[1]
+    if how == "doublefork" and os.fork() > 0:
+        os._exit(0)
+    if how in ("setsid", "doublefork"):
+        os.setsid()
+    if how == "doublefork" and os.fork() > 0:
+        os._exit(0)
+    open("stray.pid", "w").write(str(os.getpid()))
+    for fd in (0, 1, 2):
+        os.close(fd)
+    time.sleep(300)
+"""
+
+
+def _stray_command(tmp_path: Path, how: str) -> str:
+    (tmp_path / "stray.py").write_text(textwrap.dedent(STRAY))
+    # The shell starts the stray in the background, waits until it is detached, prints the
+    # summary, and ends its output a moment before it exits (as an interpreter shutting down does).
+    return (
+        f"{PY} stray.py {how} & while [ ! -s stray.pid ]; do sleep 0.05; done; sleep 0.2; "
+        "echo ---; echo 'val_bpb: 0.5'; exec >&- 2>&-; sleep 0.3"
+    )
+
+
+@pytest.mark.parametrize("how", ["plain", "setsid", "doublefork"])
+def test_a_run_s_detached_processes_are_gone_when_it_ends(tmp_path: Path, how: str) -> None:
+    """Closed pipes, outlived its shell (no setsid in "plain"), or also left the session and was
+    re-parented: whatever the run started is gone once run() returns."""
+    res = go(tmp_path, _stray_command(tmp_path, how), kill_grace=1.0)
+    stray = int((tmp_path / "stray.pid").read_text())
+    try:
+        assert res.exit_code == 0 and "val_bpb: 0.5" in res.log_path.read_text()
+        assert gone(stray), f"the {how} stray outlived its run"
+        assert res.wall_seconds < 30
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stray, signal.SIGKILL)
+
+
+def test_kill_leftover_finds_a_detached_process_by_its_cookie(tmp_path: Path) -> None:
+    """The harness is kill -9'ed while its run's stray has left the group: --resume still kills it."""
+    command = _stray_command(tmp_path, "doublefork").replace("echo ---", "sleep 300; echo ---")
+    log = tmp_path / "runs" / "3.log"
+    harness = subprocess.Popen(
+        [PY, "-c", "import os, sys, pathlib; from harness.night.runner import run; "
+         f"run({command!r}, pathlib.Path({str(tmp_path)!r}), dict(os.environ), pathlib.Path({str(log)!r}), timeout=600)"],
+    )  # fmt: skip
+    stray = None
+    try:
+        wait_for(tmp_path / "stray.pid")
+        wait_for(pid_file(log))
+        stray = int((tmp_path / "stray.pid").read_text())
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait()
+        time.sleep(0.3)
+        assert not gone(stray)
+        assert kill_leftover(log) is True
+        end = time.monotonic() + 10
+        while not gone(stray):
+            assert time.monotonic() < end, "the stray outlived kill_leftover"
+            time.sleep(0.05)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+        if stray is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray, signal.SIGKILL)
+
+
 def test_kill_leftover_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
     bystander = subprocess.Popen([PY, "-c", "import time; time.sleep(300)"], start_new_session=True)
     try:

@@ -145,3 +145,50 @@ def test_cuda_variant_pinned_double_buffering_keeps_earlier_batches_intact(tok, 
         assert x.is_cuda and x.dtype == torch.long
         rows = expected[k * 8 : (k + 1) * 8]
         assert (x.cpu().numpy() == rows[:, :-1]).all() and (y.cpu().numpy() == rows[:, 1:]).all()
+
+
+# A packer whose packing runs native C++ code (torch here; arrow and tiktoken run native code in
+# the real one) for a while per batch. The script prints a summary and exits with the loader
+# neither exhausted nor closed (a global), while the producer thread is inside torch.
+EXIT_WHILE_PACKING = """
+import itertools, sys, time
+import numpy as np
+import torch
+from prepare.dataloader import batches
+
+class BusyPacker:
+    epoch = 1
+    def rows(self, n):
+        a = torch.rand(300, 300)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            a = (a @ a).clamp(-1.0, 1.0)
+        return np.zeros((n, 4), dtype=np.int32)
+
+loader = batches(BusyPacker(), itertools.repeat(1), prefetch=1)
+next(loader)
+time.sleep(0.1)  # the producer is packing the next batches
+print("---")
+print("val_bpb:          1.000000", flush=True)
+"""
+
+
+def test_a_run_exiting_while_the_loader_packs_exits_cleanly(tmp_path: Path) -> None:
+    """The intermittent exit 134 ("terminate called without an active exception") after a
+    complete summary: a daemon thread still in native code when Python finalizes. The loader's
+    thread is stopped and joined at exit, so the process ends with 0."""
+    import subprocess
+    import sys
+
+    project = Path(__file__).resolve().parents[2]
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_WHILE_PACKING],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+        assert "val_bpb:          1.000000" in done.stdout
+        assert "terminate called" not in done.stderr
