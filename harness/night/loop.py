@@ -107,12 +107,14 @@ class Night:
         """Take the tag lock and open the worktree; bad input leaves nothing behind."""
         created = not self.paths.dir.exists()
         results_created = not self.paths.results.exists()
-        lock.acquire()
+        lock.acquire(claim=False)
         try:
             self._load_state()
             self.agent.check()  # the transplant queue, read through its schema
             read_program(self.s.repo_root / "program.md")  # damage is reported now, not at the first proposal
             self.ratchet = Ratchet.open(self.s.repo_root, self.s.tag, self.s.mutable, resume=self.s.resume)
+            self._check_pending_commits()
+            lock.claim()
         except BaseException:
             lock.release()
             if created:
@@ -147,6 +149,18 @@ class Night:
                 f"{self.paths.tsv}: cut off {len(self.ledger.untrusted)} line(s) the harness did not write "
                 f"(appended after its last row; kept in {untrusted_path(self.paths.tsv)})"
             )
+
+    def _check_pending_commits(self) -> None:
+        """The commits pending.json names must exist in the repository (damage is bad input)."""
+        pending = self.pending
+        if pending is None:
+            return
+        for what, sha in (("commit", pending.commit), ("parent", pending.parent)):
+            if sha and self.ratchet.repo.resolve(sha + "^{commit}") is None:
+                raise DataError(
+                    f"{self.paths.pending}: its {what} {sha[:12]} is not a commit of this repository; "
+                    f"{journal.pending_fix(self.paths.pending)}"
+                )
 
     def _resume(self) -> None:
         if self.s.resume:

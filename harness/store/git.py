@@ -30,6 +30,7 @@ from gitdb.base import IStream
 from gitdb.exc import BadName, BadObject, ODBError
 
 from harness.errors import ConfigError, EditError, RepoError
+from harness.store.gitlocks import clear_stale_locks
 from harness.store.paths import WORKTREES, checkout_of
 from harness.store.text import DESCRIPTION_LIMIT, sanitize
 
@@ -363,6 +364,10 @@ class Ratchet:
         worktree = repo.root / WORKTREES / tag
         has_branch = repo.has_branch(branch)
         if resume:
+            # A harness killed inside git leaves git's lock files; clear those nobody holds.
+            common = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+            locks = [common / f"refs/heads/{branch}.lock", common / f"{best_ref(tag)}.lock"]
+            clear_stale_locks(common, worktree, tag, locks)
             if not has_branch:
                 extra = (
                     f" A stale worktree folder {worktree} is left; remove it with "

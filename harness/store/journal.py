@@ -80,7 +80,8 @@ class TagLock:
         self.paths = paths
         self._lock: filelock.FileLock | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, *, claim: bool = True) -> None:
+        """Take the lock (RepoError when another harness has it); with `claim`, also write our pid."""
         for path in (self.paths.dir, self.paths.results):
             if path.exists() and not path.is_dir():
                 raise DataError(
@@ -98,6 +99,12 @@ class TagLock:
                 f"tag {self.paths.tag!r} is already being run by another harness (pid {holder or 'unknown'}); "
                 "wait for it, stop it (Ctrl-C), or pick another --tag"
             ) from None
+        if claim:
+            self.claim()
+
+    def claim(self) -> None:
+        """Write our pid next to the lock (once the state was read and found sound: a refused
+        start changes nothing on disk)."""
         write_atomic(self.paths.lock_owner, f"{os.getpid()}\n")
 
     def release(self) -> None:

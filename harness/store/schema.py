@@ -28,7 +28,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import DataError, HarnessError
-from harness.store.text import sanitize, warn
+from harness.store.text import encodable, sanitize, warn
 
 PROGRAM_LIMIT = 1 << 20  # program.md: the research instructions, sent with every prompt
 NOTES_LIMIT = 1 << 20  # notes.md: the research memory
@@ -247,6 +247,7 @@ def reply_lines(
             raise error(
                 f'{at}: expected an object with a string "reply", e.g. {{"reply": "Description: ..."}}. {fix}'
             )
+        data["reply"] = encodable(data["reply"])  # a JSON escape can make a lone surrogate
         out.append((lineno, validate(ReplyLine, data, at, fix, error).reply))
     return out
 

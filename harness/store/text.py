@@ -93,6 +93,11 @@ def sanitize(text: object, limit: int | None = None, *, newlines: bool = False) 
     return s
 
 
+def encodable(s: str) -> str:
+    """`s` with any lone surrogate (which UTF-8 cannot hold) replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", s) if not s.isascii() and _has_surrogate(s) else s
+
+
 def _has_surrogate(s: str) -> bool:
     try:
         s.encode("utf-8")
