@@ -176,12 +176,14 @@ class Guard:
         ledger: Path | None,
         *,
         repo_root: Path | None = None,
+        state: Sequence[Path] = (),
     ) -> Guard:
         """The standard protection: DEFAULT_PROTECTED in the worktree, experiment.toml and
-        program.md of the experiment, the installed harness package, the repo's git hooks."""
+        program.md of the experiment, the installed harness package, the repo's git hooks, and
+        `state` (the harness's own files a run must not touch: the ledger's seal, the journal)."""
         import harness
 
-        roots = [worktree / p for p in DEFAULT_PROTECTED]
+        roots = [worktree / p for p in DEFAULT_PROTECTED] + list(state)
         roots += [experiment_dir / "experiment.toml", experiment_dir / "program.md"]
         installed = Path(harness.__file__).resolve().parent
         # An editable install inside a git working copy is a developer's checkout: restoring

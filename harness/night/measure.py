@@ -30,6 +30,7 @@ from harness.night.runner import RunResult, child_env
 from harness.night.runner import run as run_command
 from harness.settings import Settings
 from harness.store.paths import TagPaths, eval_record
+from harness.store.seal import seal_path
 
 _KILL_REASONS = {"timeout": "timeout", "nan": "nan", "loss": "loss", "log_flood": "log flood"}
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
@@ -124,7 +125,11 @@ class Measurer:
         self.base_env = base_env
         self.on_line = on_line
         self.guard = Guard.for_worktree(
-            worktree, worktree / settings.experiment_rel, paths.tsv, repo_root=settings.repo_root
+            worktree,
+            worktree / settings.experiment_rel,
+            paths.tsv,
+            repo_root=settings.repo_root,
+            state=(seal_path(paths.tsv), paths.pending),
         )
 
     def run(self, n: int, k: int) -> RunRecord:
