@@ -142,7 +142,7 @@ class RichView:
             from rich.console import Group
 
             parts: list[Any] = [head, bar]
-            status = self.status_line() if self.status_line is not None else ""
+            status = sanitize(self.status_line()) if self.status_line is not None else ""
             if status:
                 parts.append(Text(status, style="bold red" if "PAUSED" in status else "dim"))
             return Group(*parts, rows)

@@ -136,14 +136,15 @@ class Night:
         self.ledger = Ledger(
             self.paths.tsv, self.s.metric, verify=True, journaled=pending.row if pending else None
         )
-        self.pending = journal.read_pending(self.paths.pending, self.ledger.next_n)
-        if self.pending is not None and self.pending.row is not None:
-            journaled = self.ledger.row_of(self.pending.row, where=str(self.paths.pending))
-            if journaled.extra.get("n") != str(self.pending.n):
+        journal.check_pending(self.paths.pending, pending, self.ledger.next_n)
+        if pending is not None and pending.row is not None:
+            journaled = self.ledger.row_of(pending.row, where=str(self.paths.pending))
+            if journaled.extra.get("n") != str(pending.n):
                 raise DataError(
                     f"{self.paths.pending}: its row is for attempt #{journaled.extra.get('n')}, not "
-                    f"#{self.pending.n}; {journal.pending_fix(self.paths.pending)}"
+                    f"#{pending.n}; {journal.pending_fix(self.paths.pending)}"
                 )
+        self.pending = pending
         if self.ledger.untrusted:
             self.view.message(
                 f"{self.paths.tsv}: cut off {len(self.ledger.untrusted)} line(s) the harness did not write "

@@ -364,10 +364,8 @@ class Ratchet:
         worktree = repo.root / WORKTREES / tag
         has_branch = repo.has_branch(branch)
         if resume:
-            # A harness killed inside git leaves git's lock files; clear those nobody holds.
             common = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
-            locks = [common / f"refs/heads/{branch}.lock", common / f"{best_ref(tag)}.lock"]
-            clear_stale_locks(common, worktree, tag, locks)
+            clear_stale_locks(common, worktree, tag, [f"refs/heads/{branch}", best_ref(tag)])
             if not has_branch:
                 extra = (
                     f" A stale worktree folder {worktree} is left; remove it with "

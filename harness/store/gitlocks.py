@@ -27,13 +27,13 @@ from harness.errors import RepoError
 WAIT_SECONDS = 10.0  # how long a lock held by a live process is waited for before giving up
 
 
-def clear_stale_locks(common: Path, worktree: Path, tag: str, refs: Sequence[Path] = ()) -> list[Path]:
-    """Remove stale locks of a tag: its worktree's git folder (index.lock, HEAD.lock, ...),
-    `refs` (the lock files of its refs) and packed-refs; returns the removed paths.
+def clear_stale_locks(common: Path, worktree: Path, tag: str, refs: Sequence[str] = ()) -> list[Path]:
+    """Remove stale locks of a tag: its worktree's git folder (index.lock, HEAD.lock, ...), its
+    `refs` (full names) and packed-refs; returns the removed paths.
 
     `common` is the repository's common git folder. RepoError when a lock stays held.
     """
-    candidates = [*refs, common / "packed-refs.lock"]
+    candidates = [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
     gitdirs = {common / "worktrees" / tag}
     pointer = worktree / ".git"  # a worktree's .git is a file: "gitdir: <its folder>"
     with contextlib.suppress(OSError):

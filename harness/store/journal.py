@@ -49,19 +49,19 @@ def pending_fix(path: Path) -> str:
     )
 
 
-def read_pending(path: Path, next_n: int | None = None) -> Pending | None:
-    """The attempt in flight, or None; DataError naming what is wrong when the file is damaged.
+def read_pending(path: Path) -> Pending | None:
+    """The attempt in flight, or None; DataError naming what is wrong when the file is damaged."""
+    return read_json(path, Pending, fix=pending_fix(path), limit=2 * REPLY_LIMIT)
 
-    With `next_n` (the ledger's next attempt number), the attempt must be that one or the one
-    before it (its row written, its keep or revert not yet done).
-    """
-    fix = pending_fix(path)
-    pending = read_json(path, Pending, fix=fix, limit=2 * REPLY_LIMIT)
-    if pending is not None and next_n is not None and pending.n not in (next_n, next_n - 1):
+
+def check_pending(path: Path, pending: Pending | None, next_n: int) -> None:
+    """The attempt in flight must be the ledger's next one (`next_n`) or its last one (row
+    written, keep or revert not yet done); DataError otherwise."""
+    if pending is not None and pending.n not in (next_n, next_n - 1):
         raise DataError(
-            f"{path}: records attempt #{pending.n}, but the results' next attempt is #{next_n}; {fix}"
+            f"{path}: records attempt #{pending.n}, but the results' next attempt is #{next_n}; "
+            f"{pending_fix(path)}"
         )
-    return pending
 
 
 def clear_pending(path: Path) -> None:

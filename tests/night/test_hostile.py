@@ -169,6 +169,9 @@ def test_escape_sequences_in_a_description(toy_experiment: Toy, capsys: pytest.C
     for where, text in (("tsv", raw.decode()), ("commit", message), ("console", out + err)):
         assert not any(ch in text for ch in "\x1b\x07\x00\x9b\u202e\r"), where
         assert "pwned" not in text, where  # the whole OSC sequence went, not just its ESC
+    assert main(["report", "--tag", "esc"]) == 0
+    page = (toy.repo / "results" / "esc" / "report.html").read_text()
+    assert "red bell evil" in page and not any(ch in page for ch in "\x1b\x07\x00\x9b\u202e")
     description = toy.tsv("esc")[1]["description"]
     assert description.startswith("red bell evil \ufffd nul yyy") and len(description) <= 200
     assert len(message.strip()) <= 200 and message.startswith("red bell evil")

@@ -213,6 +213,9 @@ def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
         ("print('---'); print('val_bpb: nan')", "nan"),
         ("print('---'); print('other: 1.0')", "no metric"),
         ("print('---'); print('val_bpb: 0.5')", None),
+        # a complete summary, then an abort at exit: judged by the summary (the row notes the exit)
+        ("import os\nprint('---'); print('val_bpb: 0.5', flush=True); os.abort()", None),
+        ("print('---'); print('val_bpb: 0.5', flush=True)\nraise RuntimeError('cleanup')", None),
     ],
 )
 def test_crash_reason_of_real_child_processes(tmp_path: Path, code: str, reason: str | None) -> None:
