@@ -96,21 +96,26 @@ def _env(base: Path) -> dict[str, str]:
 
 
 def _replies(rng: random.Random) -> list[str]:
+    """Whole-file replies (each applies whatever was kept before it): some clearly better (keeps),
+    most close to the best (discards, and repeats of the noise judge), a crash, a bad edit."""
     out = []
-    current = "1.000000"
+    best = 1.0
     for i in range(REPLIES):
         kind = rng.random()
-        if kind < 0.15:
+        if kind < 0.12:
             out.append(
                 f"Description: attempt {i}\nexperiments/toy/train.py\n<<<<<<< SEARCH\nNOT THERE\n=======\nX\n>>>>>>> REPLACE\n"
             )
             continue
-        value = f"{rng.uniform(0.985, 1.005):.6f}"  # close to the best: the noise judge repeats some
-        extra = "\nraise SystemExit(3)" if kind < 0.25 else ""
-        out.append(
-            f"Description: attempt {i}\nexperiments/toy/train.py\n<<<<<<< SEARCH\nVAL_BPB = {current}\n=======\n"
-            f"VAL_BPB = {value}{extra}\n>>>>>>> REPLACE\n"
-        )
+        if kind < 0.4:
+            best -= rng.uniform(0.03, 0.08)
+            value = best
+        else:
+            value = best + rng.uniform(-0.006, 0.01)
+        text = NOISY_TRAIN.replace("VAL_BPB = 1.000000", f"VAL_BPB = {value:.6f}")
+        if kind > 0.9:
+            text += "raise SystemExit(3)\n"
+        out.append(f"Description: attempt {i}\n```python\n{text}```\n")
     return out
 
 
@@ -226,7 +231,7 @@ def _orphans(repo: Path) -> list[int]:
 
 
 # How often each phase is reached in the armed night (5 replies after the baseline), roughly.
-CALLS = {"lock": 1, "proposal": 5, "commit": 3, "journal": 8, "run": 5, "repeat": 2, "append": 5,
+CALLS = {"lock": 1, "proposal": 5, "commit": 4, "journal": 8, "run": 5, "repeat": 2, "append": 5,
          "keep": 2, "revert": 3, "publish": 1}  # fmt: skip
 
 
