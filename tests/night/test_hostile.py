@@ -186,13 +186,18 @@ def _helper(toy: Toy, code: str) -> None:
 
 
 STRAY_HELPER = """
-import os, subprocess, sys
+import os, subprocess, sys, time
 
 def leave_a_helper(where):
-    # a helper process that closes its pipes (no setsid) and outlives the run
-    code = "import os, time; os.close(0); os.close(1); os.close(2); time.sleep(300)"
-    p = subprocess.Popen([sys.executable, "-c", code])
-    open(where, "w").write(str(p.pid))
+    # A helper process that closes its pipes (no setsid) and outlives the run. The train file
+    # goes on only once the helper has closed them, so the run's output ends with the train
+    # file: the harness sees the end of its output and a finished shell, nothing left to wait for.
+    code = ("import os, sys, time; os.close(0); os.close(1); os.close(2); "
+            "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)")
+    subprocess.Popen([sys.executable, "-c", code, where])
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(where) and os.path.getsize(where)) and time.monotonic() < deadline:
+        time.sleep(0.02)
 """
 
 
