@@ -339,3 +339,26 @@ def test_a_row_forged_by_a_run_is_not_trusted_on_resume(toy_experiment: Toy) -> 
     assert "forged" in untrusted and "abcdef0" in untrusted
     assert git(toy.repo, "rev-parse", "--short=7", "autoresearch/f") == rows[0]["commit"]
     Ledger(toy.repo / "results" / "f.tsv").rows()  # strictly readable
+
+
+@pytest.mark.parametrize("kind", ["plain", "rich"])
+def test_escape_sequences_never_reach_the_live_view(kind: str) -> None:
+    """Descriptions, reasons, messages quoting a provider or a log, and the provider's status line."""
+    import io
+
+    from harness.night.live import PlainView, RichView
+    from harness.store.ledger import Row
+
+    stream = io.StringIO()
+    view = PlainView(stream) if kind == "plain" else RichView(stream)
+    if isinstance(view, RichView):
+        view.status_line = lambda: f"provider says {HOSTILE}"
+    view.start(1, HOSTILE, 10.0)
+    view.message(f"provider error: {HOSTILE}")
+    view.finish(Row("abc1234", 0.9, 1.0, "crash", HOSTILE, {"reason": HOSTILE}), 0.9)
+    view.close()
+    out = stream.getvalue()
+    assert "red bell evil" in out, out
+    assert kind == "plain" or "provider says red bell evil" in out, out
+    assert not any(ch in out for ch in "\x1b\x07\x00\x9b\u202e\r\udce9"), repr(out)
+    assert "pwned" not in out
