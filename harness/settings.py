@@ -48,6 +48,7 @@ DEFAULT_EXPERIMENT = "gpt"
 # benchmark): the training budget, and the seconds a run gets beyond it for start-up and evaluation.
 FALLBACK_TIME_BUDGET = 300.0
 FALLBACK_TIMEOUT_ALLOWANCE = 300.0
+CPU_BASELINE_RUNS = 1  # the noise judge's baseline runs on the cpu profile (3 elsewhere)
 
 
 # --- the settings ------------------------------------------------------------------------
@@ -205,6 +206,10 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         dataset, why = detect_dataset(values["cache_root"])
         reasons["dataset"] = f"auto: {why}"
 
+    if "baseline_runs" not in values and profile == "cpu" and values.get("judge", "noise") == "noise":
+        # Three baseline runs before the first result is minutes on a CPU; the noise judge then
+        # measures its sigma by running an apparently better candidate a second time.
+        values["baseline_runs"], reasons["baseline_runs"] = CPU_BASELINE_RUNS, "cpu profile: a first result sooner"
     agent = values.get("agent", "auto")
     if agent == "auto":
         agent, why = detect_agent(env)

@@ -80,8 +80,10 @@ def test_settings_from_the_toy(toy_experiment: Toy) -> None:
 def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> None:
     exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\n', "plain")
     s = resolve(project_repo, experiment=str(exp), agent="search")
-    assert s.budget == 300 and s.reasons["budget"] == "constants.py, cpu profile"
-    assert s.timeout == 600 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
+    # The cpu profile: a 20 s budget (a first result within two minutes), killed 120 s later.
+    assert s.budget == 20 and s.reasons["budget"] == "constants.py, cpu profile"
+    assert s.timeout == 140 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
+    assert s.baseline_runs == 1 and "cpu profile" in s.reasons["baseline_runs"]
     (exp / "experiment.toml").write_text(
         'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n'
     )
@@ -89,10 +91,12 @@ def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> No
     assert s.budget == 42 and s.reasons["budget"] == "experiment.toml budget_seconds"
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=5.0)
     assert s.budget == 5 and s.reasons["budget"] == "--budget"
-    # The hard kill follows the budget: the budget plus the profile's allowance (300 s).
-    assert s.timeout == 305
+    # The hard kill follows the budget: the budget plus the profile's allowance (120 s on cpu).
+    assert s.timeout == 125
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
-    assert s.timeout == 1200
+    assert s.timeout == 1020
+    s = resolve(project_repo, experiment=str(exp), agent="search", device="cuda", budget=900.0)
+    assert s.timeout == 1200 and s.baseline_runs is None  # the cuda profile: 300 s allowance, 3 runs
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0, timeout="901")
     assert s.timeout == 901 and s.reasons["timeout"] == "--timeout"
 
@@ -206,12 +210,12 @@ def test_a_timeout_not_above_the_budget_is_refused(project_repo: Path) -> None:
     )
     with pytest.raises(ConfigError, match="is not above"):
         resolve(project_repo, agent="search", budget="300", timeout="300")
-    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\ntimeout_seconds = 200\n')
+    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\ntimeout_seconds = 15\n')
     with pytest.raises(ConfigError) as err:
         resolve(project_repo, experiment=str(exp), agent="search")
-    assert "200 s (experiment.toml timeout_seconds)" in str(err.value)
-    assert "300 s (constants.py, cpu profile)" in str(err.value)
-    assert resolve(project_repo, experiment=str(exp), agent="search", budget="150").timeout == 200
+    assert "15 s (experiment.toml timeout_seconds)" in str(err.value)
+    assert "20 s (constants.py, cpu profile)" in str(err.value)
+    assert resolve(project_repo, experiment=str(exp), agent="search", budget="10").timeout == 15
 
 
 KNOBS = {
