@@ -1,9 +1,10 @@
 """One typed, frozen `Settings` object from the command line, experiment.toml, the environment and the machine.
 
 `resolve()` takes what was given for the entries of `harness.options.OPTIONS` (flags as text;
-their AUTORESEARCH_* variables are read here) and works out the rest. Precedence for every
-value: command-line flag > experiment.toml > environment variable > the device profile of
-constants.py > built-in default (the default of the Settings field). Values that are detected
+the config file `autoresearch.toml` and the AUTORESEARCH_* variables are read here) and works
+out the rest. Precedence for every value: command-line flag > experiment.toml > config file >
+environment variable > the device profile of constants.py > built-in default (the default of
+the Settings field). Values that are detected
 rather than given (device, dataset, agent, budget, timeout) carry the reason they were chosen in
 `Settings.reasons`, as does every value that came from a flag or a variable, and `describe()`
 prints them all at the start of a night, so a person reading its log knows why it ran on the
@@ -38,7 +39,8 @@ from harness.detect import (
 )
 from harness.errors import ConfigError, DataError, RepoError
 from harness.experiment import load_experiment
-from harness.options import AGENTS, OPTIONS, check_dataset
+from harness.options import AGENTS, OPTIONS, check_dataset, load_config
+from harness.store.git import Repo
 from harness.store.paths import TagPaths
 
 __all__ = ["Settings", "default_of", "ensure_dataset", "resolve"]
@@ -156,8 +158,12 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         raise TypeError(f"resolve() got unknown settings: {', '.join(unknown)}")
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
+    try:
+        config = load_config(Repo.find(cwd).root)
+    except RepoError:
+        config = load_config(None)
     for opt in OPTIONS:  # what was not given keeps the default of its Settings field
-        value, source = opt.read(given, env)
+        value, source = opt.read(given, env, config)
         if value is not None:
             values[opt.field], reasons[opt.field] = value, source
     if "tag" not in values:
@@ -189,12 +195,17 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
     if not exp_dir.is_relative_to(repo_root):
         raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
 
+    # experiment.toml is more specific than a person's config file: only a flag overrides it.
+    for name, toml_value in (("budget", exp.budget_seconds), ("timeout", exp.timeout_seconds),
+                             ("dataset", exp.dataset)):  # fmt: skip
+        if toml_value is not None and name in values and reasons[name] != f"--{name}":
+            del values[name], reasons[name]
     budget, timeout = _budget_and_timeout(
         values.get("budget"), values.get("timeout"), exp.budget_seconds, exp.timeout_seconds,
         profile_values(repo_root, profile), profile, reasons,
     )  # fmt: skip
 
-    # Dataset: flag > experiment.toml > climbmix if prepared > arithmetic.
+    # Dataset: flag > experiment.toml > config file > climbmix if prepared > arithmetic.
     dataset = values.get("dataset")
     if dataset is None and exp.dataset is not None:
         dataset, reasons["dataset"] = exp.dataset, "experiment.toml dataset"
@@ -243,7 +254,8 @@ def _budget_and_timeout(
     profile_name: str,
     reasons: dict[str, str],
 ) -> tuple[float, float]:
-    """Budget: flag > experiment.toml > constants.py > default. Timeout: flag > experiment.toml >
+    """Budget: flag or config file > experiment.toml > constants.py > default (the caller drops a
+    config file's value where experiment.toml has one). Timeout: flag > experiment.toml >
     the budget plus the profile's allowance for start-up and evaluation, so it follows the budget."""
     if budget is None and toml_budget is not None:
         budget, reasons["budget"] = toml_budget, "experiment.toml budget_seconds"

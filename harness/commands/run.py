@@ -19,12 +19,13 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
 from harness import settings as config
 from harness.agents import create_agent
-from harness.options import OPTIONS
+from harness.options import OPTIONS, config_files
 from harness.review.publish import publish_if_upstream
 from harness.settings import Settings
 
@@ -44,11 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 choices=opt.choices or None, help=help_text,
             )  # fmt: skip
     knobs = [
-        f"  {opt.env:<32} {opt.help} (default: {opt.show(config.default_of(opt.field))})"
+        f"  {opt.env:<32} {opt.help} (default: {opt.show(config.default_of(opt.field))}; config: {opt.key})"
         for opt in OPTIONS
         if opt.flag is None and opt.env
     ]
-    p.epilog = "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs)
+    files = " or ".join(str(path) for path in reversed(config_files(Path("<repo>"))))
+    p.epilog = (
+        "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs) + "\n\n"
+        f"config file: {files} (the repository's wins). Keys are the flags without their\n"
+        "leading dashes and the variables without AUTORESEARCH_, e.g.  agent = \"claude\"  max-cost = 20  llm-timeout = 300.\n"
+        "Precedence: flag > experiment.toml > config file > environment variable > default."
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
