@@ -246,7 +246,7 @@ OPTIONS: tuple[Option[Any], ...] = (
            env="AUTORESEARCH_CACHE", metavar="DIR"),
     Option("judge", _text, "noise: keep only gains that stand out from run-to-run noise (default); "
            "strict: any gain", flag="--judge", choices=JUDGES),
-    Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, strict 1)",
+    Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, or the profile's BASELINE_RUNS, e.g. 1 on cpu; strict 1)",
            flag="--baseline-runs", metavar="N", show=lambda v: "the judge's default" if v is None else str(v)),
     Option("worker", _text, "set by the --gpus supervisor for its workers", flag="--worker", hidden=True),
     # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.

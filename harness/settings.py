@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,6 @@ DEFAULT_EXPERIMENT = "gpt"
 # benchmark): the training budget, and the seconds a run gets beyond it for start-up and evaluation.
 FALLBACK_TIME_BUDGET = 300.0
 FALLBACK_TIMEOUT_ALLOWANCE = 300.0
-CPU_BASELINE_RUNS = 1  # the noise judge's baseline runs on the cpu profile (3 elsewhere)
 
 
 # --- the settings ------------------------------------------------------------------------
@@ -133,6 +133,31 @@ class Settings:
         return lines
 
 
+    def given_flags(self) -> list[str]:
+        """The flags of this night's command line (and their values), as a person would type them."""
+        argv: list[str] = []
+        for opt in OPTIONS:
+            if opt.flag is None or opt.hidden or self.reasons.get(opt.field) != opt.flag:
+                continue
+            value = getattr(self, opt.field)
+            if opt.field == "experiment":
+                value = self.experiment_rel
+            if value is True:
+                argv.append(opt.flag)
+            elif isinstance(value, tuple):
+                argv += [opt.flag, ",".join(map(str, value))]
+            else:
+                argv += [opt.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return argv
+
+    def command(self, *extra: str) -> str:
+        """This night's `autoresearch run` command with `extra` flags, e.g. `command("--resume")`."""
+        argv = ["autoresearch", "run", *self.given_flags()]
+        if "--tag" not in argv:
+            argv += ["--tag", self.tag]
+        return shlex.join([*argv, *(e for e in extra if e not in argv)])
+
+
 def default_of(name: str) -> Any:
     """The default of the Settings field `name` (what a night gets when nothing sets it)."""
     for f in dataclasses.fields(Settings):
@@ -200,9 +225,10 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
                              ("dataset", exp.dataset)):  # fmt: skip
         if toml_value is not None and name in values and reasons[name] != f"--{name}":
             del values[name], reasons[name]
+    constants = profile_values(repo_root, profile)
     budget, timeout = _budget_and_timeout(
         values.get("budget"), values.get("timeout"), exp.budget_seconds, exp.timeout_seconds,
-        profile_values(repo_root, profile), profile, reasons,
+        constants, profile, reasons,
     )  # fmt: skip
 
     # Dataset: flag > experiment.toml > config file > climbmix if prepared > arithmetic.
@@ -217,10 +243,11 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         dataset, why = detect_dataset(values["cache_root"])
         reasons["dataset"] = f"auto: {why}"
 
-    if "baseline_runs" not in values and profile == "cpu" and values.get("judge", "noise") == "noise":
-        # Three baseline runs before the first result is minutes on a CPU; the noise judge then
+    runs = constants.get("BASELINE_RUNS")
+    if "baseline_runs" not in values and isinstance(runs, int) and values.get("judge", "noise") == "noise":
+        # The cpu profile runs its baseline once (a first result sooner); the noise judge then
         # measures its sigma by running an apparently better candidate a second time.
-        values["baseline_runs"], reasons["baseline_runs"] = CPU_BASELINE_RUNS, "cpu profile: a first result sooner"
+        values["baseline_runs"], reasons["baseline_runs"] = runs, f"constants.py, {profile} profile"
     agent = values.get("agent", "auto")
     if agent == "auto":
         agent, why = detect_agent(env)

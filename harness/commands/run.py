@@ -77,20 +77,31 @@ def run(args: argparse.Namespace) -> int:
         print(built, flush=True)
     from harness.night.loop import Night
 
-    _sigterm_is_interrupt()
+    _stop_signals_interrupt()
     code = Night(settings, agent).run()
     if code == 0:
         publish_if_upstream(settings.repo_root, settings.tag)  # only if the branch tracks a remote
     return code
 
 
-def _sigterm_is_interrupt() -> None:
-    # `kill <pid>` / tmux kill-session: stop like Ctrl-C, so the attempt in flight gets its row.
+def _stop_signals_interrupt() -> None:
+    """SIGTERM (`kill <pid>`, tmux kill-session) and SIGHUP (the terminal closed) stop the night
+    like Ctrl-C, so the attempt in flight gets its row."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            # The terminal is gone: writing to it now fails (EIO), and the last messages and the
+            # row must still be written. Point the dead terminal's descriptors at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGHUP, handler)
 
 
 def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:

@@ -15,13 +15,14 @@ the `Judge` (keep / discard / repeat), `Ratchet` (git), `Ledger` (the TSV), the 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 
 from harness.agents.base import Agent
 from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
-from harness.errors import ConfigError, EditError, HarnessError, RepoError
+from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
@@ -31,7 +32,7 @@ from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
 from harness.store.git import Ratchet
-from harness.store.ledger import Ledger, Row
+from harness.store.ledger import Ledger, Row, header_metric, rename_metric
 
 INTERRUPTED = 130
 
@@ -114,7 +115,12 @@ class Night:
             if results_created:
                 shutil.rmtree(self.paths.results, ignore_errors=True)
             raise
-        self.ledger = Ledger(self.paths.tsv, self.s.metric)
+        try:
+            self._follow_metric_rename()
+            self.ledger = Ledger(self.paths.tsv, self.s.metric)
+        except BaseException:
+            lock.release()
+            raise
         self.measurer = Measurer(self.s, self.paths, self.ratchet.worktree, self.env, self.view.line)
         self.proposer = Proposer(
             self.s, self.agent, self.llm, self.ledger, self.ratchet, self.view, depth=self.depth
@@ -123,9 +129,35 @@ class Night:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
 
+    def _follow_metric_rename(self) -> None:
+        """On --resume after experiment.toml renamed its metric: a ledger that scored nothing yet
+        (a crashed baseline) follows the rename; one with results names the command that works."""
+        old = header_metric(self.paths.tsv)
+        if not self.s.resume or old is None or old == self.s.metric:
+            return
+        try:
+            rename_metric(self.paths.tsv, self.s.metric)
+        except DataError:
+            raise DataError(
+                f"tag {self.s.tag!r} measured {old!r}, but the experiment now reports {self.s.metric!r}: "
+                f"their values do not compare. Start a new tag: {self._command_for_new_tag()}"
+            ) from None
+        self.view.message(f"the experiment's metric is now {self.s.metric!r} (was {old!r}); no row had scored one")
+
+    def _command_for_new_tag(self) -> str:
+        argv = shlex.split(self.s.command())
+        argv[argv.index("--tag") + 1] = f"{self.s.tag}-2"
+        return shlex.join(argv)
+
     def _resume(self) -> None:
         if self.s.resume:
             self._recover()
+            if self.ledger.best is None:
+                # Nothing kept yet (the baseline crashed): start from the person's branch as it is
+                # now, which is where the fix was committed.
+                moved = self.ratchet.restart_from_checkout()
+                if moved:
+                    self.view.message(f"no result kept yet: starting {self.s.tag} from your checkout's {moved[:7]}")
             self.ratchet.revert()
             for log in self.paths.runs.glob("*.log"):
                 kill_leftover(log)  # e.g. a re-measure of the best that a killed harness left running
@@ -178,10 +210,34 @@ class Night:
         journal.write_pending(self.paths.pending, attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
-            raise HarnessError(
-                f"the baseline run crashed ({attempt.reason}); see {self.paths.log(attempt.n)}. "
-                "Fix the experiment so its unmodified file runs, then continue with --resume."
+            raise HarnessError(self._baseline_crash_message(attempt))
+
+    def _baseline_crash_message(self, attempt: Attempt) -> str:
+        """Why the baseline crashed and the exact way on: the cause, the flags, the command."""
+        run = attempt.runs[-1] if attempt.runs else None
+        lines = [f"the baseline run crashed ({attempt.reason}); its log: {run.result.log_path if run else '-'}."]
+        if attempt.reason == "no metric" and run is not None:
+            printed = sorted(run.summary or {})
+            if printed:
+                lines.append(
+                    f"Its summary block printed {', '.join(printed)} but not {self.s.metric!r}: set `metric` "
+                    "in experiment.toml to the one you mean, or print it."
+                )
+            else:
+                lines.append(
+                    f"It printed no summary block: end the run with a '---' line, then '{self.s.metric}: <value>'."
+                )
+        flags = [f for f in self.s.given_flags() if f.startswith("--") and f not in ("--tag", "--resume")]
+        if flags:
+            lines.append(
+                f"It ran with {' '.join(flags)}: if the unmodified experiment runs without them, the cause "
+                "is there; start a new tag without them."
             )
+        lines.append(
+            "Fix the experiment (or experiment.toml), commit the fix on your branch, then run "
+            f"`{self.s.command('--resume')}`: nothing is kept yet, so it starts from your branch's latest commit."
+        )
+        return " ".join(lines)
 
     def _bad_edit(self, attempt: Attempt, error: str) -> Row:
         self.view.message(f"#{attempt.n} bad edit: {error}")

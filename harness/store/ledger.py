@@ -27,7 +27,7 @@ from typing import Literal
 import filelock
 
 from harness.errors import ConfigError, DataError
-from harness.store.atomic import file_lock
+from harness.store.atomic import file_lock, write_atomic
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
@@ -239,6 +239,33 @@ def _number(text: str) -> float:
 
 def _first_line(fd: int) -> str:
     return os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def header_metric(path: Path) -> str | None:
+    """The metric column's name in the header of a ledger, or None without a readable header."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+    except OSError:
+        return None
+    return header[1] if len(header) >= 5 and header[0] == "commit" else None
+
+
+def rename_metric(path: Path, metric: str) -> None:
+    """Rename the metric column of a ledger that has no scored row (every row a crash).
+
+    After a baseline that printed no `metric`, the person may rename the metric in
+    experiment.toml; the crash rows measured nothing, so the ledger can follow. A ledger with a
+    scored row keeps its metric: the new one's values are not comparable with the old.
+    """
+    with file_lock(path.with_name(path.name + ".lock")):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        rows = [line.split("\t") for line in lines[1:] if line.strip()]
+        if any(len(cells) > 3 and cells[3] != "crash" for cells in rows):
+            raise DataError(f"{path} has scored rows: its metric column cannot be renamed")
+        header = lines[0].split("\t")
+        header[1] = metric
+        write_atomic(path, "\n".join(["\t".join(header), *lines[1:]]))
 
 
 def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:

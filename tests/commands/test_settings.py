@@ -83,7 +83,7 @@ def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> No
     # The cpu profile: a 20 s budget (a first result within two minutes), killed 120 s later.
     assert s.budget == 20 and s.reasons["budget"] == "constants.py, cpu profile"
     assert s.timeout == 140 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
-    assert s.baseline_runs == 1 and "cpu profile" in s.reasons["baseline_runs"]
+    assert s.baseline_runs == 1 and s.reasons["baseline_runs"] == "constants.py, cpu profile"
     (exp / "experiment.toml").write_text(
         'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n'
     )
@@ -96,7 +96,7 @@ def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> No
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
     assert s.timeout == 1020
     s = resolve(project_repo, experiment=str(exp), agent="search", device="cuda", budget=900.0)
-    assert s.timeout == 1200 and s.baseline_runs is None  # the cuda profile: 300 s allowance, 3 runs
+    assert s.timeout == 1200 and s.baseline_runs == 3  # the cuda profile: 300 s allowance, 3 runs
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0, timeout="901")
     assert s.timeout == 901 and s.reasons["timeout"] == "--timeout"
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from harness.commands.main import main
 from harness.store.journal import TagLock
 from harness.store.paths import TagPaths
@@ -146,3 +148,29 @@ def test_killed_before_the_branch_was_made_starts_afresh(toy_experiment: Toy, ca
     assert main(args) == 0
     rows = toy.tsv("early")
     assert [r["description"] for r in rows] == ["baseline"] * len(rows) and rows[-1]["status"] == "keep"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_closed_terminal_or_kill_logs_the_attempt_in_flight(toy_experiment: Toy, sig: int) -> None:
+    """Closing the terminal (SIGHUP) or `kill` (SIGTERM) stops like Ctrl-C: the attempt in flight
+    gets its row (`interrupted`), its run is killed, exit 130, and --resume goes on from there."""
+    toy = toy_experiment
+    path = toy.replay_file([_slow_reply(toy, "a slow run that gets hung up on")])
+    cmd = [sys.executable, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "hup",
+           "--agent", f"replay:{path}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=toy.repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = toy.repo / "results" / "hup" / "runs" / "1.log"
+    deadline = time.monotonic() + 90
+    while not (log.exists() and "step 00001" in log.read_text()):
+        assert proc.poll() is None, "the harness ended before the slow run"
+        assert time.monotonic() < deadline, "the slow run did not start"
+        time.sleep(0.1)
+    child = int(next(ln for ln in log.read_text().splitlines() if ln.startswith("started pid=")).split("=")[1])
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert not _alive(child), "the run in flight must be killed with the harness"
+    rows = toy.tsv("hup")
+    assert [(r["n"], r["status"], r["reason"]) for r in rows] == [("0", "keep", ""), ("1", "crash", "interrupted")]
+    assert not (toy.repo / "results" / "hup" / "pending.json").exists()
+    assert git(toy.repo, "status", "--porcelain") == ""
