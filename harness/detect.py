@@ -119,6 +119,16 @@ def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[
     return "cpu", f"importing torch failed ({last})"
 
 
+def check_device(device: str, env: Mapping[str, str]) -> None:
+    """Refuse a device this machine cannot train on, before anything runs (ConfigError)."""
+    if device == "cuda":
+        found, why = detect_device(env)
+        if found != "cuda":
+            raise ConfigError(f"--device cuda, but {why}: use --device cpu, or --device auto to pick what is here")
+    elif device == "mlx" and importlib.util.find_spec("mlx") is None:
+        raise ConfigError("--device mlx, but mlx is not installed: pip install mlx (Apple silicon) or mlx[cpu]")
+
+
 def mlx_has_metal() -> bool:
     """True where MLX runs on Apple's GPU (Metal); on Linux mlx[cpu] has only its CPU backend."""
     return sys.platform == "darwin" and platform.machine() == "arm64"

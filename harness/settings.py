@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.detect import (
+    check_device,
     detect_agent,
     detect_dataset,
     detect_device,
@@ -204,6 +205,8 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         else:
             device, why = detect_device(env)
             reasons["device"] = f"auto: {why}"
+    elif not values.get("gpus"):  # --gpus workers each probe their own GPU
+        check_device(device, env)
     profile, why = detect_profile(device)
     if why:
         reasons["profile"] = why

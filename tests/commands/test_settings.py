@@ -11,6 +11,7 @@ import pytest
 
 from harness import options
 from harness import settings as config
+from harness.detect import profile_values
 from harness.detect import detect_device
 from harness.errors import ConfigError
 from harness.experiment import load_experiment
@@ -95,8 +96,8 @@ def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> No
     assert s.timeout == 125
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
     assert s.timeout == 1020
-    s = resolve(project_repo, experiment=str(exp), agent="search", device="cuda", budget=900.0)
-    assert s.timeout == 1200 and s.baseline_runs == 3  # the cuda profile: 300 s allowance, 3 runs
+    cuda = profile_values(project_repo, "cuda")  # a GPU's profile: 300 s, killed 300 s later, 3 baseline runs
+    assert (cuda["TIME_BUDGET"], cuda["TIMEOUT_ALLOWANCE"], cuda["BASELINE_RUNS"]) == (300, 300, 3)
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0, timeout="901")
     assert s.timeout == 901 and s.reasons["timeout"] == "--timeout"
 
