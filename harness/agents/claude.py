@@ -61,12 +61,17 @@ class ClaudeAgent(LLMAgent):
             str(getattr(part, "text", "") or "") for part in parts if getattr(part, "type", "") == "text"
         )
         usage = getattr(message, "usage", None)
+        cache_read = as_int(getattr(usage, "cache_read_input_tokens", 0))
+        cache_write = as_int(getattr(usage, "cache_creation_input_tokens", 0))
         return Completion(
             text=text,
             model=str(getattr(message, "model", "") or self.model),
-            input_tokens=as_int(getattr(usage, "input_tokens", 0))
-            + as_int(getattr(usage, "cache_read_input_tokens", 0))
-            + as_int(getattr(usage, "cache_creation_input_tokens", 0)),
+            input_tokens=as_int(getattr(usage, "input_tokens", 0)) + cache_read + cache_write,
             output_tokens=as_int(getattr(usage, "output_tokens", 0)),
             stop_reason=str(getattr(message, "stop_reason", "") or ""),
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
         )
+
+    def price_source(self) -> tuple[str | None, str | None]:
+        return "anthropic", None  # also through a gateway: the models are Anthropic's

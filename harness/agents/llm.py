@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from harness.agents.base import Agent, Context, Reply
-from harness.agents.cost import PriceTable
+from harness.agents.cost import PriceTable, Usage
 from harness.agents.prompt import Prompt, build_prompt, redact
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify
 from harness.errors import ProviderError
@@ -41,9 +41,11 @@ class Completion:
 
     text: str
     model: str
-    input_tokens: int
+    input_tokens: int  # every input token, cached ones included
     output_tokens: int
     stop_reason: str = ""
+    cache_read_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class LLMAgent(Agent):
         self.prices = prices or PriceTable.load()
         self.options = options or CallOptions()
         self.status = ProviderStatus()
+        self.base_url: str | None = None  # the endpoint, when not the provider's own (set by subclasses)
         # Where retries and outage pauses are reported; the loop points this at its live view.
         self.notify: Callable[[str], None] = log.warning
         self._empty_streak = 0
@@ -90,6 +93,10 @@ class LLMAgent(Agent):
         options = CallOptions(timeout=settings.llm_timeout, max_tokens=settings.llm_max_tokens)
         return cls(settings.model, policy=policy, prices=PriceTable.load(settings.prices), options=options)
 
+    def price_source(self) -> tuple[str | None, str | None]:
+        """(genai-prices provider id, API URL) that price this agent's models."""
+        return None, self.base_url
+
     @abstractmethod
     def _complete(self, prompt: Prompt) -> Completion:
         """One provider call; SDK exceptions propagate (they are classified by the retry loop)."""
@@ -103,7 +110,9 @@ class LLMAgent(Agent):
             key_env_var=self.key_env_var,
             log=self.notify,
         )
-        cost = self.prices.cost(done.model or self.model, done.input_tokens, done.output_tokens)
+        usage = Usage(done.input_tokens, done.output_tokens, done.cache_read_tokens, done.cache_write_tokens)
+        provider, api_url = self.price_source()
+        cost = self.prices.cost(done.model or self.model, usage, provider=provider, api_url=api_url)
         return Reply(
             text=done.text,
             model=done.model or self.model,

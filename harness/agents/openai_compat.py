@@ -94,10 +94,15 @@ class OpenAIAgent(LLMAgent):
         message = getattr(choices[0], "message", None) if choices else None
         content = getattr(message, "content", None)
         usage = getattr(response, "usage", None)
+        cached = as_int(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0))
         return Completion(
             text=content if isinstance(content, str) else "",
             model=str(getattr(response, "model", "") or self.model),
             input_tokens=as_int(getattr(usage, "prompt_tokens", 0)),
             output_tokens=as_int(getattr(usage, "completion_tokens", 0)),
             stop_reason=str(getattr(choices[0], "finish_reason", "") or "") if choices else "",
+            cache_read_tokens=cached,
         )
+
+    def price_source(self) -> tuple[str | None, str | None]:
+        return ("openai", None) if self._official else (None, self.base_url)
