@@ -252,6 +252,8 @@ OPTIONS: tuple[Option[Any], ...] = (
     # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.
     Option("llm_timeout", _seconds, "seconds one LLM call may take", env="AUTORESEARCH_LLM_TIMEOUT",
            show=_seconds_shown),
+    Option("llm_preflight", _seconds, "seconds the start waits for an LLM endpoint that does not answer "
+           "before it gives up (exit 2)", env="AUTORESEARCH_LLM_PREFLIGHT", show=_seconds_shown),
     Option("llm_max_tokens", _whole(1), "the longest reply asked of the LLM, in tokens",
            env="AUTORESEARCH_LLM_MAX_TOKENS"),
     Option("retry_base", _seconds, "first wait after a failed LLM call; doubles per retry",

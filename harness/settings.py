@@ -86,6 +86,7 @@ class Settings:
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
     verify_metric: str | None = None  # experiment.toml verify_metric (metric provenance)
     llm_timeout: float = 600.0
+    llm_preflight: float = 40.0
     llm_max_tokens: int = 16_000
     retry_base: float = 2.0
     retry_cap: float = 300.0

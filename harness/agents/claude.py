@@ -23,6 +23,7 @@ class ClaudeAgent(LLMAgent):
     name: ClassVar[str] = "claude"
     key_env_var: ClassVar[str | None] = "ANTHROPIC_API_KEY"
     default_model: ClassVar[str] = DEFAULT_MODEL
+    default_endpoint: ClassVar[str] = "https://api.anthropic.com"
 
     def __init__(
         self, model: str | None = None, *, env: Mapping[str, str] | None = None, **kwargs: Any
@@ -46,6 +47,22 @@ class ClaudeAgent(LLMAgent):
             timeout=self.options.timeout,
             max_retries=0,
         )
+
+    def _ping(self, timeout: float) -> str | None:
+        """The model list: it needs the key and costs nothing. A gateway without one (404, 405,
+        501) has still answered."""
+        import anthropic
+
+        try:
+            page = self._client.with_options(timeout=timeout).models.list(limit=100)
+        except anthropic.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):
+                return None
+            raise
+        ids = [str(getattr(m, "id", "")) for m in getattr(page, "data", None) or []]
+        if ids and not any(i == self.model or i.startswith(self.model + "-") for i in ids):
+            return f"note: {self.model} is not in its model list: {', '.join(ids[:8])}"
+        return None
 
     def _complete(self, prompt: Prompt) -> Completion:
         message = self._client.messages.create(

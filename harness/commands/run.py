@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     print("autoresearch run", flush=True)
     for line in settings.describe():
         print(f"  {line}", flush=True)
+    checked = agent.preflight()  # an LLM endpoint that cannot answer stops here, before anything runs
+    if checked:
+        print(checked, flush=True)
     built = config.ensure_dataset(settings)
     if built:
         print(built, flush=True)

@@ -162,9 +162,10 @@ class FakeLLM:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 fake.requests.append(Recorded("GET", self.path, dict(self.headers), {}))
-                if self.path.rstrip("/").endswith("/models") and fake.models_status != 200:
+                route = self.path.split("?", 1)[0].rstrip("/")
+                if route.endswith("/models") and fake.models_status != 200:
                     self._send(fake.models_status, json.dumps({"error": {"message": "no model list here"}}))
-                elif self.path.rstrip("/").endswith("/models"):
+                elif route.endswith("/models"):
                     data = [
                         {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
                     ]
