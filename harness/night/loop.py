@@ -18,10 +18,12 @@ import os
 import shlex
 import shutil
 import time
+from typing import Any
 
 from harness.agents.base import Agent
 from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
+from harness.detect import describe_hardware
 from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
@@ -56,6 +58,7 @@ class Night:
         self.depth = settings.pipeline_depth if self.llm is not None else 0
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
+        self.hardware = describe_hardware(settings.device)  # the `hardware` column of every row
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)
         self.since_remeasure = 0  # attempts since the best was last re-run
         self.stop_reason = ""
@@ -74,6 +77,8 @@ class Night:
                     self._baseline()
                 while self._may_continue():
                     self.remeasure_best()
+                    if self.llm is not None:
+                        self.view.waiting(f"waiting for the model ({self.llm.model})")
                     attempt = self.proposer.next()
                     if attempt is None:
                         self.stop_reason = f"the {self.agent_name} agent has nothing more to propose"
@@ -168,6 +173,7 @@ class Night:
             self.best_values = self.ledger.best.values()
         if rows:
             self.view.message(f"resuming {self.s.tag}: {len(rows)} rows, next attempt #{self.ledger.next_n}")
+            self.view.history(rows[-8:], mean(self.best_values) if self.best_values else None)
 
     def _may_continue(self) -> bool:
         if self.s.max_experiments is not None and self.ledger.attempts >= self.s.max_experiments:
@@ -206,7 +212,6 @@ class Night:
     def _baseline(self) -> None:
         head = self.ratchet.head()
         attempt = Attempt("baseline", self.agent_name, n=self.ledger.next_n, parent=head, commit=head)
-        self.view.start(attempt.n, "baseline", self.s.budget)
         journal.write_pending(self.paths.pending, attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
@@ -250,7 +255,13 @@ class Night:
         asks), then log it and keep or revert."""
         needed = self.judge.baseline_runs if baseline else 1
         while True:
-            record = self.measurer.run(attempt.n, len(attempt.runs))
+            k = len(attempt.runs)
+            if baseline:
+                label = f"baseline (run {k + 1} of {needed})" if needed > 1 else "baseline"
+                self.view.start(attempt.n, label, self.s.budget)
+            elif k:
+                self.view.start(attempt.n, f"{attempt.description} (confirmation run {k + 1})", self.s.budget)
+            record = self.measurer.run(attempt.n, k)
             attempt.runs.append(record)
             if record.reason:
                 attempt.status, attempt.reason = "crash", record.reason
@@ -269,7 +280,7 @@ class Night:
 
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
-        row = self.ledger.append(attempt.row(worker=self.s.worker, budget_s=self.s.budget))
+        row = self.ledger.append(attempt.row(**self._row_context()))
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
@@ -284,6 +295,10 @@ class Night:
             cost = float(row.extra.get("cost_usd") or 0)
             self.view.message(f"LLM cost: ${cost:.4f} this attempt, ${self.ledger.spent:.4f} in total{limit}")
         return row
+
+    def _row_context(self) -> dict[str, Any]:
+        """What every row of this night records besides the attempt: worker, budget, hardware."""
+        return {"worker": self.s.worker, "budget_s": self.s.budget, "device": self.s.device, "hardware": self.hardware}
 
     def _llm_status(self) -> str:
         """One line for the live panel: the provider's state (retrying, PAUSED) and the spend so far."""
@@ -325,7 +340,7 @@ class Night:
         row = self.ledger.find(attempt.n)
         if row is None:
             row = self.ledger.append(
-                attempt.crash("interrupted").row(worker=self.s.worker, budget_s=self.s.budget)
+                attempt.crash("interrupted").row(**self._row_context())
             )
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)

@@ -32,8 +32,10 @@ from harness.store.atomic import file_lock, write_atomic
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
     "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
-    "parent", "summary",
+    "parent", "summary", "device", "hardware",
 )  # fmt: skip
+# A headerless line this wide is a harness ledger (its columns up to `summary` predate the rest).
+HEADERLESS_MIN_EXTRA = EXTRA_COLUMNS.index("summary") + 1
 STATUSES: tuple[str, ...] = ("keep", "discard", "crash")
 NO_COMMIT = "0000000"  # the commit column of an attempt that never became a commit
 
@@ -272,8 +274,9 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
     """Rows of any results-like TSV, and the (line number, why) of every line skipped.
 
     The first five columns are read by position (the second is the metric, whatever its name);
-    further columns go to ``extra`` under their header names. Without a header line, the five
-    standard columns are assumed. A line with more cells than a five-column header has its
+    further columns go to ``extra`` under their header names. Without a header line, a line as
+    wide as a harness ledger is read by the harness's columns, anything else as the five
+    standard ones; a note (line 0) says which when it is not the plain five. A line with more cells than a five-column header has its
     extra cells joined into the description (a hand-typed tab). Blank memory reads as 0.0.
     """
     path = Path(path)
@@ -291,8 +294,14 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         header = [c.strip() for c in first]
         body = enumerate(lines[1:], start=2)
     else:
-        header = list(COLUMNS)
         body = enumerate(lines, start=1)
+        header = list(COLUMNS)
+        if len(first) >= 5 + HEADERLESS_MIN_EXTRA:  # a harness ledger that lost its header line
+            header = [*COLUMNS, *EXTRA_COLUMNS][: len(first)]
+            skipped.append((0, "no header line: read as the harness's own columns, by position"))
+        elif len(first) > 5:
+            skipped.append((0, "no header line: read as commit, metric, memory_gb, status, description; "
+                               "the cells after the fifth are joined into the description"))  # fmt: skip
     for lineno, line in body:
         if not line.strip():
             continue
