@@ -219,6 +219,8 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         names = known_experiments(cwd)
         if spec not in names and len(names) == 1:
             spec, reasons["experiment"] = names[0], "the only experiment in experiments/"
+        elif not names and _root_experiment(cwd) is not None:
+            spec, reasons["experiment"] = str(_root_experiment(cwd)), "experiment.toml at the repository root"
     exp_dir, repo_root = find_experiment(spec, cwd)
     exp = load_experiment(exp_dir)
     if not exp_dir.is_relative_to(repo_root):
@@ -308,6 +310,15 @@ def _budget_and_timeout(
             "raise the timeout or lower the budget"
         )
     return budget, timeout
+
+
+def _root_experiment(cwd: Path) -> Path | None:
+    """The repository root when it is itself the experiment (a project of one's own)."""
+    try:
+        root = Repo.find(cwd).root
+    except RepoError:
+        return None
+    return root if (root / "experiment.toml").is_file() else None
 
 
 def _check_agent(agent: str, cwd: Path) -> str:
