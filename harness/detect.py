@@ -125,9 +125,13 @@ def check_device(device: str, env: Mapping[str, str]) -> None:
     if device == "cuda":
         found, why = detect_device(env)
         if found != "cuda":
-            raise ConfigError(f"--device cuda, but {why}: use --device cpu, or --device auto to pick what is here")
+            raise ConfigError(
+                f"--device cuda, but {why}: use --device cpu, or --device auto to pick what is here"
+            )
     elif device == "mlx" and importlib.util.find_spec("mlx") is None:
-        raise ConfigError("--device mlx, but mlx is not installed: pip install mlx (Apple silicon) or mlx[cpu]")
+        raise ConfigError(
+            "--device mlx, but mlx is not installed: pip install mlx (Apple silicon) or mlx[cpu]"
+        )
 
 
 def describe_hardware(device: str) -> str:
@@ -180,7 +184,9 @@ def _sysctl(name: str) -> str:
     if sys.platform != "darwin":
         return ""
     try:
-        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -190,8 +190,9 @@ class Option(Generic[T]):
     ) -> tuple[T | None, str]:
         """(value, where it came from): the flag, else the config file, else the variable, else (None, "")."""
         raw, source = given.get(self.dest), self.flag or ""
-        if raw is None and config is not None and self.key in config.values:
-            raw, source = config.values[self.key], str(config.source[self.key])
+        key = self.key
+        if raw is None and config is not None and key is not None and key in config.values:
+            raw, source = config.values[key], str(config.source[key])
             if isinstance(raw, dict):  # a TOML table (prices) reads like the inline JSON of the variable
                 raw = json.dumps(raw)
         if raw is None and self.env and env.get(self.env, "").strip():

@@ -134,7 +134,6 @@ class Settings:
                 lines.append(f"{key + ':':<20} {value}" + (f"  ({why})" if why else ""))
         return lines
 
-
     def given_flags(self) -> list[str]:
         """The flags of this night's command line (and their values), as a person would type them."""
         argv: list[str] = []

@@ -25,6 +25,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genai_prices.types import PriceCalculation
 
 MILLION = 1_000_000
 
@@ -88,7 +92,7 @@ def _bare(model: str) -> str:
     return model.strip().lower().rsplit("/", 1)[-1]
 
 
-def _calc(model: str, usage: Usage, provider: str | None, api_url: str | None) -> object | None:
+def _calc(model: str, usage: Usage, provider: str | None, api_url: str | None) -> PriceCalculation | None:
     """genai-prices' calculation, or None when it lists no such provider or model."""
     # Imported on first use: it brings pydantic, and only the LLM agents price anything.
     import genai_prices

@@ -151,7 +151,9 @@ def classify(exc: BaseException, *, key_env_var: str | None = None) -> ProviderE
             )
         return ProviderError(f"provider rejected the request (HTTP {status}): {detail}", retryable=False)
     if "Timeout" in name or "Connection" in name or isinstance(exc, (TimeoutError, ConnectionError, OSError)):
-        return ProviderError(f"provider unreachable ({name}): {_short(str(exc))}", retryable=True, reached=False)
+        return ProviderError(
+            f"provider unreachable ({name}): {_short(str(exc))}", retryable=True, reached=False
+        )
     # Response validation errors, JSON decode errors, missing fields: a malformed answer.
     return ProviderError(f"malformed provider response ({name}): {_short(str(exc))}", retryable=True)
 

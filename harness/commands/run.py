@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = (
         "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs) + "\n\n"
         f"config file: {files} (the repository's wins). Keys are the flags without their\n"
-        "leading dashes and the variables without AUTORESEARCH_, e.g.  agent = \"claude\"  max-cost = 20  llm-timeout = 300.\n"
+        'leading dashes and the variables without AUTORESEARCH_, e.g.  agent = "claude"  max-cost = 20  llm-timeout = 300.\n'
         "Precedence: flag > experiment.toml > config file > environment variable > default."
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -147,7 +147,9 @@ class Night:
                 f"tag {self.s.tag!r} measured {old!r}, but the experiment now reports {self.s.metric!r}: "
                 f"their values do not compare. Start a new tag: {self._command_for_new_tag()}"
             ) from None
-        self.view.message(f"the experiment's metric is now {self.s.metric!r} (was {old!r}); no row had scored one")
+        self.view.message(
+            f"the experiment's metric is now {self.s.metric!r} (was {old!r}); no row had scored one"
+        )
 
     def _command_for_new_tag(self) -> str:
         argv = shlex.split(self.s.command())
@@ -162,7 +164,9 @@ class Night:
                 # now, which is where the fix was committed.
                 moved = self.ratchet.restart_from_checkout()
                 if moved:
-                    self.view.message(f"no result kept yet: starting {self.s.tag} from your checkout's {moved[:7]}")
+                    self.view.message(
+                        f"no result kept yet: starting {self.s.tag} from your checkout's {moved[:7]}"
+                    )
             self.ratchet.revert()
             for log in self.paths.runs.glob("*.log"):
                 kill_leftover(log)  # e.g. a re-measure of the best that a killed harness left running
@@ -220,7 +224,9 @@ class Night:
     def _baseline_crash_message(self, attempt: Attempt) -> str:
         """Why the baseline crashed and the exact way on: the cause, the flags, the command."""
         run = attempt.runs[-1] if attempt.runs else None
-        lines = [f"the baseline run crashed ({attempt.reason}); its log: {run.result.log_path if run else '-'}."]
+        lines = [
+            f"the baseline run crashed ({attempt.reason}); its log: {run.result.log_path if run else '-'}."
+        ]
         if attempt.reason == "no metric" and run is not None:
             printed = sorted(run.summary or {})
             if printed:
@@ -298,7 +304,12 @@ class Night:
 
     def _row_context(self) -> dict[str, Any]:
         """What every row of this night records besides the attempt: worker, budget, hardware."""
-        return {"worker": self.s.worker, "budget_s": self.s.budget, "device": self.s.device, "hardware": self.hardware}
+        return {
+            "worker": self.s.worker,
+            "budget_s": self.s.budget,
+            "device": self.s.device,
+            "hardware": self.hardware,
+        }
 
     def _llm_status(self) -> str:
         """One line for the live panel: the provider's state (retrying, PAUSED) and the spend so far."""
@@ -339,9 +350,7 @@ class Night:
                 self.view.message(f"killed a run left over from an earlier harness ({log.name})")
         row = self.ledger.find(attempt.n)
         if row is None:
-            row = self.ledger.append(
-                attempt.crash("interrupted").row(**self._row_context())
-            )
+            row = self.ledger.append(attempt.crash("interrupted").row(**self._row_context()))
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:

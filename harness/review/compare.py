@@ -135,7 +135,11 @@ def _hardware(side: Side) -> list[str]:
     """What the side's rows ran on; rows from before the hardware column name only their worker."""
     if side.summary is None:
         return ["unknown (no results)"]
-    return side.summary.hardware or side.summary.devices or ["not recorded (a TSV from before the hardware column)"]
+    return (
+        side.summary.hardware
+        or side.summary.devices
+        or ["not recorded (a TSV from before the hardware column)"]
+    )
 
 
 def _cell(x: object, spec: str = "") -> str:
@@ -168,7 +172,10 @@ def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
         row("kept", stat("kept_attempts")),
         row("keep rate %", rates),
         row("hardware", ["; ".join(_hardware(s)) for s in sides]),
-        row("workers", [", ".join(s.summary.workers) if s.summary and s.summary.workers else "-" for s in sides]),
+        row(
+            "workers",
+            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "-" for s in sides],
+        ),
         row("commits since base", [str(len(s.kept)) for s in sides]),
         f"common base: {base[:7]}",
     ]

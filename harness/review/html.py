@@ -82,7 +82,9 @@ def render_html(
     if s.gpu_hours is not None:
         facts.append(("GPU hours", f"{s.gpu_hours:.2f}"))
     elif s.run_hours is not None:
-        facts.append(("run hours" + (f" ({', '.join(s.devices)})" if s.devices else ""), f"{s.run_hours:.2f}"))
+        facts.append(
+            ("run hours" + (f" ({', '.join(s.devices)})" if s.devices else ""), f"{s.run_hours:.2f}")
+        )
     if s.llm_cost_usd is not None:
         facts.append(("LLM cost", f"${s.llm_cost_usd:.2f}"))
     if s.hardware:

@@ -100,7 +100,9 @@ def _draw(ax: Axes, rows: Sequence[Row], summary: Summary) -> None:
     ax.scatter([i for i, _ in kept], [clip(r.metric) for _, r in kept], s=46, color="#2e7d32",
                edgecolor="black", linewidth=0.5, label="kept", zorder=4)  # fmt: skip
     if summary.baseline is not None:
-        ax.axhline(clip(summary.baseline), color="#555555", linestyle="--", linewidth=1, label="baseline", zorder=1)
+        ax.axhline(
+            clip(summary.baseline), color="#555555", linestyle="--", linewidth=1, label="baseline", zorder=1
+        )
 
     # The running best over kept rows, held until the next kept row improves it.
     xs: list[float] = []
@@ -148,9 +150,12 @@ def _place_labels(ax: Axes, rows: Sequence[Row], summary: Summary) -> None:
     lo, hi = ax.get_ylim()
     renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
     frame = ax.get_window_extent(renderer)
-    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
     gains = {s.n: s.delta_pct for s in summary.improvements}
-    kept = [(i, r) for i, r in enumerate(rows) if r.status == "keep" and i in gains and math.isfinite(r.metric)]
+    kept = [
+        (i, r) for i, r in enumerate(rows) if r.status == "keep" and i in gains and math.isfinite(r.metric)
+    ]
     kept.sort(key=lambda item: -gains[item[0]])
     for i, r in kept[:MAX_LABELS]:
         y = min(max(r.metric, lo), hi)

@@ -81,7 +81,11 @@ def _fmt(x: float | None, spec: str = ".6f") -> str:
 def counts_line(s: Summary) -> str:
     """Attempts and outcomes, the baseline counted apart: "baseline + 9 attempts | kept 2 | ..."."""
     rate = "-" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"
-    head = f"baseline + {s.attempts} attempts" if s.baseline is not None else f"{s.attempts} attempts (no baseline)"
+    head = (
+        f"baseline + {s.attempts} attempts"
+        if s.baseline is not None
+        else f"{s.attempts} attempts (no baseline)"
+    )
     return (
         f"{head} | kept {s.kept_attempts} | discarded {s.discarded} | crashed {s.crashed}"
         + (f" | other {s.other}" if s.other else "")

@@ -157,7 +157,9 @@ def summarize(
         return sum(values) if values else None
 
     wall = total("wall_s")
-    gpu_walls = [v for r in rows if r.extra.get("device") in ("cuda", "mlx") if (v := _float(r.extra.get("wall_s")))]
+    gpu_walls = [
+        v for r in rows if r.extra.get("device") in ("cuda", "mlx") if (v := _float(r.extra.get("wall_s")))
+    ]
     devices = sorted({d for r in rows if (d := (r.extra.get("device") or "").strip())})
     hardware = sorted({h for r in rows if (h := (r.extra.get("hardware") or "").strip())})
     tokens_in, tokens_out = total("input_tokens"), total("output_tokens")

@@ -479,7 +479,9 @@ def test_prices_from_genai_prices_by_provider_with_overrides_on_top() -> None:
     assert table.cost("qwen3-coder", Usage(10**6, 10**6), api_url="http://127.0.0.1:8000/v1") == 0.0
     assert table.cost("gpt-6.1-sol", Usage(100_000, 10_000), provider="openai") == pytest.approx(0.2 + 0.1)
     # Cache reads cost a fraction of the input rate, not the full rate.
-    cached = table.cost("claude-sonnet-5-5", Usage(100_000, 0, cache_read_tokens=100_000), provider="anthropic")
+    cached = table.cost(
+        "claude-sonnet-5-5", Usage(100_000, 0, cache_read_tokens=100_000), provider="anthropic"
+    )
     assert 0 < cached <= 0.2 * table.cost("claude-sonnet-5-5", Usage(100_000, 0), provider="anthropic")
     overridden = PriceTable.load({"my-model": (1.0, 2.0), "gpt-5": (9.0, 9.0)})
     assert overridden.lookup("my-model") == (1.0, 2.0)

@@ -86,7 +86,9 @@ def test_a_bad_key_is_refused_at_start(toy_experiment: Toy, kind: str) -> None:
             env = {"OPENAI_API_KEY": OKEY, "OPENAI_BASE_URL": fake.openai_url}
         out = run_cli_subprocess(toy_experiment.repo, env, "--tag", "k", "--agent", kind, "--model", "m")
     assert out.returncode == 2
-    assert "refused the credentials (HTTP 401)" in out.stderr and "LLM endpoint http://127.0.0.1:" in out.stderr
+    assert (
+        "refused the credentials (HTTP 401)" in out.stderr and "LLM endpoint http://127.0.0.1:" in out.stderr
+    )
     assert KEY not in out.stderr and OKEY not in out.stderr
     assert nothing_written(toy_experiment.repo)
 
@@ -95,14 +97,19 @@ def test_a_busy_endpoint_at_start_is_waited_out(toy_experiment: Toy) -> None:
     fake = FakeLLM()
     fake.models_status = 503
     with fake:
-        agent = OpenAIAgent("m", env={"OPENAI_BASE_URL": fake.openai_url}, policy=RetryPolicy(sleep=lambda s: None))
+        agent = OpenAIAgent(
+            "m", env={"OPENAI_BASE_URL": fake.openai_url}, policy=RetryPolicy(sleep=lambda s: None)
+        )
         assert "is there but answered" in agent.preflight()
 
 
 def test_claude_preflight_reads_the_model_list(toy_experiment: Toy) -> None:
     with FakeLLM(models=["claude-sonnet-5-5-20261001", "claude-haiku-4-5"]) as fake:
         env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.anthropic_url}
-        assert ClaudeAgent(None, env=env).preflight() == f"LLM endpoint {fake.anthropic_url}: answers, model claude-sonnet-5-5"
+        assert (
+            ClaudeAgent(None, env=env).preflight()
+            == f"LLM endpoint {fake.anthropic_url}: answers, model claude-sonnet-5-5"
+        )
         note = ClaudeAgent("claude-sonnet-9", env=env).preflight()
         assert "claude-sonnet-9 is not in its model list" in note
         assert [r.method for r in fake.requests] == ["GET", "GET"]  # nothing was paid for
@@ -111,11 +118,15 @@ def test_claude_preflight_reads_the_model_list(toy_experiment: Toy) -> None:
 def test_a_permanent_error_during_the_night_stops_it_with_one_line(toy_experiment: Toy) -> None:
     with FakeLLM([error(400, message="prompt is too long")]) as fake:
         env = {"OPENAI_BASE_URL": fake.openai_url}
-        out = run_cli_subprocess(toy_experiment.repo, env, "--tag", "p", "--agent", "openai", "--model", "fake-model")
+        out = run_cli_subprocess(
+            toy_experiment.repo, env, "--tag", "p", "--agent", "openai", "--model", "fake-model"
+        )
         posted = len(fake.completion_requests())
     assert out.returncode == 2, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and "rejected the request (HTTP 400)" in errors[0] and fake.openai_url in errors[0]
+    assert (
+        len(errors) == 1 and "rejected the request (HTTP 400)" in errors[0] and fake.openai_url in errors[0]
+    )
     assert posted == 1  # not retried
     assert [r["description"] for r in toy_experiment.tsv("p")] == ["baseline"]
 
@@ -129,4 +140,3 @@ def test_classify_501_is_permanent() -> None:
     assert not classify(Fake501("not implemented")).retryable
     with pytest.raises(ProviderError):
         raise classify(Fake501("x"))
-

@@ -262,7 +262,9 @@ def _has_cuda() -> bool:
 
 
 @pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU")
-def test_device_cuda_without_a_gpu_exits_2_before_any_run(toy_experiment: Toy, capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_cuda_without_a_gpu_exits_2_before_any_run(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--device cuda` on a CPU machine: one line, exit 2, no tag (no branch, results or worktree)."""
     before = snapshot(toy_experiment.repo)
     err = fails(capsys, ["run", "--device", "cuda", "--tag", "x"], "--device cuda, but torch")

@@ -38,7 +38,9 @@ def test_own_project_runs_as_its_readme_says(tmp_path: Path, clean_env: Path) ->
     assert git is not None
     (bin_dir / "git").symlink_to(git)
     env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": str(PROJECT)}
-    assert shutil.which("python", path=env["PATH"]) is None and shutil.which("python3", path=env["PATH"]) is None
+    assert (
+        shutil.which("python", path=env["PATH"]) is None and shutil.which("python3", path=env["PATH"]) is None
+    )
     out = subprocess.run(
         ["/bin/bash", "-euo", "pipefail", "-c", readme_commands()],
         cwd=project, env=env, capture_output=True, text=True, timeout=600,

@@ -11,8 +11,7 @@ import pytest
 
 from harness import options
 from harness import settings as config
-from harness.detect import profile_values
-from harness.detect import detect_device
+from harness.detect import detect_device, profile_values
 from harness.errors import ConfigError
 from harness.experiment import load_experiment
 from tests.conftest import Toy
@@ -328,12 +327,13 @@ def test_config_file_defaults_and_precedence(project_repo: Path, tmp_path: Path)
     user.mkdir(parents=True)
     (user / "autoresearch.toml").write_text('judge = "strict"\nmax-cost = 9\nmodel = "from-user"\n')
     (project_repo / "autoresearch.toml").write_text(
-        'agent = "search"\nmodel = "from-repo"\nllm_timeout = 30\nbudget = 7\n'
-        '[prices]\n"my-model" = [1, 2]\n'
+        'agent = "search"\nmodel = "from-repo"\nllm_timeout = 30\nbudget = 7\n[prices]\n"my-model" = [1, 2]\n'
     )
     s = resolve(project_repo, {"AUTORESEARCH_LLM_TIMEOUT": "99", "AUTORESEARCH_RETRY_BASE": "0.5"})
     assert (s.agent, s.model, s.judge, s.max_cost) == ("search", "from-repo", "strict", 9.0)
-    assert s.llm_timeout == 30 and s.retry_base == 0.5  # the file beats the variable, the variable the default
+    assert (
+        s.llm_timeout == 30 and s.retry_base == 0.5
+    )  # the file beats the variable, the variable the default
     assert s.prices == {"my-model": (1.0, 2.0)} and s.budget == 7
     assert s.reasons["model"] == str(project_repo / "autoresearch.toml")
     assert s.reasons["judge"] == str(user / "autoresearch.toml")

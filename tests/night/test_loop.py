@@ -315,9 +315,14 @@ def test_rich_view_says_what_it_waits_for_and_shows_the_history_after_a_resume()
     view.close()
 
 
-def test_plain_view_numbers_the_baseline_runs(toy_experiment: Toy, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_view_numbers_the_baseline_runs(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = toy_experiment.replay_file([])
-    assert main(["run", "--device", "cpu", "--tag", "b3", "--agent", f"replay:{path}", "--baseline-runs", "3"]) == 0
+    assert (
+        main(["run", "--device", "cpu", "--tag", "b3", "--agent", f"replay:{path}", "--baseline-runs", "3"])
+        == 0
+    )
     out = capsys.readouterr().out
     for k in (1, 2, 3):
         assert f"#0 start: baseline (run {k} of 3)" in out, out

@@ -165,13 +165,18 @@ def test_a_closed_terminal_or_kill_logs_the_attempt_in_flight(toy_experiment: To
         assert proc.poll() is None, "the harness ended before the slow run"
         assert time.monotonic() < deadline, "the slow run did not start"
         time.sleep(0.1)
-    child = int(next(ln for ln in log.read_text().splitlines() if ln.startswith("started pid=")).split("=")[1])
+    child = int(
+        next(ln for ln in log.read_text().splitlines() if ln.startswith("started pid=")).split("=")[1]
+    )
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert not _alive(child), "the run in flight must be killed with the harness"
     rows = toy.tsv("hup")
-    assert [(r["n"], r["status"], r["reason"]) for r in rows] == [("0", "keep", ""), ("1", "crash", "interrupted")]
+    assert [(r["n"], r["status"], r["reason"]) for r in rows] == [
+        ("0", "keep", ""),
+        ("1", "crash", "interrupted"),
+    ]
     assert not (toy.repo / "results" / "hup" / "pending.json").exists()
     assert git(toy.repo, "status", "--porcelain") == ""
 

@@ -152,7 +152,9 @@ def test_maximize_metric_gpu_hours_cost_and_crash_reasons(
     ]
     tsv.write_text(
         "commit\ttokens_per_s\tmemory_gb\tstatus\tdescription\twall_s\tcost_usd\treason\tworker\tdevice\n"
-        + "".join(f"{c}\t{m}\t1.0\t{s}\t{d}\t{w}\t{cost}\t{r}\t{hw}\tcuda\n" for c, m, s, d, w, cost, r, hw in rows)
+        + "".join(
+            f"{c}\t{m}\t1.0\t{s}\t{d}\t{w}\t{cost}\t{r}\t{hw}\tcuda\n" for c, m, s, d, w, cost, r, hw in rows
+        )
     )
     code, out, err = report(capsys, "--tsv", str(tsv), "--json")
     assert code == 0, err
@@ -250,7 +252,9 @@ def test_plot_labels_overlap_nothing_and_stay_in_the_frame() -> None:
         plt.close(fig)
 
 
-def test_a_night_whose_baseline_crashed_reports_no_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_night_whose_baseline_crashed_reports_no_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tsv = tmp_path / "crashed.tsv"
     tsv.write_text(
         "commit\tval_bpb\tmemory_gb\tstatus\tdescription\twall_s\tdevice\thardware\n"
@@ -267,7 +271,16 @@ def test_headerless_harness_tsv_reads_its_columns(tmp_path: Path, capsys: pytest
     from harness.store.ledger import EXTRA_COLUMNS
 
     extra = dict.fromkeys(EXTRA_COLUMNS, "")
-    line = "\t".join(["aaaaaaa", "1.000000", "1.0", "keep", "baseline", *{**extra, "wall_s": "3600", "device": "cuda", "hardware": "1x H100 | torch 2.9"}.values()])
+    line = "\t".join(
+        [
+            "aaaaaaa",
+            "1.000000",
+            "1.0",
+            "keep",
+            "baseline",
+            *{**extra, "wall_s": "3600", "device": "cuda", "hardware": "1x H100 | torch 2.9"}.values(),
+        ]
+    )
     tsv = tmp_path / "headless.tsv"
     tsv.write_text(line + "\n")
     code, out, err = report(capsys, "--tsv", str(tsv), "--json")

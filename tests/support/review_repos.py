@@ -100,7 +100,9 @@ def night(
     branch = f"autoresearch/{tag}"
     git(repo, "checkout", "-q", "-b", branch, "main")
     train = repo / "experiments" / "toy" / "train.py"
-    rows = [f"{git(repo, 'rev-parse', '--short=7', 'HEAD')}\t{baseline:.6f}\t1.0\tkeep\tbaseline\tcuda\t{hardware}\n"]
+    rows = [
+        f"{git(repo, 'rev-parse', '--short=7', 'HEAD')}\t{baseline:.6f}\t1.0\tkeep\tbaseline\tcuda\t{hardware}\n"
+    ]
     kept = []
     for i, step in enumerate(steps):
         if step.status == "keep":

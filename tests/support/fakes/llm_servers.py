@@ -41,10 +41,19 @@ class Step:
 
 
 def reply(
-    text: str, *, input_tokens: int = 1000, output_tokens: int = 200, delay: float = 0.0, cached_tokens: int = 0
+    text: str,
+    *,
+    input_tokens: int = 1000,
+    output_tokens: int = 200,
+    delay: float = 0.0,
+    cached_tokens: int = 0,
 ) -> Step:
     return Step(
-        text=text, input_tokens=input_tokens, output_tokens=output_tokens, delay=delay, cached_tokens=cached_tokens
+        text=text,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        delay=delay,
+        cached_tokens=cached_tokens,
     )
 
 
