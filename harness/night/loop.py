@@ -37,6 +37,8 @@ from harness.store.git import Ratchet
 from harness.store.ledger import Ledger, Row, header_metric, rename_metric
 
 INTERRUPTED = 130
+# Flags that change how a run goes: a baseline crash names them, they may be its cause.
+RUN_FLAGS = ("--device", "--budget", "--timeout", "--dataset", "--cache-dir")
 
 
 class Night:
@@ -238,10 +240,15 @@ class Night:
                 lines.append(
                     f"It printed no summary block: end the run with a '---' line, then '{self.s.metric}: <value>'."
                 )
-        flags = [f for f in self.s.given_flags() if f.startswith("--") and f not in ("--tag", "--resume")]
+        given = self.s.given_flags()
+        flags = [
+            f"{flag} {given[i + 1]}"
+            for i, flag in enumerate(given)
+            if flag in RUN_FLAGS and i + 1 < len(given)
+        ]
         if flags:
             lines.append(
-                f"It ran with {' '.join(flags)}: if the unmodified experiment runs without them, the cause "
+                f"It ran with {', '.join(flags)}: if the unmodified experiment runs without them, the cause "
                 "is there; start a new tag without them."
             )
         lines.append(

@@ -194,6 +194,7 @@ def test_crashed_baseline_fixed_on_the_persons_branch_is_picked_up_by_resume(
     err = capsys.readouterr().err
     assert "the baseline run crashed (exception: ValueError: toy failure on purpose)" in err
     assert "commit the fix on your branch" in err
+    assert "It ran with --device cpu: if the unmodified experiment runs without them" in err  # not --agent
     command = err.split("then run `", 1)[1].split("`", 1)[0]
     assert command == f"autoresearch run --tag fix --device cpu --agent replay:{path} --resume"
 
