@@ -88,7 +88,15 @@ class Attempt:
 
     # -- the row ----------------------------------------------------------------------------
 
-    def row(self, *, worker: str, budget_s: float, metric_name: str = "val_bpb") -> Row:
+    def row(
+        self,
+        *,
+        worker: str,
+        budget_s: float,
+        metric_name: str = "val_bpb",
+        device: str = "",
+        hardware: str = "",
+    ) -> Row:
         """The one row of this attempt; a crash zeroes metric and memory."""
         values = self.values()
         last_ok = next((r for r in reversed(self.runs) if r.value is not None), None)
@@ -119,6 +127,8 @@ class Attempt:
             else "; ".join(dict.fromkeys(r.note for r in self.runs if r.note)),
             "parent": self.parent[:7],
             "summary": summary_cell(summary, metric_name),
+            "device": device,
+            "hardware": hardware,
         }
         commit = self.commit[:7] if self.commit else NO_COMMIT
         return Row(commit, metric, memory, self.status, self.description, extra)

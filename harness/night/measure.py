@@ -26,7 +26,7 @@ from pathlib import Path
 from harness.integrity import provenance
 from harness.integrity.guard import Guard
 from harness.night.metrics import metric_value, read_summary, typed
-from harness.night.runner import RunResult, child_env
+from harness.night.runner import RunResult, child_env, resolve_python
 from harness.night.runner import run as run_command
 from harness.settings import Settings
 from harness.store.paths import TagPaths, eval_record
@@ -140,7 +140,7 @@ class Measurer:
         record = provenance.EvalRecord.create() if self.s.verify_metric else None
         env.update(record.env() if record else {})
         result = run_command(
-            self.s.run,
+            resolve_python(self.s.run),
             cwd=self.worktree / self.s.experiment_rel,
             env=env,
             log_path=log_path,

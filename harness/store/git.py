@@ -32,7 +32,7 @@ from gitdb.exc import BadName, BadObject, ODBError
 from harness.errors import ConfigError, EditError, RepoError
 from harness.store.gitlocks import clear_stale_locks
 from harness.store.paths import WORKTREES, checkout_of
-from harness.store.text import DESCRIPTION_LIMIT, sanitize
+from harness.store.text import BODY_LIMIT, DESCRIPTION_LIMIT, sanitize
 
 # Everything gitpython raises for a missing repo, a bad ref or a failed git command.
 ANY_GIT_ERROR: tuple[type[Exception], ...] = (git.GitError, BadName, BadObject, ODBError, ValueError, OSError)
@@ -41,7 +41,8 @@ _LOOKUP_ERROR: tuple[type[Exception], ...] = (KeyError, IndexError, *ANY_GIT_ERR
 
 BRANCH_PREFIX = "autoresearch/"
 RESULTS_PREFIX = "autoresearch-results/"
-EXCLUDE_LINE = "/.autoresearch/"
+# Lines added to .git/info/exclude: the tags' worktrees and results stay out of `git status`.
+EXCLUDE_LINES = ("/.autoresearch/", "/results/")
 FALLBACK_NAME = "autoresearch"
 FALLBACK_EMAIL = "autoresearch@localhost"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -413,8 +414,11 @@ class Ratchet:
         EditError("the edit changes nothing") when they equal HEAD (untracked junk and other
         changed files never count: only the mutable files are staged).
         """
-        subject = sanitize(message, DESCRIPTION_LIMIT)  # an agent's text: no escapes, one bounded line
-        sha = self.tree.commit(self.mutable, subject or "autoresearch experiment")
+        # An agent's text: no escapes; a bounded subject line, then a bounded body if any.
+        first, _, rest = message.strip().partition("\n")
+        subject = sanitize(first, DESCRIPTION_LIMIT) or "autoresearch experiment"
+        body = sanitize(rest, BODY_LIMIT, newlines=True).strip()
+        sha = self.tree.commit(self.mutable, f"{subject}\n\n{body}" if body else subject)
         if sha is None:
             raise EditError(
                 "the edit changes nothing", "The edit changes nothing: the file is identical to before."
@@ -434,6 +438,21 @@ class Ratchet:
         # Always reset, also when the head is already there: a run may have rewritten its own
         # mutable file, and that change must not ride along into the next attempt's commit.
         self.tree.git("reset", "-q", "--hard", full)
+
+    def restart_from_checkout(self) -> str | None:
+        """Move a tag that has kept nothing yet to the person's current HEAD; returns the new sha,
+        or None when it is already there.
+
+        How a fix of a crashed baseline, committed on the person's branch, reaches the tag on
+        --resume. Only for a tag without a kept result: the branch otherwise moves only forward.
+        """
+        head = self.repo.head()
+        if head == self.best():
+            return None
+        _check_clean(self.repo, self.mutable)
+        self.repo.git("update-ref", best_ref(self.tag), head)
+        self.tree.git("reset", "-q", "--hard", head)
+        return head
 
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
@@ -491,13 +510,14 @@ def _attach_worktree(repo: Repo, worktree: Path, branch: str) -> Repo:
 
 
 def _exclude(repo: Repo) -> None:
-    """Hide the worktrees from the person's `git status` (info/exclude: not a tracked file)."""
+    """Hide the worktrees and results from the person's `git status` (info/exclude: not a tracked file)."""
     exclude = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
     try:
         text = exclude.read_text() if exclude.exists() else ""
-        if EXCLUDE_LINE not in text.splitlines():
+        missing = [line for line in EXCLUDE_LINES if line not in text.splitlines()]
+        if missing:
             exclude.parent.mkdir(parents=True, exist_ok=True)
             sep = "" if not text or text.endswith("\n") else "\n"
-            exclude.write_text(f"{text}{sep}{EXCLUDE_LINE}\n")
+            exclude.write_text(text + sep + "".join(f"{line}\n" for line in missing))
     except OSError as exc:
         raise RepoError(f"cannot update {exclude}: {exc}") from exc

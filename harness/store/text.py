@@ -31,6 +31,7 @@ DESCRIPTION_LIMIT = 200  # the description column and a commit message's subject
 REASON_LIMIT = 300  # the reason column (a crash's last exception line, a refusal)
 FIELD_LIMIT = 200  # any other TSV cell written from outside text (model, agent)
 SUMMARY_LIMIT = 2000  # the summary column: compact JSON of the parsed pairs
+BODY_LIMIT = 2000  # a commit message's body (after its subject line)
 SUMMARY_KEYS = 32  # at most this many pairs in the summary column
 SUMMARY_KEY_LIMIT = 64
 SUMMARY_VALUE_LIMIT = 80
