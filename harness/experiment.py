@@ -10,9 +10,15 @@ The generic template (every key but `mutable` and `run` is optional):
     budget_seconds = 300              # training seconds; default: constants.py's TIME_BUDGET
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
-    verify_metric = "evaluate_bpb"    # accept the metric only if prepare's evaluate_bpb computed it
 
-An unknown key or a value of the wrong type is a ConfigError naming the file and the key.
+    [integrity]
+    evaluator = "bpb"                 # the metric comes from prepare's evaluator, not the run's summary
+
+With `evaluator = "bpb"` the train file ends with `prepare.hand_off(model, batch_size)` and the
+harness computes val_bpb in a separate evaluation process (`harness.integrity.evaluation`); the
+run's own summary keeps its other keys. Without it the metric is the one the run printed (any
+outside project). An unknown key or a value of the wrong type is a ConfigError naming the file
+and the key.
 Nothing here changes anything on disk.
 """
 
@@ -31,8 +37,9 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
 from harness.errors import ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
-# Accepted values of verify_metric; harness.integrity.provenance implements each (a test checks).
-VERIFIERS = ("evaluate_bpb",)
+# Accepted values of [integrity] evaluator: the prepare module each one runs.
+EVALUATORS = {"bpb": "prepare.evaluate_program"}
+_INTEGRITY_KEYS = ("evaluator",)
 
 # key -> (accepted types, required)
 _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -44,7 +51,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "budget_seconds": ((int, float), False),
     "timeout_seconds": ((int, float), False),
     "dataset": ((str,), False),
-    "verify_metric": ((str,), False),
+    "integrity": ((dict,), False),
 }
 
 
@@ -61,7 +68,7 @@ class Experiment:
     budget_seconds: float | None = None
     timeout_seconds: float | None = None
     dataset: str | None = None
-    verify_metric: str | None = None
+    evaluator: str | None = None  # [integrity] evaluator: a key of EVALUATORS
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -74,6 +81,11 @@ def load_experiment(exp_dir: Path) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     for key, value in data.items():
+        if key == "verify_metric":
+            raise ConfigError(
+                f"{path}: key 'verify_metric' is gone: the metric now comes from prepare's evaluator; "
+                'write [integrity] evaluator = "bpb" and end the train file with prepare.hand_off(model, batch_size)'
+            )
         if key not in _KEYS:
             raise ConfigError(f"{path}: unknown key '{key}'; allowed keys: {', '.join(_KEYS)}")
         types, _ = _KEYS[key]
@@ -96,11 +108,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
             raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
     if not data["run"].strip():
         raise ConfigError(f"{path}: key 'run' is empty")
-    verify = data.get("verify_metric")
-    if verify is not None and verify not in VERIFIERS:
-        raise ConfigError(
-            f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {verify!r}"
-        )
+    evaluator = _evaluator(path, data.get("integrity", {}), data.get("dataset"))
     return Experiment(
         name=data.get("name", exp_dir.name),
         dir=exp_dir.resolve(),
@@ -111,8 +119,29 @@ def load_experiment(exp_dir: Path) -> Experiment:
         budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
         timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
         dataset=data.get("dataset"),
-        verify_metric=verify,
+        evaluator=evaluator,
     )
+
+
+def _evaluator(path: Path, table: dict[str, object], dataset: object) -> str | None:
+    """The [integrity] table's evaluator (None: the metric is the run's own)."""
+    for key in table:
+        if key not in _INTEGRITY_KEYS:
+            raise ConfigError(
+                f"{path}: unknown key 'integrity.{key}'; allowed keys: {', '.join(_INTEGRITY_KEYS)}"
+            )
+    evaluator = table.get("evaluator")
+    if evaluator is None:
+        return None
+    if not isinstance(evaluator, str) or evaluator not in EVALUATORS:
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' must be one of {', '.join(EVALUATORS)}, got {evaluator!r}"
+        )
+    if dataset == "none":
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, but dataset = \"none\""
+        )
+    return evaluator
 
 
 def _check_mutable(path: Path, exp_dir: Path, rel: str) -> None:

@@ -80,7 +80,7 @@ class Settings:
     worker: str = ""
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
-    verify_metric: str | None = None  # experiment.toml verify_metric (metric provenance)
+    evaluator: str | None = None  # experiment.toml [integrity] evaluator: who computes the metric
     llm_timeout: float = 600.0
     llm_max_tokens: int = 16_000
     retry_base: float = 2.0
@@ -118,7 +118,7 @@ class Settings:
                     ("mutable", ", ".join(self.mutable)),
                     ("run", self.run),
                     ("metric", f"{self.metric} ({self.direction})"),
-                    ("verify_metric", self.verify_metric or "off"),
+                    ("evaluator", self.evaluator or "off: the metric the run prints"),
                 ]
             elif opt.field == "device":
                 shown.append(("profile", self.profile))
@@ -223,7 +223,7 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         profile=profile,
         dataset=dataset,
         agent=_check_agent(agent, cwd),
-        verify_metric=exp.verify_metric,
+        evaluator=exp.evaluator,
         reasons=reasons,
     )
     return Settings(**values)

@@ -45,7 +45,7 @@ def split_files(split: str) -> list[Path]:
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    info = datasets.ensure_ready(env.dataset_spec(), env.cache_root())
+    info = datasets.ensure_ready(env.dataset_spec(), env.cache_root(), need_val=split == "val")
     return list(info.train_files) if split == "train" else [info.val_file]
 
 

@@ -12,15 +12,15 @@ feedback written for the model) an edit that:
   importlib, or replaces the functions evaluate_bpb computes with (`F.cross_entropy = ...`);
 * **overrides the budget, sequence length or eval size**: binds TIME_BUDGET, MAX_SEQ_LEN,
   EVAL_TOKENS, TIMEOUT itself, writes AUTORESEARCH_* environment variables (or any variable
-  through a computed name), or reads the environment wholesale (iterating os.environ would
-  find the evaluation record's path) or mentions the record variable at all;
+  through a computed name), reads the environment wholesale, or names any AUTORESEARCH_*
+  variable but AUTORESEARCH_DEVICE (the others are read through prepare);
 * **writes outside the run's folder**: opens for writing, saves, removes, moves or links a
   path that is absolute, starts with `~`, climbs with `..` or `__file__`'s parents, or names a
   .py/.pth/.tsv file; starts other programs (subprocess, os.system, ctypes) or runs code from
   strings (exec, eval, compile), which would let it do all of the above unseen.
 
 What it cannot see: values computed at run time (a path or name assembled from pieces). The
-guard (harness.integrity.guard) and metric provenance (harness.integrity.provenance) catch what gets past.
+guard (harness.integrity.guard) and the evaluator (harness.integrity.evaluation) catch what gets past.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PROTECTED_MODULES = ("prepare", "constants", "harness")
 #: what a train file may take from prepare (ARCHITECTURE.md, "prepare's API for train files")
 PREPARE_API = frozenset(
     {"MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE", "DEVICE", "TIMEOUT", "Tokenizer",
-     "make_dataloader", "make_dataloader_numpy", "evaluate_bpb"}
+     "make_dataloader", "make_dataloader_numpy", "evaluate_bpb", "hand_off"}
 )  # fmt: skip
 FIXED_NAMES = frozenset({"TIME_BUDGET", "MAX_SEQ_LEN", "EVAL_TOKENS", "TIMEOUT"})
 #: functions evaluate_bpb computes with: replacing them changes the metric from outside prepare
@@ -333,9 +333,7 @@ class _Checker(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
             s = node.value
-            if "EVAL_RECORD" in s:
-                self.add(node, "budget", "the evaluation record belongs to prepare; do not reference it")
-            elif s.startswith("AUTORESEARCH_") and s != "AUTORESEARCH_DEVICE":
+            if s.startswith("AUTORESEARCH_") and s != "AUTORESEARCH_DEVICE":
                 self.add(node, "budget", f"{s!r}: the harness's variables are read through prepare only")
             elif "/proc/" in s and "environ" in s:
                 self.add(node, "budget", "reading another process's environment is not allowed")

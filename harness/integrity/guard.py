@@ -29,7 +29,8 @@ person's concurrent edits, so the guard protects the worktree's copy (the one a 
 
 Not contained: a run can still do anything the user can outside these paths (that is what
 the static checks of harness.integrity.checks refuse up front), and it can change a protected file and
-change it back within the run (the in-process part is what provenance checks).
+change it back within the run (which is why the metric is computed after the run, by the
+evaluator, from a copy of prepare/ taken after this check: harness.integrity.evaluation).
 """
 
 from __future__ import annotations

@@ -1,33 +1,37 @@
-"""Measuring one run: start it under the guard, read its summary, check its metric, name its crash.
+"""Measuring one run: start it under the guard, read its summary, get its metric, name its crash.
 
 `Measurer.run(n, k)` runs the worktree's current commit once (log `runs/<n>.log`, repeats
 `<n>.r<k>.log`) in the environment of one run (`env`), snapshots the protected paths before
-and checks them after (`harness.integrity.guard`), verifies the printed metric against the
-evaluation record when the experiment asks for it (`harness.integrity.provenance`), and
-returns a `RunRecord`: the metric, or the crash reason.
+and checks them after (`harness.integrity.guard`), and returns a `RunRecord`: the metric, or
+the crash reason. For an experiment with an evaluator (`[integrity] evaluator`), the metric
+comes from the evaluator the harness starts once the run has ended, on the model the run handed
+off (`harness.integrity.evaluation`); its output is appended to the run's log. Otherwise the
+metric is the one the run printed.
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / nan / loss / log flood /
-no metric), or None for a run that reported a usable metric. Tampering wins over any other
-reason.
+no metric), or None for a run that ended well. Tampering wins over any other reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.integrity import provenance
+from harness.integrity import evaluation
 from harness.integrity.guard import Guard
-from harness.night.metrics import metric_value, read_summary, typed
+from harness.night.metrics import metric_value, read_summary
 from harness.night.runner import RunResult, child_env
 from harness.night.runner import run as run_command
 from harness.settings import Settings
-from harness.store.paths import TagPaths, eval_record
+from harness.store.paths import TagPaths
 
 _KILL_REASONS = {"timeout": "timeout", "nan": "nan", "loss": "loss", "log_flood": "log flood"}
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
@@ -35,6 +39,7 @@ _EXC_LINE = re.compile(
     r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)|AssertionError)\b(:.*)?$"
 )
 _TAIL_BYTES = 1 << 16
+EVAL_MIN_SECONDS = 120.0  # the evaluator's kill timeout is the run's unused time, at least this
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,10 @@ def log_tail(path: Path, lines: int = 50) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, metric: str) -> str | None:
-    """The crash reason of one run, or None when it produced a usable metric."""
+def crash_reason(
+    result: RunResult, summary: Mapping[str, float | str] | None, metric: str | None
+) -> str | None:
+    """The crash reason of one run, or None when it ended well (and printed `metric`, unless None)."""
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
     tail = log_tail(result.log_path, 60).splitlines()
@@ -79,6 +86,8 @@ def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, m
                 return f"exception: {stripped[:200]}"
         last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
         return f"exception: exit code {result.exit_code}" + (f", last line: {last[:160]}" if last else "")
+    if metric is None:
+        return None
     raw = summary.get(metric) if summary else None
     if isinstance(raw, float) and math.isnan(raw):
         return "nan"
@@ -110,39 +119,84 @@ class Measurer:
     def run(self, n: int, k: int) -> RunRecord:
         """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`."""
         log_path = self.paths.log(n, k)
+        handoff = self.paths.handoff(n, k) if self.s.evaluator else None
+        if handoff is not None:
+            shutil.rmtree(handoff, ignore_errors=True)
+            handoff.mkdir(parents=True)
         self.guard.snapshot()
-        env = self.env(log_path)
-        record = provenance.EvalRecord.create() if self.s.verify_metric else None
-        env.update(record.env() if record else {})
-        result = run_command(
-            self.s.run,
-            cwd=self.worktree / self.s.experiment_rel,
-            env=env,
-            log_path=log_path,
-            timeout=self.s.timeout,
-            on_line=self.on_line,
-        )
-        tampering = self.guard.check()
-        printed = read_summary(log_path, raw=True)  # one read: the metric as printed, for provenance
-        summary = typed(printed)
-        reason = crash_reason(result, summary, self.s.metric)
-        if tampering:
-            reason = tampering.reason
-        elif record is not None and reason is None:
-            tokens = provenance.expected_eval_tokens(self.s.profile)
-            reason = record.verify(
-                provenance.printed_metric(printed, self.s.metric), expected_eval_tokens=tokens
+        env = self.env(handoff)
+        try:
+            result = run_command(
+                self.s.run,
+                cwd=self.worktree / self.s.experiment_rel,
+                env=env,
+                log_path=log_path,
+                timeout=self.s.timeout,
+                on_line=self.on_line,
             )
-        if record is not None:
-            record.archive(eval_record(log_path))
-        return RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)
+            tampering = self.guard.check()
+            summary = read_summary(log_path)
+            reason = crash_reason(result, summary, None if handoff else self.s.metric)
+            value = metric_value(summary, self.s.metric) if reason is None and handoff is None else None
+            if tampering:
+                reason = tampering.reason
+            elif reason is None and handoff is not None:
+                outcome, result = self._evaluate(handoff, env, result, summary)
+                reason, value = outcome.reason, outcome.value
+                if value is not None:
+                    summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
+        finally:
+            if handoff is not None:
+                shutil.rmtree(handoff, ignore_errors=True)
+        return RunRecord(result, summary, None if reason else value, reason)
 
-    def env(self, log_path: Path) -> dict[str, str]:
+    def _evaluate(
+        self,
+        handoff: Path,
+        run_env: Mapping[str, str],
+        result: RunResult,
+        summary: Mapping[str, float | str] | None,
+    ) -> tuple[evaluation.Outcome, RunResult]:
+        """Start the evaluator on the handed-off model; its output goes to the end of the run's log."""
+        assert self.s.evaluator is not None
+        printed = evaluation.printed_metric(summary, self.s.metric)
+        if printed:
+            return evaluation.Outcome(None, printed), result
+        if not evaluation.handed_off(handoff):
+            return evaluation.Outcome(
+                None, "no hand-off: the run ended without prepare.hand_off(model, batch_size)"
+            ), result
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            self.on_line(line)
+
+        log_path = result.log_path
+        eval_log = log_path.with_name(log_path.name + ".evaluator")
+        with tempfile.TemporaryDirectory(prefix="ar-evaluator-") as tmp:
+            code = evaluation.stage(self.worktree, Path(tmp) / "code")
+            evaluated = run_command(
+                evaluation.command(self.s.evaluator, handoff),
+                cwd=code,
+                env=evaluation.environment(self.base_env, run_env),
+                log_path=eval_log,
+                timeout=max(EVAL_MIN_SECONDS, self.s.timeout - result.wall_seconds),
+                on_line=on_line,
+            )
+        with open(log_path, "ab") as log, open(eval_log, "rb") as out:
+            log.write(f"[autoresearch] evaluator: {evaluation.module(self.s.evaluator)}\n".encode())
+            shutil.copyfileobj(out, log)
+        eval_log.unlink()
+        outcome = evaluation.read_outcome(lines, evaluated.exit_code, evaluated.kill_reason)
+        return outcome, dataclasses.replace(result, wall_seconds=result.wall_seconds + evaluated.wall_seconds)
+
+    def env(self, handoff: Path | None = None) -> dict[str, str]:
         """The environment of one run (secrets are dropped by `runner.child_env`).
 
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
-        cache and where evaluate_bpb records what it computed.
+        cache and, with an evaluator, the folder prepare.hand_off writes the model to.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
@@ -153,8 +207,9 @@ class Measurer:
             "AUTORESEARCH_DEVICE": self.s.profile,
             "AUTORESEARCH_TIME_BUDGET": f"{self.s.budget:g}",
             "AUTORESEARCH_CACHE": str(self.s.cache_root),
-            "AUTORESEARCH_EVAL_RECORD": str(eval_record(log_path)),
         }
+        if handoff is not None:
+            extra[evaluation.HAND_OFF_ENV] = str(handoff)
         if self.s.dataset != "none":
             extra["AUTORESEARCH_DATASET"] = self.s.dataset
         return child_env(self.base_env, extra)

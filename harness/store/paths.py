@@ -2,7 +2,8 @@
 
     results/<tag>.tsv                 the ledger (one row per attempt; <tag>.tsv.lock its lock)
     results/<tag>/runs/<n>.log        the log of attempt n (n = 0 is the baseline; repeats <n>.r<k>.log),
-                                      with <log>.pid while it runs and <log>.eval.jsonl (provenance)
+                                      with <log>.pid while it runs; the evaluator's output is appended
+    results/<tag>/handoff/<n>[.r<k>]/ the model a run hands to the evaluator; removed once evaluated
     results/<tag>/pending.json        the attempt in flight (for --resume)
     results/<tag>/lock                the tag lock (lock.pid: who holds it)
     results/<tag>/queue.jsonl         transplanted replies (queue.jsonl.served, queue.jsonl.lock)
@@ -52,6 +53,10 @@ class TagPaths:
         """The log of run k of attempt n (k = 0 the first; repeats and re-measurements follow)."""
         return self.runs / (f"{n}.log" if k == 0 else f"{n}.r{k}.log")
 
+    def handoff(self, n: int, k: int = 0) -> Path:
+        """The folder run k of attempt n writes its model to (prepare.hand_off), for the evaluator."""
+        return self.dir / "handoff" / (f"{n}" if k == 0 else f"{n}.r{k}")
+
     def logs_of(self, n: int) -> list[Path]:
         """Every log of attempt n, in name order."""
         return sorted(self.runs.glob(f"{n}.*log"))
@@ -63,8 +68,3 @@ class TagPaths:
             return True
         lock_files = (self.lock, self.lock_owner)
         return self.dir.is_dir() and any(p not in lock_files for p in self.dir.iterdir())
-
-
-def eval_record(log: Path) -> Path:
-    """Where the evaluation record of the run logged at `log` is kept."""
-    return log.with_name(log.name + ".eval.jsonl")
