@@ -39,7 +39,7 @@ def check_logits(logits: Any, shape: tuple[int, ...], vocab_size: int) -> int:
 
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(shape):
         raise TypeError(
-            "the model must return logits of shape (batch, seq_len, vocab); "
+            "model(idx) must return logits of shape (batch, seq_len, vocab); "
             f"got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
         )
     if not logits.is_floating_point():

@@ -36,7 +36,7 @@ def check_logits(logits: Any, shape: tuple[int, int], vocab_size: int) -> int:
 
     if not isinstance(logits, mx.array) or logits.ndim != 3 or tuple(logits.shape[:2]) != shape:
         raise TypeError(
-            "evaluate_bpb needs model(idx) to return logits of shape (batch, seq_len, vocab); "
+            "model(idx) must return logits of shape (batch, seq_len, vocab); "
             f"got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
         )
     vocab = int(logits.shape[-1])
