@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from prepare import env
+from prepare import env, markers
 from prepare.evalset import eval_batches_numpy, eval_rows, record_result
 from prepare.tokenizer import Tokenizer
 
@@ -35,6 +35,7 @@ def _is_torch_module(model: Any) -> bool:
 
 def evaluate_bpb(model: Any, tokenizer: Tokenizer, batch_size: int) -> float:
     """Bits per byte of `model` on the pinned validation rows of the active dataset and profile."""
+    markers.hand_off()
     if not _is_torch_module(model):
         from prepare.evaluate_mlx import evaluate_bpb_mlx
 
