@@ -12,6 +12,14 @@ The generic template (every key but `mutable` and `run` is optional):
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
     verify_metric = "evaluate_bpb"    # accept the metric only if prepare's evaluate_bpb computed it
 
+    [sandbox]                         # what the run may reach beyond its worktree and scratch folder
+    network = false                   # true: the run may open network connections
+    read = ["/data/imagenet"]         # extra paths it may read (absolute, ~, or relative to this folder)
+    env = ["HF_HOME"]                 # extra environment variables it gets from the harness's
+
+    [integrity]
+    checks = "permissive"             # "strict": the source checks of harness.integrity.checks too
+
 An unknown key or a value of the wrong type is a ConfigError naming the file and the key.
 Nothing here changes anything on disk.
 """
@@ -19,9 +27,11 @@ Nothing here changes anything on disk.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +43,8 @@ from harness.errors import ConfigError
 DIRECTIONS = ("minimize", "maximize")
 # Accepted values of verify_metric; harness.integrity.provenance implements each (a test checks).
 VERIFIERS = ("evaluate_bpb",)
+CHECKS = ("strict", "permissive")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # key -> (accepted types, required)
 _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -45,6 +57,12 @@ _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "timeout_seconds": ((int, float), False),
     "dataset": ((str,), False),
     "verify_metric": ((str,), False),
+    "sandbox": ((dict,), False),
+    "integrity": ((dict,), False),
+}
+_TABLES: dict[str, dict[str, type]] = {
+    "sandbox": {"network": bool, "read": list, "env": list},
+    "integrity": {"checks": str},
 }
 
 
@@ -62,6 +80,10 @@ class Experiment:
     timeout_seconds: float | None = None
     dataset: str | None = None
     verify_metric: str | None = None
+    network: bool = False  # [sandbox] network
+    read: tuple[Path, ...] = ()  # [sandbox] read, absolute
+    env: tuple[str, ...] = ()  # [sandbox] env
+    checks: str = "permissive"  # [integrity] checks
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -101,6 +123,18 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise ConfigError(
             f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {verify!r}"
         )
+    sandbox, integrity = _table(path, data, "sandbox"), _table(path, data, "integrity")
+    read = sandbox.get("read", [])
+    names = sandbox.get("env", [])
+    if not all(isinstance(r, str) and r for r in read):
+        raise ConfigError(f"{path}: key 'sandbox.read' must be a list of paths")
+    if not all(isinstance(n, str) and _ENV_NAME.match(n) for n in names):
+        raise ConfigError(f"{path}: key 'sandbox.env' must be a list of environment variable names")
+    checks = integrity.get("checks", "permissive")
+    if checks not in CHECKS:
+        raise ConfigError(
+            f"{path}: key 'integrity.checks' must be one of {', '.join(CHECKS)}, got {checks!r}"
+        )
     return Experiment(
         name=data.get("name", exp_dir.name),
         dir=exp_dir.resolve(),
@@ -112,7 +146,26 @@ def load_experiment(exp_dir: Path) -> Experiment:
         timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
         dataset=data.get("dataset"),
         verify_metric=verify,
+        network=bool(sandbox.get("network", False)),
+        read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in read),
+        env=tuple(names),
+        checks=checks,
     )
+
+
+def _table(path: Path, data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A sub-table of experiment.toml with its keys and their types checked."""
+    table = data.get(name, {})
+    assert isinstance(table, dict)
+    for key, value in table.items():
+        wanted = _TABLES[name].get(key)
+        if wanted is None:
+            raise ConfigError(f"{path}: unknown key '{name}.{key}'; allowed keys: {', '.join(_TABLES[name])}")
+        if not isinstance(value, wanted):
+            raise ConfigError(
+                f"{path}: key '{name}.{key}' must be a {wanted.__name__}, got {type(value).__name__} {value!r}"
+            )
+    return table
 
 
 def _check_mutable(path: Path, exp_dir: Path, rel: str) -> None:

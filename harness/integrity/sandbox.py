@@ -24,7 +24,8 @@ of which is code we want to own. It needs user namespaces (any current Linux; so
 forbid them), which is what `probe()` finds out.
 
 `probe()` answers whether a sandbox can be had here, and why not (bwrap missing, not Linux,
-user namespaces refused).
+user namespaces refused); `choose(mode)` turns `--sandbox auto|on|off` into a yes or no and the
+line a night prints at start about it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import ConfigError
+
 BWRAP = "bwrap"
 #: system folders every run sees read-only (when they exist)
 SYSTEM_DIRS = ("/usr", "/etc", "/opt")
@@ -50,6 +53,12 @@ SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: accelerator device nodes exposed with `gpu` (NVIDIA, then AMD ROCm)
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd")
 PROBE_TIMEOUT = 20.0
+#: what a night without the sandbox gives up (printed at start)
+WITHOUT = (
+    "runs see the whole filesystem as your user (the guard restores protected files afterwards), "
+    "can use the network, and a process that leaves the run's group and scrubs its environment "
+    "can outlive it"
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,18 @@ def probe() -> tuple[bool, str]:
         why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         return False, f"bubblewrap cannot create namespaces here ({why}); user namespaces may be disabled"
     return True, f"bubblewrap {_version(exe)}"
+
+
+def choose(mode: str) -> tuple[bool, str]:
+    """`--sandbox auto|on|off` -> (use it, the line to print). `on` without a sandbox is a ConfigError."""
+    if mode == "off":
+        return False, f"off (--sandbox off): {WITHOUT}"
+    ok, why = probe()
+    if ok:
+        return True, f"on ({why}: read-only view, scratch folder, no network, own PID namespace)"
+    if mode == "on":
+        raise ConfigError(f"--sandbox on: no sandbox can be had here: {why}")
+    return False, f"off (auto: {why}); {WITHOUT}"
 
 
 # --- what every sandbox sees -----------------------------------------------------------------

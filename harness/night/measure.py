@@ -1,35 +1,55 @@
-"""Measuring one run: start it under the guard, read its summary, check its metric, name its crash.
+"""Measuring one run: start it under the guard, in the sandbox, read its summary, name its crash.
 
 `Measurer.run(n, k)` runs the worktree's current commit once (log `runs/<n>.log`, repeats
-`<n>.r<k>.log`) in the environment of one run (`env`), snapshots the protected paths before
-and checks them after (`harness.integrity.guard`), verifies the printed metric against the
-evaluation record when the experiment asks for it (`harness.integrity.provenance`), and
-returns a `RunRecord`: the metric, or the crash reason.
+`<n>.r<k>.log`, the warm-up `<n>.warmup.log`):
+
+1. the guard checks the protected paths against the night's snapshot (restoring anything a
+   leftover process changed between runs) and records the harness's own files;
+2. the run starts in its sandbox (`harness.integrity.sandbox`, when the night has one), with
+   the allow-listed environment (`harness.integrity.environment`), a fresh scratch folder as
+   HOME and TMPDIR, its log redacted (`harness.credentials`), and the harness's budget clock
+   (`harness.integrity.budget`) able to kill it;
+3. once nothing of it is alive (the runner makes sure), the guard checks again, the budget is
+   measured from the marker lines, and the printed metric is verified against the evaluation
+   record when the experiment asks for it (`harness.integrity.provenance`).
+
+It returns a `RunRecord`: the metric or the crash reason, and the harness's measurements.
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
-crash (syntax error / exception: <last exception line> / timeout / nan / loss / log flood /
-no metric), or None for a run that reported a usable metric. Tampering wins over any other
-reason.
+crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
+log flood / no metric), or None for a run that reported a usable metric. Tampering wins over
+any other reason, then the budget, then provenance.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.integrity import provenance
+from harness import credentials
+from harness.integrity import budget, provenance
+from harness.integrity.environment import run_environment
 from harness.integrity.guard import Guard
+from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import metric_value, read_summary, typed
-from harness.night.runner import RunResult, child_env
+from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings
 from harness.store.paths import TagPaths, eval_record
 
-_KILL_REASONS = {"timeout": "timeout", "nan": "nan", "loss": "loss", "log_flood": "log flood"}
+_KILL_REASONS = {
+    "timeout": "timeout",
+    "over_budget": "over budget",
+    "nan": "nan",
+    "loss": "loss",
+    "log_flood": "log flood",
+}
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
 _EXC_LINE = re.compile(
     r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)|AssertionError)\b(:.*)?$"
@@ -45,6 +65,7 @@ class RunRecord:
     summary: dict[str, float | str] | None
     value: float | None  # None when the run crashed
     reason: str | None
+    measured: budget.Measured | None = None  # start-up, training and tokens by the harness's clock
 
 
 def log_tail(path: Path, lines: int = 50) -> str:
@@ -97,37 +118,70 @@ class Measurer:
         worktree: Path,
         base_env: Mapping[str, str],
         on_line: Callable[[str], None],
+        notify: Callable[[str], None] | None = None,
     ) -> None:
+        """`settings.sandbox` is "on" or "off" here (the night settles "auto" before)."""
         self.s = settings
         self.paths = paths
         self.worktree = worktree
         self.base_env = base_env
         self.on_line = on_line
+        self.notify = notify or on_line
+        self.sandboxed = settings.sandbox == "on"
+        self.redact = credentials.redactor(base_env)
+        self.limits = budget.Limits(
+            budget=settings.budget,
+            tolerance=settings.budget_tolerance,
+            warmup=settings.warmup_allowance,
+            startup=settings.startup_max,
+            require_markers=settings.checks == "strict",
+        )
         self.guard = Guard.for_worktree(
-            worktree, worktree / settings.experiment_rel, paths.tsv, repo_root=settings.repo_root
+            worktree,
+            worktree / settings.experiment_rel,
+            paths.tsv,
+            repo_root=settings.repo_root,
+            journal=paths.pending,
         )
+        self.guard.snapshot()  # the protected trees as the night found them; never re-taken
 
-    def run(self, n: int, k: int) -> RunRecord:
-        """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`."""
-        log_path = self.paths.log(n, k)
-        self.guard.snapshot()
-        env = self.env(log_path)
+    def run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
+        """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`; with `warmup`, the
+        discarded warm-up run logged to `paths.warmup_log(n)`."""
+        log_path = self.paths.warmup_log(n) if warmup else self.paths.log(n, k)
+        self.guard.rebase()
+        between = self.guard.check()
+        if between:
+            self.notify(
+                f"restored protected files changed between runs ({between.reason}); running #{n} on the originals"
+            )
+        scratch = self._scratch(log_path)
         record = provenance.EvalRecord.create() if self.s.verify_metric else None
+        env = self.env(log_path, scratch)
         env.update(record.env() if record else {})
-        result = run_command(
-            self.s.run,
-            cwd=self.worktree / self.s.experiment_rel,
-            env=env,
-            log_path=log_path,
-            timeout=self.s.timeout,
-            on_line=self.on_line,
-        )
-        tampering = self.guard.check()
+        sandbox = self.sandbox(scratch, record) if self.sandboxed else None
+        try:
+            result = run_command(
+                self.s.run,
+                cwd=self.worktree / self.s.experiment_rel,
+                env=env,
+                log_path=log_path,
+                timeout=self.s.timeout,
+                on_line=self.on_line,
+                sandbox=sandbox,
+                redact=self.redact if self.redact else None,
+                deadline=functools.partial(budget.deadline, limits=self.limits),
+            )
+        finally:
+            tampering = self.guard.check()
         printed = read_summary(log_path, raw=True)  # one read: the metric as printed, for provenance
         summary = typed(printed)
         reason = crash_reason(result, summary, self.s.metric)
+        measured = budget.measure(result.markers, result.wall_seconds, self.limits, reported=reason is None)
         if tampering:
             reason = tampering.reason
+        elif result.kill_reason == "over_budget" or (reason is None and measured.reason):
+            reason = measured.reason or "over budget: killed past the training time the harness allows"
         elif record is not None and reason is None:
             tokens = provenance.expected_eval_tokens(self.s.profile)
             reason = record.verify(
@@ -135,19 +189,51 @@ class Measurer:
             )
         if record is not None:
             record.archive(eval_record(log_path))
-        return RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)
+        value = None if reason else metric_value(summary, self.s.metric)
+        return RunRecord(result, summary, value, reason, measured)
 
-    def env(self, log_path: Path) -> dict[str, str]:
-        """The environment of one run (secrets are dropped by `runner.child_env`).
+    def _scratch(self, log_path: Path) -> Path:
+        """A fresh, empty scratch folder for this run; the previous run's goes."""
+        shutil.rmtree(self.paths.scratch, ignore_errors=True)
+        scratch = self.paths.scratch / log_path.stem
+        scratch.mkdir(parents=True)
+        return scratch
+
+    def sandbox(self, scratch: Path, record: provenance.EvalRecord | None) -> Sandbox:
+        """What a run may see: the worktree and the data cache read-only, the compile cache and
+        the evaluation record writable, experiment.toml's extra paths, nothing of the checkout."""
+        read: list[Path] = [self.worktree, self.s.cache_root, *self.s.read]
+        for var in ("PYTHONPATH", "LD_LIBRARY_PATH"):
+            for entry in self.base_env.get(var, "").split(os.pathsep):
+                path = Path(entry) if entry else None
+                # never the person's checkout (its results, .git): runs import the worktree's copy
+                if path is not None and path.is_absolute() and not _overlaps(path, self.s.repo_root):
+                    read.append(path)
+        writable = [self.paths.compile_cache]
+        writable += [Path(self.base_env[v]) for v in _CACHE_VARS if v in self.base_env]
+        if record is not None:
+            writable.append(record.path.parent)
+        return Sandbox(
+            scratch=scratch,
+            read_only=tuple(read),
+            writable=tuple(writable),
+            network=self.s.network,
+            gpu=self.s.profile == "cuda" or self.s.device == "cuda",
+        )
+
+    def env(self, log_path: Path, scratch: Path) -> dict[str, str]:
+        """The environment of one run: the allow-list of `harness.integrity.environment` plus
+        what the harness sets for it.
 
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
-        cache and where evaluate_bpb records what it computed.
+        cache and where evaluate_bpb records what it computed; the compile caches are the tag's,
+        so the second run of a night starts warm.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
         ]
-        extra = {
+        harness_vars = {
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "PYTHONUNBUFFERED": "1",
             "AUTORESEARCH_DEVICE": self.s.profile,
@@ -156,5 +242,21 @@ class Measurer:
             "AUTORESEARCH_EVAL_RECORD": str(eval_record(log_path)),
         }
         if self.s.dataset != "none":
-            extra["AUTORESEARCH_DATASET"] = self.s.dataset
-        return child_env(self.base_env, extra)
+            harness_vars["AUTORESEARCH_DATASET"] = self.s.dataset
+        for var, sub in zip(_CACHE_VARS, ("inductor", "triton"), strict=True):
+            if var not in self.base_env:
+                harness_vars[var] = str(self.paths.compile_cache / sub)
+        self.paths.compile_cache.mkdir(parents=True, exist_ok=True)
+        return run_environment(self.base_env, harness_vars, scratch=scratch, extra_names=self.s.env_names)
+
+
+_CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def _overlaps(path: Path, root: Path) -> bool:
+    """Whether `path` is `root`, inside it, or holds it."""
+    try:
+        p, r = path.resolve(), root.resolve()
+    except OSError:
+        return True
+    return p == r or p.is_relative_to(r) or r.is_relative_to(p)

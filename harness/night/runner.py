@@ -49,14 +49,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import psutil
 
-from harness.credentials import is_secret
+from harness.integrity.budget import Marker
 from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import last_loss as parse_loss
 from harness.store.atomic import write_atomic
@@ -78,21 +78,12 @@ _PYTHON = re.compile(r"^python(3(\.\d+)?)?(?=\s|$)")
 
 
 @dataclass(frozen=True)
-class Marker:
-    """One marker line: when the harness received it (seconds after the start), its name and the rest."""
-
-    seconds: float
-    name: str
-    payload: str = ""
-
-
-@dataclass(frozen=True)
 class RunResult:
     """How one run ended. ``exit_code`` is None when the harness killed it."""
 
     exit_code: int | None
     timed_out: bool
-    kill_reason: str | None  # "timeout" | "nan" | "loss" | "log_flood" | None
+    kill_reason: str | None  # "timeout" | "over_budget" | "nan" | "loss" | "log_flood" | None
     wall_seconds: float
     log_path: Path
     last_loss: float | None
@@ -113,20 +104,6 @@ def resolve_python(command: str) -> str:
     return shlex.quote(sys.executable) + _PYTHON.sub("", stripped, count=1)
 
 
-def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The experiment's environment: ``base`` overlaid with ``extra``, minus every secret.
-
-    Secrets are names ending in _KEY, _TOKEN or _CREDENTIALS, names containing SECRET, PASSWORD
-    or PASSWD, and anything starting with ANTHROPIC_ or OPENAI_ (base URLs included: the
-    experiment has no business talking to the agent's provider). They are dropped from ``extra`` too.
-    PYTHONUNBUFFERED=1 is set unless given, so lines reach the log as they are printed.
-    """
-    env = {k: v for k, v in base.items() if not is_secret(k)}
-    env.update({k: v for k, v in extra.items() if not is_secret(k)})
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
 def pid_file(log_path: Path) -> Path:
     """Where the running child's process group is recorded: ``<log>.pid``."""
     return log_path.with_name(log_path.name + ".pid")
@@ -145,6 +122,7 @@ def run(
     kill_grace: float = 5.0,
     sandbox: Sandbox | None = None,
     redact: Callable[[str], str] | None = None,
+    deadline: Callable[[Sequence[Marker]], float | None] | None = None,
 ) -> RunResult:
     """Run ``command`` (a shell command line) in ``cwd`` and wait for it, at most ``timeout`` s.
 
@@ -154,8 +132,10 @@ def run(
     (`resolve_python`). The log at ``log_path`` is created (parents included) and truncated;
     ``redact`` (when given) is applied to every line before it reaches the log and ``on_line``.
     ``on_line`` gets every line, without its terminator; ``\\r``-separated progress updates count
-    as lines. KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it in
-    the log and is re-raised.
+    as lines. ``deadline`` maps the markers seen so far to the time (seconds after the start)
+    at which the run is over budget, or None; past it the run is killed (kill_reason
+    "over_budget"). KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it
+    in the log and is re-raised.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     preexec = _limit_memory(memory_limit_bytes) if memory_limit_bytes else None
@@ -189,7 +169,7 @@ def run(
         _write_pid_file(log_path, proc.pid, command)
         stream = _Stream(log, max_log_bytes, on_line, start, redact)
         try:
-            kill_reason = _supervise(proc, stream, start + timeout, kill_grace)
+            kill_reason = _supervise(proc, stream, start + timeout, kill_grace, deadline)
         except BaseException:
             _kill_group(proc.pid, kill_grace, proc)
             _end_of_run(run_id, info_r)
@@ -203,6 +183,8 @@ def run(
         stragglers = _end_of_run(run_id, info_r)
         if kill_reason == "timeout":
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
+        elif kill_reason == "over_budget":
+            stream.marker("killed (over budget): past the training time the harness allows")
         elif kill_reason in ("nan", "loss"):
             stream.marker(f"killed ({kill_reason}): loss {stream.last_loss} on a progress line")
         if stragglers:
@@ -337,7 +319,13 @@ class _Stream:
             self.log.flush()
 
 
-def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, grace: float) -> str | None:
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    stream: _Stream,
+    deadline: float,
+    grace: float,
+    budget: Callable[[Sequence[Marker]], float | None] | None = None,
+) -> str | None:
     """Pump output until the child is done or must be killed; returns the kill reason."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -368,6 +356,10 @@ def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, 
                 reason = stream.bad_loss
             elif time.monotonic() >= deadline and proc.poll() is None:
                 reason = "timeout"
+            elif budget is not None and proc.poll() is None:
+                limit = budget(stream.markers)
+                if limit is not None and time.monotonic() - stream.start > limit:
+                    reason = "over_budget"
             if reason is not None:
                 _kill_group(proc.pid, grace, proc)
                 break
