@@ -11,7 +11,13 @@ The generic template (every key but `mutable` and `run` is optional):
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
 
+    [sandbox]                         # what the run may reach beyond its worktree and scratch folder
+    network = false                   # true: the run may open network connections
+    read = ["/data/imagenet"]         # extra paths it may read (absolute, ~, or relative to this folder)
+    env = ["HF_HOME"]                 # extra environment variables it gets from the harness's
+
     [integrity]
+    checks = "permissive"             # "strict": the source checks of harness.integrity.checks too
     evaluator = "bpb"                 # the metric comes from prepare's evaluator, not the run's summary
 
 With `evaluator = "bpb"` the train file ends with `prepare.hand_off(model, batch_size)` and the
@@ -25,9 +31,11 @@ Nothing here changes anything on disk.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +47,8 @@ from harness.errors import ConfigError
 DIRECTIONS = ("minimize", "maximize")
 # Accepted values of [integrity] evaluator: the prepare module each one runs.
 EVALUATORS = {"bpb": "prepare.evaluate_program"}
-_INTEGRITY_KEYS = ("evaluator",)
+CHECKS = ("strict", "permissive")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # key -> (accepted types, required)
 _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -51,7 +60,12 @@ _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "budget_seconds": ((int, float), False),
     "timeout_seconds": ((int, float), False),
     "dataset": ((str,), False),
+    "sandbox": ((dict,), False),
     "integrity": ((dict,), False),
+}
+_TABLES: dict[str, dict[str, type]] = {
+    "sandbox": {"network": bool, "read": list, "env": list},
+    "integrity": {"checks": str, "evaluator": str},
 }
 
 
@@ -69,6 +83,10 @@ class Experiment:
     timeout_seconds: float | None = None
     dataset: str | None = None
     evaluator: str | None = None  # [integrity] evaluator: a key of EVALUATORS
+    network: bool = False  # [sandbox] network
+    read: tuple[Path, ...] = ()  # [sandbox] read, absolute
+    env: tuple[str, ...] = ()  # [sandbox] env
+    checks: str = "permissive"  # [integrity] checks
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -108,7 +126,27 @@ def load_experiment(exp_dir: Path) -> Experiment:
             raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
     if not data["run"].strip():
         raise ConfigError(f"{path}: key 'run' is empty")
-    evaluator = _evaluator(path, data.get("integrity", {}), data.get("dataset"))
+    sandbox, integrity = _table(path, data, "sandbox"), _table(path, data, "integrity")
+    read = sandbox.get("read", [])
+    names = sandbox.get("env", [])
+    if not all(isinstance(r, str) and r for r in read):
+        raise ConfigError(f"{path}: key 'sandbox.read' must be a list of paths")
+    if not all(isinstance(n, str) and _ENV_NAME.match(n) for n in names):
+        raise ConfigError(f"{path}: key 'sandbox.env' must be a list of environment variable names")
+    checks = integrity.get("checks", "permissive")
+    if checks not in CHECKS:
+        raise ConfigError(
+            f"{path}: key 'integrity.checks' must be one of {', '.join(CHECKS)}, got {checks!r}"
+        )
+    evaluator = integrity.get("evaluator")
+    if evaluator is not None and evaluator not in EVALUATORS:
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' must be one of {', '.join(EVALUATORS)}, got {evaluator!r}"
+        )
+    if evaluator is not None and data.get("dataset") == "none":
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, not dataset = \"none\""
+        )
     return Experiment(
         name=data.get("name", exp_dir.name),
         dir=exp_dir.resolve(),
@@ -120,28 +158,26 @@ def load_experiment(exp_dir: Path) -> Experiment:
         timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
         dataset=data.get("dataset"),
         evaluator=evaluator,
+        network=bool(sandbox.get("network", False)),
+        read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in read),
+        env=tuple(names),
+        checks=checks,
     )
 
 
-def _evaluator(path: Path, table: dict[str, object], dataset: object) -> str | None:
-    """The [integrity] table's evaluator (None: the metric is the run's own)."""
-    for key in table:
-        if key not in _INTEGRITY_KEYS:
+def _table(path: Path, data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A sub-table of experiment.toml with its keys and their types checked."""
+    table = data.get(name, {})
+    assert isinstance(table, dict)
+    for key, value in table.items():
+        wanted = _TABLES[name].get(key)
+        if wanted is None:
+            raise ConfigError(f"{path}: unknown key '{name}.{key}'; allowed keys: {', '.join(_TABLES[name])}")
+        if not isinstance(value, wanted):
             raise ConfigError(
-                f"{path}: unknown key 'integrity.{key}'; allowed keys: {', '.join(_INTEGRITY_KEYS)}"
+                f"{path}: key '{name}.{key}' must be a {wanted.__name__}, got {type(value).__name__} {value!r}"
             )
-    evaluator = table.get("evaluator")
-    if evaluator is None:
-        return None
-    if not isinstance(evaluator, str) or evaluator not in EVALUATORS:
-        raise ConfigError(
-            f"{path}: key 'integrity.evaluator' must be one of {', '.join(EVALUATORS)}, got {evaluator!r}"
-        )
-    if dataset == "none":
-        raise ConfigError(
-            f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, but dataset = \"none\""
-        )
-    return evaluator
+    return table
 
 
 def _check_mutable(path: Path, exp_dir: Path, rel: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from prepare import env
+from prepare import env, markers
 from prepare.evalset import bits_per_byte, eval_batches_numpy
 from prepare.tokenizer import Tokenizer
 
@@ -68,6 +68,7 @@ def torch_losses(logits: Any, targets: Any) -> Any:
 
 def evaluate_bpb(model: Any, tokenizer: Tokenizer, batch_size: int) -> float:
     """Bits per byte of a live `model` (model(idx) -> logits) on the pinned validation rows."""
+    markers.hand_off()  # training is over (an experiment that evaluates in its own process)
     if not _is_torch_module(model):
         from prepare.evaluate_mlx import evaluate_bpb_mlx
 

@@ -4,8 +4,8 @@
     ...training...
     hand_off(model, EVAL_BATCH_SIZE)       # torch (inside the train file's autocast) or MLX
 
-It prints the marker line `@@autoresearch hand-off` (training is over: the harness's clock for
-the budget stops at it), exports the model as data into the folder the harness named in
+It prints the marker line `@@autoresearch hand-off tokens=<n>` (`prepare.markers`: training is
+over, the harness's clock for the budget stops at it), exports the model as data into the folder the harness named in
 $AUTORESEARCH_HAND_OFF (`prepare.program` for torch, `prepare.program_mlx` for MLX) and returns.
 The harness then runs `python -m prepare.evaluate_program` on that folder in a process of its
 own and takes val_bpb from it; the train run's own summary never carries the metric.
@@ -29,15 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-HAND_OFF_MARKER = "@@autoresearch hand-off"
-
 
 def hand_off(model: Any, batch_size: int) -> None:
     """Hand the trained `model` (model(idx) -> logits) to the evaluator; see the module docstring."""
-    from prepare import causality, env
+    from prepare import causality, env, markers
     from prepare.evalset import eval_rows
 
-    print(HAND_OFF_MARKER, flush=True)
+    markers.hand_off()
     t0 = time.perf_counter()
     n_rows, seq_len = eval_rows()
     batch = causality.program_batch(batch_size, n_rows)

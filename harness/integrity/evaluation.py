@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.experiment import EVALUATORS
+from harness.integrity.environment import allowed
 
 HAND_OFF_ENV = "AUTORESEARCH_HAND_OFF"
 # The lines prepare prints (prepare.handoff.HAND_OFF_MARKER, prepare.evaluate_program.RESULT_MARKER);
@@ -46,9 +47,6 @@ RESULT_MARKER = "@@autoresearch evaluation"
 # Defence switches passed to the evaluator. Empty in every real night: only the test suite sets
 # them, to show that each cheat wins when its defence is off.
 TEST_SWITCHES: tuple[str, ...] = ()
-# Variables the evaluator gets from the harness's environment (besides the AUTORESEARCH_* it needs).
-_PASSED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "OMP_NUM_THREADS")
-_PASSED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "MLX_", "MKL_")
 _RUN_VARIABLES = ("AUTORESEARCH_DEVICE", "AUTORESEARCH_DATASET", "AUTORESEARCH_CACHE")
 _STAGED = ("prepare", "constants.py")
 # result key -> the key it gets in the run's summary (the TSV's summary column)
@@ -102,8 +100,9 @@ def command(evaluator: str, folder: Path, python: str = sys.executable) -> str:
 
 
 def environment(base: Mapping[str, str], run_env: Mapping[str, str]) -> dict[str, str]:
-    """The evaluator's environment: a few named variables of the harness's, and the run's dataset settings."""
-    env = {k: v for k, v in base.items() if k in _PASSED or k.startswith(_PASSED_PREFIXES)}
+    """The evaluator's environment: the allow-listed variables of the harness's (PATH, locale,
+    accelerator: `harness.integrity.environment`) and the run's device, dataset and cache."""
+    env = {k: v for k, v in base.items() if allowed(k, v)}
     env.update({k: run_env[k] for k in _RUN_VARIABLES if k in run_env})
     return env
 

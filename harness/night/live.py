@@ -1,6 +1,7 @@
 """What a person sees while the night runs: a rich Live panel on a terminal, log lines otherwise.
 
-`make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
+Everything a view shows goes through `harness.credentials.redact` (run lines are redacted by the
+runner already). `make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
 description, a budget progress bar fed by the run's `(<pct>%)` progress lines, the last loss,
 the best so far and the last rows), `PlainView` for nohup/tmux logs (one timestamped line per
 event, progress at most every 10 % of the budget). Both implement `View`; the loop talks to
@@ -16,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from harness.credentials import redact
 from harness.night.metrics import last_loss, progress_pct
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ class PlainView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {redact(text)}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         self._say(text)
@@ -145,12 +147,12 @@ class RichView:
 
         # Escaped: messages carry provider errors and log text, whose brackets are not markup.
         self._live.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", markup=True, highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(redact(text))}", markup=True, highlight=False
         )
 
     def start(self, n: int, description: str, budget: float) -> None:
         with self._lock:
-            self._n, self._description, self._budget = n, description, budget
+            self._n, self._description, self._budget = n, redact(description), budget
             self._pct, self._loss = 0.0, None
 
     def line(self, text: str) -> None:

@@ -14,11 +14,21 @@ What is contained:
   * the log size: past ``max_log_bytes`` the log keeps its head plus one marker line.
   * optionally the address space (``memory_limit_bytes`` -> RLIMIT_AS in the child), for a
     runaway allocation on CPU. Do not use it with CUDA: the driver reserves huge virtual ranges.
-  * secrets: `child_env()` builds an environment without API keys, tokens and passwords.
+  * with a `Sandbox` (harness.integrity.sandbox): everything else too. The command runs inside
+    bubblewrap namespaces: a read-only view of what it needs, one writable scratch folder, no
+    network, its own PID namespace. When the run ends, the runner checks that no process of
+    that namespace is left (the kernel kills them when its first process exits; stragglers are
+    SIGKILLed and counted in `RunResult.stragglers`).
+  * without a sandbox, a process that left the group on purpose (``setsid``, a double fork into
+    a new session) but kept its environment: every run carries a random AUTORESEARCH_RUN_ID, and
+    processes that still carry it after the run are SIGKILLed (and counted as stragglers).
+  * marker lines: a line starting with ``@@autoresearch <name>`` (prepare's dataloader prints
+    ``first-batch``, the evaluation ``hand-off``) is timestamped on receipt by the harness's own
+    clock (`RunResult.markers`), which is how the budget is measured outside the train file.
 
-What is NOT contained:
-  * a process that leaves the group on purpose (``setsid``, a double fork into a new session,
-    a systemd-run unit): it is neither killed nor waited for (the log stops 2 s after the leader).
+What is NOT contained without a sandbox:
+  * a process that leaves the group and scrubs its environment (``env -i``) or asks another
+    service to run it (a systemd-run unit): it is neither killed nor waited for.
   * GPU memory held by a process outside the group, files the child writes, network access.
   * the harness itself being kill -9'ed: the group keeps running; the pid file ``<log>.pid``
     (pgid + create time, so a reused pid is never hit) lets the next harness `kill_leftover()` it.
@@ -30,19 +40,24 @@ import contextlib
 import json
 import math
 import os
+import re
 import resource
+import secrets
 import selectors
+import shlex
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import psutil
 
-from harness.credentials import is_secret
+from harness.integrity.budget import Marker
+from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import last_loss as parse_loss
 from harness.store.atomic import write_atomic
 
@@ -54,6 +69,12 @@ MAX_LINE_BYTES = 1 << 20
 # After the leader exits, how long to keep reading output held open by stray processes.
 DRAIN_SECONDS = 2.0
 _READ_CHUNK = 1 << 16
+#: a line the harness timestamps on receipt: ``@@autoresearch <name> [<payload>]``
+MARKER_PREFIX = b"@@autoresearch "
+MAX_MARKERS = 64  # a run printing markers in a loop cannot grow the harness's memory
+RUN_ID_ENV = "AUTORESEARCH_RUN_ID"
+# `python`, `python3` or `python3.12` as the first word of a run command
+_PYTHON = re.compile(r"^python(3(\.\d+)?)?(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -62,24 +83,25 @@ class RunResult:
 
     exit_code: int | None
     timed_out: bool
-    kill_reason: str | None  # "timeout" | "nan" | "loss" | "log_flood" | None
+    kill_reason: str | None  # "timeout" | "over_budget" | "nan" | "loss" | "log_flood" | None
     wall_seconds: float
     log_path: Path
     last_loss: float | None
+    markers: tuple[Marker, ...] = ()
+    stragglers: int = 0  # processes of the run still alive after it ended (then killed)
+    sandboxed: bool = False
 
 
-def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The experiment's environment: ``base`` overlaid with ``extra``, minus every secret.
+def resolve_python(command: str) -> str:
+    """The run command with a leading `python` replaced by the harness's own interpreter.
 
-    Secrets are names ending in _KEY, _TOKEN or _CREDENTIALS, names containing SECRET, PASSWORD
-    or PASSWD, and anything starting with ANTHROPIC_ or OPENAI_ (base URLs included: the
-    experiment has no business talking to the agent's provider). They are dropped from ``extra`` too.
-    PYTHONUNBUFFERED=1 is set unless given, so lines reach the log as they are printed.
-    """
-    env = {k: v for k, v in base.items() if not is_secret(k)}
-    env.update({k: v for k, v in extra.items() if not is_secret(k)})
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    A run must use the interpreter (and packages) the harness was installed with, not whatever
+    `python` a person's PATH or a pyenv shim finds first (and a shim needs $HOME, which a
+    sandboxed run does not see)."""
+    stripped = command.lstrip()
+    if not _PYTHON.match(stripped):
+        return command
+    return shlex.quote(sys.executable) + _PYTHON.sub("", stripped, count=1)
 
 
 def pid_file(log_path: Path) -> Path:
@@ -98,50 +120,75 @@ def run(
     on_line: Callable[[str], None] | None = None,
     memory_limit_bytes: int | None = None,
     kill_grace: float = 5.0,
+    sandbox: Sandbox | None = None,
+    redact: Callable[[str], str] | None = None,
+    deadline: Callable[[Sequence[Marker]], float | None] | None = None,
 ) -> RunResult:
     """Run ``command`` (a shell command line) in ``cwd`` and wait for it, at most ``timeout`` s.
 
-    ``env`` is passed as is (build it with `child_env`). The log at ``log_path`` is created
-    (parents included) and truncated. ``on_line`` gets every line, without its terminator;
-    ``\\r``-separated progress updates count as lines. KeyboardInterrupt (or an exception from
-    ``on_line``) kills the group, notes it in the log and is re-raised.
+    ``env`` is passed as is (build it with `harness.integrity.environment`), plus a fresh
+    AUTORESEARCH_RUN_ID. With ``sandbox``, the command runs inside it (None: as the harness's
+    user, with the whole filesystem). A leading ``python`` is the harness's interpreter
+    (`resolve_python`). The log at ``log_path`` is created (parents included) and truncated;
+    ``redact`` (when given) is applied to every line before it reaches the log and ``on_line``.
+    ``on_line`` gets every line, without its terminator; ``\\r``-separated progress updates count
+    as lines. ``deadline`` maps the markers seen so far to the time (seconds after the start)
+    at which the run is over budget, or None; past it the run is killed (kill_reason
+    "over_budget"). KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it
+    in the log and is re-raised.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     preexec = _limit_memory(memory_limit_bytes) if memory_limit_bytes else None
+    command = resolve_python(command)
+    run_id = secrets.token_hex(16)
+    info_r = info_w = -1
+    argv: str | list[str] = command
+    if sandbox is not None:
+        info_r, info_w = os.pipe()
+        argv = sandbox.wrap(["/bin/sh", "-c", command], cwd=cwd, info_fd=info_w)
     start = time.monotonic()
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(
-                command,
-                shell=True,
+                argv,
+                shell=sandbox is None,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, RUN_ID_ENV: run_id},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=(info_w,) if sandbox is not None else (),
             )
         except OSError as exc:  # e.g. cwd missing: the run failed, the harness did not
             log.write(f"[autoresearch] could not start {command!r} in {cwd}: {exc}\n".encode())
+            _close(info_r, info_w)
             return RunResult(127, False, None, time.monotonic() - start, log_path, None)
+        _close(info_w)
         _write_pid_file(log_path, proc.pid, command)
-        stream = _Stream(log, max_log_bytes, on_line)
+        stream = _Stream(log, max_log_bytes, on_line, start, redact)
         try:
-            kill_reason = _supervise(proc, stream, start + timeout, kill_grace)
+            kill_reason = _supervise(proc, stream, start + timeout, kill_grace, deadline)
         except BaseException:
             _kill_group(proc.pid, kill_grace, proc)
-            stream.marker("interrupted: the harness stopped; the process group was killed")
+            _end_of_run(run_id, info_r)
+            stream.marker("interrupted: the harness stopped; the run was killed")
             raise
         finally:
             assert proc.stdout is not None
             proc.stdout.close()
             with contextlib.suppress(OSError):
                 pid_file(log_path).unlink()
+        stragglers = _end_of_run(run_id, info_r)
         if kill_reason == "timeout":
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
+        elif kill_reason == "over_budget":
+            stream.marker("killed (over budget): past the training time the harness allows")
         elif kill_reason in ("nan", "loss"):
             stream.marker(f"killed ({kill_reason}): loss {stream.last_loss} on a progress line")
+        if stragglers:
+            stream.marker(f"killed {stragglers} process(es) of the run still alive after it ended")
         exit_code = None if kill_reason else proc.returncode
     return RunResult(
         exit_code=exit_code,
@@ -150,6 +197,9 @@ def run(
         wall_seconds=time.monotonic() - start,
         log_path=log_path,
         last_loss=stream.last_loss,
+        markers=tuple(stream.markers),
+        stragglers=stragglers,
+        sandboxed=sandbox is not None,
     )
 
 
@@ -187,12 +237,22 @@ def kill_leftover(log_path: Path) -> bool:
 
 
 class _Stream:
-    """Splits the child's bytes into lines, writes them to the log, watches the loss."""
+    """Splits the child's bytes into lines, writes them to the log, watches the loss, times markers."""
 
-    def __init__(self, log: BinaryIO, max_bytes: int, on_line: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        log: BinaryIO,
+        max_bytes: int,
+        on_line: Callable[[str], None] | None,
+        start: float = 0.0,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.log = log
         self.max_bytes = max_bytes
         self.on_line = on_line
+        self.start = start
+        self.redact = redact
+        self.markers: list[Marker] = []
         self.written = 0
         self.flooded = False
         self.last_loss: float | None = None
@@ -227,6 +287,11 @@ class _Stream:
     def _line(self, body: bytes, term: bytes) -> None:
         if self.flooded:
             return
+        if body.startswith(MARKER_PREFIX) and len(self.markers) < MAX_MARKERS:
+            name, _, payload = body[len(MARKER_PREFIX) :].decode("utf-8", "replace").strip().partition(" ")
+            self.markers.append(Marker(time.monotonic() - self.start, name, payload.strip()))
+        if self.redact is not None:
+            body = self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
         raw = body + term
         if self.written + len(raw) > self.max_bytes:
             self.flooded = True
@@ -254,7 +319,13 @@ class _Stream:
             self.log.flush()
 
 
-def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, grace: float) -> str | None:
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    stream: _Stream,
+    deadline: float,
+    grace: float,
+    budget: Callable[[Sequence[Marker]], float | None] | None = None,
+) -> str | None:
     """Pump output until the child is done or must be killed; returns the kill reason."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -285,6 +356,10 @@ def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, 
                 reason = stream.bad_loss
             elif time.monotonic() >= deadline and proc.poll() is None:
                 reason = "timeout"
+            elif budget is not None and proc.poll() is None:
+                limit = budget(stream.markers)
+                if limit is not None and time.monotonic() - stream.start > limit:
+                    reason = "over_budget"
             if reason is not None:
                 _kill_group(proc.pid, grace, proc)
                 break
@@ -299,6 +374,86 @@ def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, 
         stream.feed(b"", eof=True)
     proc.wait()
     return reason
+
+
+# --- the end of a run: nothing of it may be left ------------------------------------------------
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _end_of_run(run_id: str, info_fd: int) -> int:
+    """Kill whatever of the run is still alive; returns how many processes that was.
+
+    Sandboxed (``info_fd`` holds bwrap's info): every process of the run's PID namespace. The
+    kernel kills them once the namespace's first process is gone; waiting for that, and
+    SIGKILLing any that linger, makes "nothing of the run is alive" a checked fact before the
+    guard looks at the protected files. Without a sandbox: every process that still carries the
+    run's AUTORESEARCH_RUN_ID in its environment (a daemon that left the process group).
+    """
+    namespace: int | None = None
+    if info_fd >= 0:
+        try:
+            os.set_blocking(info_fd, False)
+            info = json.loads(os.read(info_fd, 1 << 16) or b"{}")
+            namespace = int(info["pid-namespace"]) if "pid-namespace" in info else None
+        except (OSError, ValueError, TypeError):
+            namespace = None
+        finally:
+            _close(info_fd)
+    found: set[int] = set()
+    deadline = time.monotonic() + 5.0
+    while True:
+        alive = _in_namespace(namespace) if namespace is not None else _carrying(run_id)
+        if not alive:
+            return len(found)
+        found |= alive
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return len(found)
+        time.sleep(0.05)
+
+
+def _in_namespace(namespace: int) -> set[int]:
+    """Live (non-zombie) processes in the PID namespace with this inode."""
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino == namespace and not _zombie(int(entry.name)):
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _carrying(run_id: str) -> set[int]:
+    """Live processes (of any group) whose environment holds this run's id."""
+    pids = set()
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
+                pids.add(p.pid)
+        except (psutil.Error, OSError):
+            continue
+    return pids
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 # --- process groups --------------------------------------------------------------------------

@@ -26,12 +26,13 @@ from typing import Literal
 
 import filelock
 
+from harness.credentials import redact
 from harness.errors import ConfigError, DataError
 from harness.store.atomic import file_lock
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
-    "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
+    "startup_s", "tokens_per_s", "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
     "parent", "summary",
 )  # fmt: skip
 STATUSES: tuple[str, ...] = ("keep", "discard", "crash")
@@ -90,8 +91,9 @@ class Row:
 
 
 def clean(text: str) -> str:
-    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces."""
-    return str(text).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
+    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces, and every
+    secret of the harness's environment (in any encoding `harness.credentials` knows) is redacted."""
+    return redact(str(text)).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
 
 
 def _format(row: Row, header: list[str]) -> str:

@@ -104,7 +104,7 @@ def test_search_agent_max_experiments_on_the_toy(toy_experiment: Toy) -> None:
     assert len(toy_experiment.tsv("s1")) == 4
 
 
-def test_ctrl_c_logs_the_attempt_in_flight_and_exits_130(toy_experiment: Toy) -> None:
+def test_ctrl_c_logs_the_attempt_in_flight_and_exits_130(toy_experiment: Toy, no_sandbox: None) -> None:
     toy = toy_experiment
     # Two blocks: MODE "slow" and a long SLEEP, so the run sleeps mid-way.
     reply = (
@@ -218,12 +218,11 @@ def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
 def test_crash_reason_of_real_child_processes(tmp_path: Path, code: str, reason: str | None) -> None:
     from harness.night.measure import crash_reason
     from harness.night.metrics import read_summary
-    from harness.night.runner import child_env
     from harness.night.runner import run as run_command
 
     (tmp_path / "t.py").write_text(code + "\n")
     log = tmp_path / "t.log"
-    result = run_command(f"{sys.executable} t.py", tmp_path, child_env(os.environ, {}), log, timeout=60)
+    result = run_command(f"{sys.executable} t.py", tmp_path, dict(os.environ), log, timeout=60)
     assert crash_reason(result, read_summary(log), "val_bpb") == reason
 
 

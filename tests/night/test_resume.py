@@ -31,7 +31,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_kill_9_during_a_run_then_resume(toy_experiment: Toy) -> None:
+def test_kill_9_during_a_run_then_resume(toy_experiment: Toy, no_sandbox: None) -> None:
     toy = toy_experiment
     replies = [
         toy.reply("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
