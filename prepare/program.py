@@ -402,17 +402,19 @@ def resolve_op(name: Any, *, allow_state: bool = False) -> Callable[..., Any]:
             f"operator {name} is not an ATen operator (custom and higher-order operators need code "
             "the evaluator does not run)"
         )
-    if packet_name not in ALLOWED_OPS and not (allow_state and packet_name == "copy_"):
-        raise ProgramError(f"operator {name} is not on the evaluator's list of pure ATen operators")
-    packet = getattr(torch.ops.aten, packet_name, None)
+    packet = getattr(torch.ops.aten, packet_name, None) if packet_name.isidentifier() else None
     if packet is None or overload_name not in packet.overloads():
-        raise ProgramError(f"operator {name} does not exist in this torch")
+        raise ProgramError(f"operator {name} is not on the evaluator's list of pure ATen operators")
     op = getattr(packet, overload_name)
     if op._schema.is_mutable and not allow_state:
         raise ProgramError(
             f"operator {name} writes to its input: the program has state (a stateful model could tell "
             "a probe row from the row it copies)"
         )
+    if torch.Tag.nondeterministic_seeded in op.tags and "dropout_p" not in [a.name for a in op._schema.arguments]:
+        raise ProgramError(f"operator {name} draws random numbers; the metric must not depend on chance")
+    if packet_name not in ALLOWED_OPS and not (allow_state and op._schema.is_mutable):
+        raise ProgramError(f"operator {name} is not on the evaluator's list of pure ATen operators")
     return op
 
 
