@@ -121,6 +121,11 @@ def check_ready(spec: str, cache_root: Path, *, need_val: bool = True) -> Datase
     data = root / "data"
     for name in [*train_names, val_name] if need_val else train_names:
         f = data / name
+        if name == val_name and f.exists() and not f.is_file():
+            raise DataError(
+                f"the validation shard {f} is hidden from this run: a judged train run hands its model "
+                "to prepare.hand_off and the harness's evaluator scores it"
+            )
         if not f.is_file():
             raise DataError(
                 f"shard {f} is missing; run: {fix}  (it resumes and fetches only what is missing)"

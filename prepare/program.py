@@ -74,6 +74,7 @@ ALLOWED_OPS = frozenset({
     "fmin", "remainder", "fmod", "floor_divide", "where", "lerp", "addcmul", "addcdiv", "square",
     "hypot", "logaddexp", "logaddexp2", "xlogy", "nan_to_num", "copysign", "isnan", "isinf", "isfinite",
     "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or",
+    "__and__", "__or__", "__xor__", "__invert__", "__lshift__", "__rshift__",
     "bitwise_xor", "bitwise_not", "eq", "ne", "lt", "le", "gt", "ge", "masked_fill", "relu", "relu6",
     "gelu", "silu", "mish", "elu", "selu", "celu", "leaky_relu", "hardtanh", "hardsigmoid", "hardswish",
     "softplus", "glu", "prelu", "threshold", "log_sigmoid_forward", "softmax", "_softmax",
@@ -411,7 +412,9 @@ def resolve_op(name: Any, *, allow_state: bool = False) -> Callable[..., Any]:
             f"operator {name} writes to its input: the program has state (a stateful model could tell "
             "a probe row from the row it copies)"
         )
-    if torch.Tag.nondeterministic_seeded in op.tags and "dropout_p" not in [a.name for a in op._schema.arguments]:
+    if torch.Tag.nondeterministic_seeded in op.tags and "dropout_p" not in [
+        a.name for a in op._schema.arguments
+    ]:
         raise ProgramError(f"operator {name} draws random numbers; the metric must not depend on chance")
     if packet_name not in ALLOWED_OPS and not (allow_state and op._schema.is_mutable):
         raise ProgramError(f"operator {name} is not on the evaluator's list of pure ATen operators")

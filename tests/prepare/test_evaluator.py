@@ -89,7 +89,9 @@ def test_the_gpt_program_scores_what_evaluate_bpb_scores(
     result = evaluate_program.evaluate(folder)
     assert abs(result["val_bpb"] - reference) < 1e-4, (result["val_bpb"], reference)
     assert 1.0 < reference < 9.0  # a perturbed model: neither perfect nor degenerate
-    assert result["probes"] == 4 and result["max_probe_diff"] == 0.0  # an honest model: bit-identical prefixes
+    assert (
+        result["probes"] == 4 and result["max_probe_diff"] == 0.0
+    )  # an honest model: bit-identical prefixes
     assert result["eval_tokens"] == 32768 and result["bytes"] > 0
 
 
@@ -128,7 +130,9 @@ def test_a_look_ahead_model_is_non_causal_and_wins_without_the_probes(
     folder = _handed_off(LookAhead(tok.vocab_size), tmp_path, monkeypatch)
     with pytest.raises(NonCausal, match="when the tokens after position"):
         evaluate_program.evaluate(folder)
-    assert evaluate_program.evaluate(folder, probes=False)["val_bpb"] < 0.2  # what it would have scored (honest: ~8)
+    assert (
+        evaluate_program.evaluate(folder, probes=False)["val_bpb"] < 0.2
+    )  # what it would have scored (honest: ~8)
 
 
 def test_the_program_must_fit_the_profile(

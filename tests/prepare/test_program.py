@@ -125,7 +125,9 @@ def test_custom_operators_are_refused(tmp_path: Path) -> None:
         load_torch(_write_model(tmp_path, forward), "cpu")
 
 
-def _hand_written(tmp_path: Path, nodes: list[dict], tensors: bytes = b"", entries: list | None = None) -> Path:
+def _hand_written(
+    tmp_path: Path, nodes: list[dict], tensors: bytes = b"", entries: list | None = None
+) -> Path:
     header = {
         "format": "autoresearch-program", "version": 1, "framework": "torch", "batch": 1, "seq_len": 4,
         "input": "idx", "output": nodes[-1]["name"] if nodes else "idx", "tensors": entries or [], "nodes": nodes,
@@ -142,7 +144,10 @@ def _hand_written(tmp_path: Path, nodes: list[dict], tensors: bytes = b"", entri
         ({"op": "aten.empty.memory_format", "args": [[4]]}, "not on the evaluator's list"),
         ({"op": "aten.add_.Tensor", "args": [{"n": "idx"}, 1]}, "writes to its input"),
         ({"op": "aten.bernoulli.p", "args": [{"n": "idx"}, 0.5]}, "draws random numbers"),
-        ({"op": "aten.add.out", "args": [{"n": "idx"}, 1], "kwargs": {"out": {"n": "idx"}}}, "writes to its input"),
+        (
+            {"op": "aten.add.out", "args": [{"n": "idx"}, 1], "kwargs": {"out": {"n": "idx"}}},
+            "writes to its input",
+        ),
         ({"op": "python.builtins.exec", "args": ["print(1)"]}, "not an ATen operator"),
         ({"op": "torch.load", "args": ["x"]}, "not an ATen operator"),
         ({"op": "aten.add.Tensor", "args": [{"n": "nowhere"}, 1]}, "before it is defined"),
