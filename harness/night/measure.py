@@ -169,9 +169,10 @@ class Measurer:
                 f"restored protected files changed between runs ({between.reason}); running #{n} on the originals"
             )
         scratch = self._scratch(log_path)
-        handoff = scratch / "hand-off" if self.s.evaluator else None
-        if handoff is not None:
-            handoff.mkdir()
+        # where prepare.hand_off writes the model: always given, so a train file never starts the
+        # evaluator itself inside a judged run (it does only when run by hand)
+        handoff = scratch / "hand-off"
+        handoff.mkdir()
         env = self.env(scratch, handoff)
         sandbox = self.sandbox(scratch) if self.sandboxed else None
         try:
@@ -189,18 +190,20 @@ class Measurer:
         finally:
             tampering = self.guard.check()
         summary = read_summary(log_path)
-        reason = crash_reason(result, summary, None if handoff else self.s.metric)
+        evaluated = self.s.evaluator is not None
+        reason = crash_reason(result, summary, None if evaluated else self.s.metric)
         measured = budget.measure(result.markers, result.wall_seconds, self.limits, reported=reason is None)
-        value = metric_value(summary, self.s.metric) if handoff is None else None
+        value = None if evaluated else metric_value(summary, self.s.metric)
         if tampering:
             reason = tampering.reason
         elif result.kill_reason == "over_budget" or (reason is None and measured.reason):
             reason = measured.reason or "over budget: killed past the training time the harness allows"
-        elif reason is None and handoff is not None:
+        elif reason is None and evaluated:
             outcome, result = self._evaluate(handoff, env, result, summary)
             reason, value = outcome.reason, outcome.value
             if value is not None:
                 summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
+        shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
         return RunRecord(result, summary, None if reason else value, reason, measured)
 
     def _evaluate(
@@ -289,14 +292,14 @@ class Measurer:
     def gpu(self) -> bool:
         return self.s.profile == "cuda" or self.s.device == "cuda"
 
-    def env(self, scratch: Path, handoff: Path | None = None) -> dict[str, str]:
+    def env(self, scratch: Path, handoff: Path) -> dict[str, str]:
         """The environment of one run: the allow-list of `harness.integrity.environment` plus
         what the harness sets for it.
 
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
-        cache and, with an evaluator, the folder prepare.hand_off writes the model to; the compile
-        caches are the tag's, so the second run of a night starts warm.
+        cache and the folder prepare.hand_off writes the model to; the compile caches are the
+        tag's, so the second run of a night starts warm.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
@@ -308,8 +311,7 @@ class Measurer:
             "AUTORESEARCH_TIME_BUDGET": f"{self.s.budget:g}",
             "AUTORESEARCH_CACHE": str(self.s.cache_root),
         }
-        if handoff is not None:
-            harness_vars[evaluation.HAND_OFF_ENV] = str(handoff)
+        harness_vars[evaluation.HAND_OFF_ENV] = str(handoff)
         if self.s.dataset != "none":
             harness_vars["AUTORESEARCH_DATASET"] = self.s.dataset
         for var, sub in zip(_CACHE_VARS, ("inductor", "triton"), strict=True):

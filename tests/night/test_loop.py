@@ -254,7 +254,7 @@ def test_the_run_environment(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatc
     assert env["AUTORESEARCH_TIME_BUDGET"] == "7" and env["AUTORESEARCH_DEVICE"] == "cpu"
     assert env["AUTORESEARCH_DATASET"] == "arithmetic" and env["PYTHONUNBUFFERED"] == "1"
     assert env["AUTORESEARCH_CACHE"] == os.environ["AUTORESEARCH_CACHE"]
-    assert "AUTORESEARCH_HAND_OFF" not in env  # the toy has no evaluator: nothing to hand off
+    assert env["AUTORESEARCH_HAND_OFF"].startswith(str(toy.repo / "results" / "env" / "scratch"))
     assert "SOME_API_KEY" not in env and "ANTHROPIC_BASE_URL" not in env
     assert "sk-secret" not in line
 

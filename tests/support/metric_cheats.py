@@ -337,7 +337,7 @@ CHEATS = [
     ),
     Cheat("inflate the token byte counts in memory", _printing(BYTES), "unverified metric: ", "no evaluator"),
     Cheat("a tensor subclass intercepts the cross-entropy", _printing(SUBCLASS), "unverified metric: ", "no evaluator"),
-    Cheat("prepare's metric function via evaluate_bpb.__globals__", _printing(GLOBALS), "unverified metric: ", "no evaluator"),
+    Cheat("prepare's metric function reached through evaluate_bpb's globals", _printing(GLOBALS), "unverified metric: ", "no evaluator"),
     Cheat("patch prepare's evaluation in memory", _printing(PATCHED), "unverified metric: ", "no evaluator"),
     Cheat("forged summary", _printing(FORGED), "unverified metric: ", "no evaluator"),
     Cheat("skip the hand-off, print a number", _printing(UNSEEN, hand_over=False), "no hand-off", "no evaluator"),
