@@ -113,10 +113,14 @@ class Attempt:
             "spread": f"{max(values) - min(values):.6f}" if len(values) > 1 else "",
             "budget_s": _g(budget_s),
             "wall_s": f"{sum(r.result.wall_seconds for r in self.runs):.1f}" if self.runs else "",
-            "training_s": _per_run(measured, lambda r: r.measured.training_s if r.measured else None, "{:.1f}"),
+            "training_s": _per_run(
+                measured, lambda r: r.measured.training_s if r.measured else None, "{:.1f}"
+            ),
             "num_steps": _per_run(measured, lambda r: (r.summary or {}).get("num_steps"), "{:g}"),
             "startup_s": _per_run(measured, lambda r: r.measured.startup_s if r.measured else None, "{:.1f}"),
-            "tokens_per_s": _per_run(measured, lambda r: r.measured.tokens_per_s if r.measured else None, "{:.0f}"),
+            "tokens_per_s": _per_run(
+                measured, lambda r: r.measured.tokens_per_s if r.measured else None, "{:.0f}"
+            ),
             "agent": self.agent,
             "model": reply.model,
             "input_tokens": str(reply.input_tokens) if reply.input_tokens else "",
