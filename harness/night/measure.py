@@ -143,12 +143,17 @@ class Measurer:
             repo_root=settings.repo_root,
             journal=paths.pending,
         )
-        self.guard.snapshot()  # the protected trees as the night found them; never re-taken
+        self._snapshot_taken = False
 
     def run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
         """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`; with `warmup`, the
         discarded warm-up run logged to `paths.warmup_log(n)`."""
         log_path = self.paths.warmup_log(n) if warmup else self.paths.log(n, k)
+        if not self._snapshot_taken:
+            # the protected trees as the night's first run finds them (after --resume's reset):
+            # never re-taken, so a change between two runs is found, not adopted
+            self.guard.snapshot()
+            self._snapshot_taken = True
         if FIXED_SNAPSHOT:
             self.guard.rebase()
             between = self.guard.check()
