@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 REDACTED = "[redacted]"
+#: turned off only by the planted-cheat tests (the cheat must be shown to win without it)
+REDACT = True
 #: shorter strings are not redacted: replacing every "1234" in a log would destroy it
 MIN_REDACT = 8
 _WORDS = frozenset(
@@ -134,6 +136,8 @@ def _redactor(secrets: tuple[str, ...]) -> Redactor:
 
 def redactor(env: Mapping[str, str] | None = None) -> Redactor:
     """The redactor for the secrets of `env` (default: the harness's own environment, as it is now)."""
+    if not REDACT:
+        return _redactor(())
     return _redactor(tuple(secret_values(os.environ if env is None else env)))
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 FIRST_BATCH = "first-batch"
 HAND_OFF = "hand-off"
+#: turned off only by the planted-cheat tests (the cheat must be shown to win without it)
+ENFORCE = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def _last(markers: Sequence[Marker], name: str) -> Marker | None:
 
 def deadline(markers: Sequence[Marker], limits: Limits) -> float | None:
     """When (seconds after the start) a run with these markers so far is certainly over budget."""
+    if not ENFORCE:
+        return None
     first = _first(markers, FIRST_BATCH)
     if first is None:
         return limits.startup if limits.require_markers else None
@@ -113,7 +117,9 @@ def measure(markers: Sequence[Marker], wall_seconds: float, limits: Limits, *, r
         )
     elif first is None and limits.require_markers and reported:
         reason = "over budget: no first-batch marker, so the training time cannot be measured (use prepare's dataloader)"
-    return Measured(first.seconds if first is not None else None, training, tokens, reason)
+    return Measured(
+        first.seconds if first is not None else None, training, tokens, reason if ENFORCE else None
+    )
 
 
 def _tokens(payload: str) -> int | None:

@@ -32,12 +32,15 @@ What is NOT contained without a sandbox:
   * GPU memory held by a process outside the group, files the child writes, network access.
   * the harness itself being kill -9'ed: the group keeps running; the pid file ``<log>.pid``
     (pgid + create time, so a reused pid is never hit) lets the next harness `kill_leftover()` it.
+    (With the sandbox the run dies with the harness: bwrap's --die-with-parent.)
+
+The processes themselves (groups, what is left after a run, the pid file) are
+`harness.night.reaper`'s; this module streams, watches and decides when to kill.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -45,7 +48,6 @@ import resource
 import secrets
 import selectors
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -54,12 +56,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psutil
-
 from harness.integrity.budget import Marker
 from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import last_loss as parse_loss
-from harness.store.atomic import write_atomic
+from harness.night.reaper import (
+    RUN_ID_ENV,
+    close,
+    end_of_run,
+    kill_group,
+    kill_leftover,
+    pid_file,
+    write_pid_file,
+)
+
+__all__ = ["Marker", "RunResult", "kill_leftover", "pid_file", "resolve_python", "run"]
 
 # A progress line whose loss is above this is diverging; the run is killed (kill_reason "loss").
 LOSS_LIMIT = 100.0
@@ -72,7 +82,6 @@ _READ_CHUNK = 1 << 16
 #: a line the harness timestamps on receipt: ``@@autoresearch <name> [<payload>]``
 MARKER_PREFIX = b"@@autoresearch "
 MAX_MARKERS = 64  # a run printing markers in a loop cannot grow the harness's memory
-RUN_ID_ENV = "AUTORESEARCH_RUN_ID"
 # `python`, `python3` or `python3.12` as the first word of a run command
 _PYTHON = re.compile(r"^python(3(\.\d+)?)?(?=\s|$)")
 
@@ -102,11 +111,6 @@ def resolve_python(command: str) -> str:
     if not _PYTHON.match(stripped):
         return command
     return shlex.quote(sys.executable) + _PYTHON.sub("", stripped, count=1)
-
-
-def pid_file(log_path: Path) -> Path:
-    """Where the running child's process group is recorded: ``<log>.pid``."""
-    return log_path.with_name(log_path.name + ".pid")
 
 
 def run(
@@ -163,16 +167,16 @@ def run(
             )
         except OSError as exc:  # e.g. cwd missing: the run failed, the harness did not
             log.write(f"[autoresearch] could not start {command!r} in {cwd}: {exc}\n".encode())
-            _close(info_r, info_w)
+            close(info_r, info_w)
             return RunResult(127, False, None, time.monotonic() - start, log_path, None)
-        _close(info_w)
-        _write_pid_file(log_path, proc.pid, command)
+        close(info_w)
+        write_pid_file(log_path, proc.pid, command)
         stream = _Stream(log, max_log_bytes, on_line, start, redact)
         try:
             kill_reason = _supervise(proc, stream, start + timeout, kill_grace, deadline)
         except BaseException:
-            _kill_group(proc.pid, kill_grace, proc)
-            _end_of_run(run_id, info_r)
+            kill_group(proc.pid, kill_grace, proc)
+            end_of_run(run_id, info_r)
             stream.marker("interrupted: the harness stopped; the run was killed")
             raise
         finally:
@@ -180,7 +184,7 @@ def run(
             proc.stdout.close()
             with contextlib.suppress(OSError):
                 pid_file(log_path).unlink()
-        stragglers = _end_of_run(run_id, info_r)
+        stragglers = end_of_run(run_id, info_r)
         if kill_reason == "timeout":
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
         elif kill_reason == "over_budget":
@@ -201,36 +205,6 @@ def run(
         stragglers=stragglers,
         sandboxed=sandbox is not None,
     )
-
-
-def kill_leftover(log_path: Path) -> bool:
-    """Kill the process group recorded in ``<log>.pid`` by a harness that died; True if any was.
-
-    The group is only killed when its members are the ones recorded: the leader's create time
-    must match, or, with the leader gone, the members must have been born after it (a pid can
-    be reused; a live process group id cannot). The pid file is removed either way.
-    """
-    path = pid_file(log_path)
-    try:
-        record = json.loads(path.read_text())
-        pgid = int(record["pgid"])
-        created = float(record["create_time"])
-    except (OSError, ValueError, KeyError, TypeError):
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return False
-    members = _group_members(pgid)
-    ours = [p for p in members if _created(p) >= created - 0.01]
-    leader = next((p for p in members if p.pid == pgid), None)
-    if leader is not None and abs(_created(leader) - created) > 0.01:
-        ours = []  # the pgid now belongs to an unrelated process that reused the pid
-    killed = False
-    if ours:
-        killed = True
-        _kill_group(pgid, 5.0, None)
-    with contextlib.suppress(OSError):
-        path.unlink()
-    return killed
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -361,12 +335,12 @@ def _supervise(
                 if limit is not None and time.monotonic() - stream.start > limit:
                     reason = "over_budget"
             if reason is not None:
-                _kill_group(proc.pid, grace, proc)
+                kill_group(proc.pid, grace, proc)
                 break
             if drain_until is None and proc.poll() is not None:
                 # The leader is done; anything left in its group is a stray. Kill it so the pipe
                 # closes, and read what is still buffered for a short while.
-                _kill_group(proc.pid, 0.5, proc)
+                kill_group(proc.pid, 0.5, proc)
                 drain_until = time.monotonic() + DRAIN_SECONDS
     finally:
         sel.close()
@@ -374,152 +348,6 @@ def _supervise(
         stream.feed(b"", eof=True)
     proc.wait()
     return reason
-
-
-# --- the end of a run: nothing of it may be left ------------------------------------------------
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _end_of_run(run_id: str, info_fd: int) -> int:
-    """Kill whatever of the run is still alive; returns how many processes that was.
-
-    Sandboxed (``info_fd`` holds bwrap's info): every process of the run's PID namespace. The
-    kernel kills them once the namespace's first process is gone; waiting for that, and
-    SIGKILLing any that linger, makes "nothing of the run is alive" a checked fact before the
-    guard looks at the protected files. Without a sandbox: every process that still carries the
-    run's AUTORESEARCH_RUN_ID in its environment (a daemon that left the process group).
-    """
-    namespace: int | None = None
-    if info_fd >= 0:
-        try:
-            os.set_blocking(info_fd, False)
-            info = json.loads(os.read(info_fd, 1 << 16) or b"{}")
-            namespace = int(info["pid-namespace"]) if "pid-namespace" in info else None
-        except (OSError, ValueError, TypeError):
-            namespace = None
-        finally:
-            _close(info_fd)
-    found: set[int] = set()
-    deadline = time.monotonic() + 5.0
-    while True:
-        alive = _in_namespace(namespace) if namespace is not None else _carrying(run_id)
-        if not alive:
-            return len(found)
-        found |= alive
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            return len(found)
-        time.sleep(0.05)
-
-
-def _in_namespace(namespace: int) -> set[int]:
-    """Live (non-zombie) processes in the PID namespace with this inode."""
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino == namespace and not _zombie(int(entry.name)):
-                pids.add(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _carrying(run_id: str) -> set[int]:
-    """Live processes (of any group) whose environment holds this run's id."""
-    pids = set()
-    me = os.getpid()
-    for p in psutil.process_iter():
-        if p.pid == me:
-            continue
-        try:
-            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
-                pids.add(p.pid)
-        except (psutil.Error, OSError):
-            continue
-    return pids
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
-# --- process groups --------------------------------------------------------------------------
-
-
-def _kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the group, wait up to ``grace`` s for it to go, then SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            break
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            if proc is not None:
-                proc.poll()  # reap the leader so it does not linger as a zombie
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.05)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5.0)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in the group."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return any(p.status() != psutil.STATUS_ZOMBIE for p in _group_members(pgid) if _exists(p))
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                members.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return members
-
-
-def _exists(p: psutil.Process) -> bool:
-    try:
-        return p.is_running()
-    except psutil.Error:
-        return False
-
-
-def _created(p: psutil.Process) -> float:
-    try:
-        return float(p.create_time())
-    except psutil.Error:
-        return -1.0
-
-
-def _write_pid_file(log_path: Path, pid: int, command: str) -> None:
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        created = time.time()
-    write_atomic(pid_file(log_path), json.dumps({"pgid": pid, "create_time": created, "command": command}))
 
 
 def _limit_memory(limit: int) -> Callable[[], None]:

@@ -283,3 +283,22 @@ def test_rich_view_shows_progress_loss_best_and_rows() -> None:
     ):
         assert needle in out, out
     assert isinstance(make_view(io.StringIO()), PlainView)  # not a terminal: plain lines
+
+
+def test_a_warm_up_run_precedes_the_baseline_and_is_no_sample(toy_experiment: Toy) -> None:
+    """--warmup on: one discarded run (runs/0.warmup.log) before the baseline's noise samples."""
+    toy = toy_experiment
+    path = toy.replay_file([])
+    assert run_cli("--tag", "w", "--agent", f"replay:{path}", "--warmup", "on", "--baseline-runs", "2") == 0
+    runs = toy.repo / "results" / "w" / "runs"
+    assert (runs / "0.warmup.log").is_file() and "val_bpb" in (runs / "0.warmup.log").read_text()
+    rows = toy.tsv("w")
+    assert len(rows) == 1 and rows[0]["description"] == "baseline"
+    assert len(rows[0]["runs"].split(",")) == 2  # the warm-up is not among them
+    assert sorted(p.name for p in runs.glob("*.log")) == ["0.log", "0.r1.log", "0.warmup.log"]
+
+
+def test_no_warm_up_run_on_the_cpu_by_default(toy_experiment: Toy) -> None:
+    path = toy_experiment.replay_file([])
+    assert run_cli("--tag", "nw", "--agent", f"replay:{path}") == 0
+    assert not (toy_experiment.repo / "results" / "nw" / "runs" / "0.warmup.log").exists()
