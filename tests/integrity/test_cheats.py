@@ -1,10 +1,11 @@
 """Planted cheats, each driven through the real loop by a replay agent, each caught.
 
 `test_cheats_on_a_real_evaluate_bpb_experiment` runs a tiny bigram model on the arithmetic
-dataset (cpu profile) that calls prepare's real evaluate_bpb, with `verify_metric =
-"evaluate_bpb"` in its experiment.toml. Cheats that the static checks refuse never run (a
-crash row `refused: <rule>`); the ones written to slip past them (built from string pieces)
-run and are caught by metric provenance (`unverified metric`) or the guard (`tampered`).
+dataset (cpu profile) that hands its model to prepare's evaluator (`[integrity] evaluator =
+"bpb"`), with strict source checks. Cheats that the static checks refuse never run (a crash
+row `refused: <rule>`); the ones written to slip past them (built from string pieces) run and
+are caught by the sandbox, the hidden validation data or the evaluator (`unverified metric`).
+tests/integrity/test_cheats_metric.py has the metric cheats with permissive checks.
 
 `test_run_time_tampering_on_the_toy` is the faithful toy noted in the issue: the fast toy
 experiment (no dataset, no evaluate_bpb) for the guard's run-time cases, which need no model.
@@ -16,57 +17,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.metric_cheats import TINY
 
 from harness.commands.main import main
 from harness.integrity.sandbox import probe
 from tests.conftest import PROJECT, Toy, git
-
-TINY = '''"""Tiny bigram model on the arithmetic dataset: the integrity tests' small real experiment."""
-
-import os
-import time
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader
-
-STEPS = 4
-LR = 0.1
-
-t0 = time.time()
-torch.manual_seed(42)
-tok = Tokenizer.load()
-
-
-class Bigram(nn.Module):
-    def __init__(self, vocab):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, vocab)
-
-    def forward(self, idx):
-        return self.emb(idx)
-
-
-model = Bigram(tok.vocab_size)
-opt = torch.optim.Adam(model.parameters(), lr=LR)
-loader = make_dataloader(tok, 8, MAX_SEQ_LEN, "train")
-for step in range(STEPS):
-    x, y, _ = next(loader)
-    loss = F.cross_entropy(model(x).reshape(-1, tok.vocab_size), y.reshape(-1))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    print(f"step {step:05d} ({100 * (step + 1) / STEPS:.1f}%) | loss: {loss.item():.6f}", flush=True)
-    if time.time() - t0 > TIME_BUDGET:
-        break
-val_bpb = evaluate_bpb(model, tok, 32)
-print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
-print(f"training_seconds: {time.time() - t0:.1f}")
-print(f"num_steps:        {STEPS}")
-'''
 
 TINY_TOML = """name = "tiny"
 mutable = ["train.py"]
@@ -76,10 +31,10 @@ direction = "minimize"
 budget_seconds = 60
 timeout_seconds = 120
 dataset = "arithmetic"
-verify_metric = "evaluate_bpb"
 
 [integrity]
 checks = "strict"
+evaluator = "bpb"
 """
 
 REL = "experiments/tiny/train.py"
@@ -91,7 +46,8 @@ def _edit(description: str, search: str, replace: str, rel: str = REL) -> str:
     )
 
 
-EVAL_LINE = "val_bpb = evaluate_bpb(model, tok, 32)"
+SUMMARY_LINE = 'print("---")'
+HAND_OFF_LINE = "hand_off(model, 32)"
 HEAD_LINE = "t0 = time.time()"
 
 # Cheats that slip past the static checks (names and paths built from pieces) and must be
@@ -108,15 +64,16 @@ CHEATS: list[tuple[str, str, str, str]] = [
     # (description, search, replace, expected reason prefix)
     (
         "faked summary",
-        EVAL_LINE,
-        "val_bpb = 0.123456  # no evaluation at all",
-        "unverified metric: val_bpb 0.123456 was printed but evaluate_bpb never ran",
+        SUMMARY_LINE,
+        SUMMARY_LINE + '\nprint("val_bpb:          0.123456")  # no evaluation at all',
+        "unverified metric: the train run printed val_bpb itself",
     ),
-    (
+    (  # the validation data is hidden from the train run: prepare says so
         "print a better number than evaluate_bpb",
-        EVAL_LINE,
-        EVAL_LINE + " * 0.5",
-        "unverified metric: printed val_bpb",
+        HAND_OFF_LINE,
+        HAND_OFF_LINE
+        + "\nfrom prepare import evaluate_bpb\nprint(f'val_bpb: {0.5 * evaluate_bpb(model, tok, 32)}')",
+        "exception: prepare.errors.DataError: the validation shard",
     ),
     # the worktree is read-only in the sandbox (without it, the guard says `tampered`: see below)
     ("patch prepare's evaluator on disk", HEAD_LINE, PATCH_PREPARE_ON_DISK, "exception: OSError: [Errno 30]"),
