@@ -14,7 +14,9 @@ weights (an untrained model's logits are too uniform to mean much), and times:
   imports, loading the program, the evaluation with its probes), wall clock;
 * `probes_cost`: the evaluation with its probes against the same evaluation without them, in one
   process, alternating, `--repeats` times each (medians): the share of evaluation time the
-  causality proof adds;
+  causality proof adds. On the CPU it is measured in CPU seconds of this process with torch on
+  `--threads` threads (default 1), which other processes on a shared machine do not change; on
+  CUDA in wall seconds (the GPU is not shared);
 * `max_probe_diff`: the largest difference of an honest model's losses between a probe and its
   original (the causality tolerance assumes 0 on the same batch shape: on CUDA this line is the
   measurement that says whether it holds);
@@ -47,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the CPU measurements")
     parser.add_argument("--corpus-chars", type=int, default=60_000_000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-handoff-"))
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     from prepare.handoff import hand_off
     from prepare.tokenizer import Tokenizer
 
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.device == "cuda" else time.process_time
     if args.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("no CUDA device: run this on the GPU machine, or leave out --device for the cpu profile")
@@ -127,10 +133,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     with_probes, without = [], []
     for _ in range(args.repeats):
         for probes, times in ((True, with_probes), (False, without)):
-            t0 = time.perf_counter()
+            t0 = clock()
             evaluate_program.evaluate(folder, probes=probes)
             sync()
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     on, off = statistics.median(with_probes), statistics.median(without)
     print(
         json.dumps(
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 "hand_off_s": round(hand_off_s, 2),
                 "evaluator_s": round(evaluator_s, 2),
                 "evaluator_inner_s": result["seconds"],
+                "clock": "wall" if args.device == "cuda" else "cpu",
                 "eval_with_probes_s": round(on, 3),
                 "eval_without_probes_s": round(off, 3),
                 "probes_cost": round(on / off - 1, 4),

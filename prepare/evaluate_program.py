@@ -15,7 +15,7 @@ Its last stdout line is the result, the one channel the harness reads the metric
 
     @@autoresearch evaluation {"val_bpb": ..., "eval_tokens": ..., "target_tokens": ..., "bytes": ...,
                                "seconds": ..., "probes": ..., "max_probe_diff": ...}
-    @@autoresearch evaluation {"reason": "refused program: ..." | "non-causal: ..."}
+    @@autoresearch evaluation {"reason": "refused program: ..." | "non-causal: ..." | "evaluation failed: ..."}
 
 Exit status 0 with a val_bpb, 1 otherwise. A summary block (`---`, `key: value`) is printed
 before it for people reading the log. `--no-probes`, `--same-batch-probes` and `--allow-state`
@@ -36,6 +36,10 @@ from typing import Any
 import numpy as np
 
 RESULT_MARKER = "@@autoresearch evaluation"
+
+
+class RunFailed(Exception):
+    """The program was accepted but failed while it ran (out of memory, a bad index, wrong logits)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report({"reason": f"refused program: {exc}"})
     except NonCausal as exc:
         return _report({"reason": f"non-causal: {exc}"})
+    except RunFailed as exc:
+        return _report({"reason": f"evaluation failed: {exc}"})
     print("---")
     print(f"val_bpb:          {result['val_bpb']:.6f}")
     print(f"eval_seconds:     {result['seconds']:.1f}")
@@ -183,7 +189,6 @@ class _Torch:
 
     def losses(self, x: np.ndarray, y: np.ndarray, vocab: int) -> Any:
         from prepare.evaluate import check_logits, torch_losses
-        from prepare.program import ProgramError
 
         torch = self.torch
         xt = torch.from_numpy(x).long().to(self.device)
@@ -193,7 +198,9 @@ class _Torch:
                 logits = self.program(xt)
                 check_logits(logits, tuple(xt.shape), vocab)
             except (TypeError, RuntimeError, IndexError, ValueError) as exc:
-                raise ProgramError(f"running the program failed: {str(exc).splitlines()[0][:300]}") from None
+                raise RunFailed(
+                    f"the program raised {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                ) from None
             return torch_losses(logits, yt)
 
     def accumulate(self, losses: Any, weights: np.ndarray) -> None:
@@ -223,7 +230,6 @@ class _Mlx:
 
     def losses(self, x: np.ndarray, y: np.ndarray, vocab: int) -> Any:
         from prepare.evaluate_mlx import check_logits, mlx_losses
-        from prepare.program import ProgramError
 
         mx = self.mx
         try:
@@ -232,7 +238,9 @@ class _Mlx:
             losses = mlx_losses(logits, mx.array(y.astype(np.int32)))
             mx.eval(losses)  # boundary: one batch's activations at a time
         except (TypeError, RuntimeError, ValueError) as exc:
-            raise ProgramError(f"running the program failed: {str(exc).splitlines()[0][:300]}") from None
+            raise RunFailed(
+                f"the program raised {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from None
         return np.array(losses)
 
     def accumulate(self, losses: np.ndarray, weights: np.ndarray) -> None:

@@ -189,3 +189,24 @@ def test_an_mlx_program_that_draws_random_numbers_is_refused(
 
     with pytest.raises(ProgramError, match="RandomBits"):
         evaluate_program.evaluate(_handed_off(Noisy(), tmp_path, monkeypatch))
+
+
+class Flat(torch.nn.Module):
+    """Returns one number per position instead of logits: exportable, but not a language model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx.float() * self.w
+
+
+def test_a_program_that_fails_while_running_is_an_evaluation_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], profile: None
+) -> None:
+    folder = _handed_off(Flat(), tmp_path, monkeypatch)
+    assert evaluate_program.main([str(folder)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    reason = json.loads(last[len(evaluate_program.RESULT_MARKER) :])["reason"]
+    assert reason.startswith("evaluation failed: the program raised TypeError: model(idx) must return logits")
