@@ -12,6 +12,8 @@ weights (an untrained model's logits are too uniform to mean much), and times:
 * `hand_off_s`: prepare.hand_off (torch.export, lowering to ATen, writing the files);
 * `evaluator_s`: `python -m prepare.evaluate_program` as the harness starts it (a new interpreter:
   imports, loading the program, the evaluation with its probes), wall clock;
+* each also in CPU seconds (`*_cpu_s`: this process's, or the evaluator child's), the figure a
+  shared machine does not distort;
 * `probes_cost`: the evaluation with its probes against the same evaluation without them, in one
   process, alternating, `--repeats` times each (medians): the share of evaluation time the
   causality proof adds. On the CPU it is measured in CPU seconds of this process with torch on
@@ -32,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -103,29 +106,31 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             torch.cuda.synchronize()
 
     model.eval()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with autocast:
         in_process = evaluate_bpb(model, tok, train.EVAL_BATCH_SIZE)
     sync()
-    in_process_s = time.perf_counter() - t0
+    in_process_s, in_process_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     folder = tmp / "hand-off"
     os.environ["AUTORESEARCH_HAND_OFF"] = str(folder)
     model.backend = "sdpa"
     train.build_attention_masks("sdpa", train.MAX_SEQ_LEN, model.windows, device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with autocast:
         hand_off(model, train.EVAL_BATCH_SIZE)
-    hand_off_s = time.perf_counter() - t0
+    hand_off_s, hand_off_cpu = time.perf_counter() - t0, time.process_time() - c0
     os.environ.pop("AUTORESEARCH_HAND_OFF")
     size_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
 
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, "-E", "-s", "-B", "-u", "-m", "prepare.evaluate_program", str(folder)],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"},
     )  # fmt: skip
     evaluator_s = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    evaluator_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         sys.exit(f"the evaluator failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1][len(evaluate_program.RESULT_MARKER) :])
@@ -148,8 +153,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 "program_batch": json.loads((folder / "program.json").read_text())["batch"],
                 "program_MB": round(size_mb, 1),
                 "in_process_s": round(in_process_s, 2),
+                "in_process_cpu_s": round(in_process_cpu, 2),
                 "hand_off_s": round(hand_off_s, 2),
+                "hand_off_cpu_s": round(hand_off_cpu, 2),
                 "evaluator_s": round(evaluator_s, 2),
+                "evaluator_cpu_s": round(evaluator_cpu, 2),
                 "evaluator_inner_s": result["seconds"],
                 "clock": "wall" if args.device == "cuda" else "cpu",
                 "eval_with_probes_s": round(on, 3),
