@@ -67,7 +67,9 @@ def _budget_repo(project_repo: Path) -> None:
     text = constants.read_text()
     start = text.index("RUN_BOUNDS = (")
     end = text.index("\n)\n", start) + 3
-    constants.write_text(text[:start] + 'RUN_BOUNDS = (("cuda", 90, 180), ("mlx", 45, 120), ("cpu", 2, 60))' + text[end:])
+    constants.write_text(
+        text[:start] + 'RUN_BOUNDS = (("cuda", 90, 180), ("mlx", 45, 120), ("cpu", 2, 60))' + text[end:]
+    )
     exp = project_repo / "experiments" / "budget"
     exp.mkdir()
     (exp / "train.py").write_text(BUDGET_TOY)
