@@ -115,6 +115,8 @@ def measure(markers: Sequence[Marker], wall_seconds: float, limits: Limits, *, r
             f"over budget: trained {training:.1f} s by the harness's clock (budget {limits.budget:g} s, "
             f"at most {limits.training:.1f} s with tolerance and warm-up)"
         )
+    elif first is None and limits.require_markers and wall_seconds > limits.startup:
+        reason = f"over budget: no first training batch within {limits.startup:g} s of the start"
     elif first is None and limits.require_markers and reported:
         reason = "over budget: no first-batch marker, so the training time cannot be measured (use prepare's dataloader)"
     return Measured(

@@ -26,7 +26,8 @@ def test_an_honest_run_is_measured_from_the_first_batch_to_the_hand_off() -> Non
             "trained 590.0 s",
         ),
         ([Marker(200.0, "first-batch"), Marker(500.0, "hand-off")], 520.0, "first training batch came 200 s"),
-        ([], 300.0, "no first-batch marker"),
+        ([], 100.0, "no first-batch marker"),
+        ([], 200.0, "no first training batch within 180 s"),
     ],
 )
 def test_over_budget(marks: list[Marker], wall: float, why: str) -> None:
