@@ -210,3 +210,33 @@ def test_a_program_that_fails_while_running_is_an_evaluation_failure(
     last = capsys.readouterr().out.strip().splitlines()[-1]
     reason = json.loads(last[len(evaluate_program.RESULT_MARKER) :])["reason"]
     assert reason.startswith("evaluation failed: the program raised TypeError: model(idx) must return logits")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_default_gpt_is_causal_to_the_bit_and_scores_what_evaluate_bpb_scores(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cuda profile (2,048-token rows, 10,240 of them) and the default depth-8 model under bf16
+    autocast: the tolerance of the probes assumes an honest model's prefix losses are identical
+    on the same batch shape; this is where that is measured on a GPU."""
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    monkeypatch.setenv("AUTORESEARCH_DATASET", "arithmetic")
+    monkeypatch.setenv("AUTORESEARCH_DEVICE", "cuda")
+    train = _module("gpt_train_on_cuda", ROOT / "experiments" / "gpt" / "train.py")
+    tok = Tokenizer.load()
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = train.build_model(tok.vocab_size, device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.backend = "sdpa"  # what train.py hands off
+    train.build_attention_masks("sdpa", train.MAX_SEQ_LEN, model.windows, device)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        reference = evaluate_bpb(model, tok, train.EVAL_BATCH_SIZE)
+        folder = _handed_off(model, tmp_path, monkeypatch, train.EVAL_BATCH_SIZE)
+    result = evaluate_program.evaluate(folder)
+    assert result["max_probe_diff"] == 0.0 and result["probes"] >= 205
+    assert abs(result["val_bpb"] - reference) < 1e-4, (result["val_bpb"], reference)
