@@ -123,10 +123,13 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     os.environ.pop("AUTORESEARCH_HAND_OFF")
     size_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
 
+    child_env = {**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    if args.device == "cpu":
+        child_env["OMP_NUM_THREADS"] = str(args.threads)  # the same threads as the in-process figures
     t0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, "-E", "-s", "-B", "-u", "-m", "prepare.evaluate_program", str(folder)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"},
+        cwd=ROOT, capture_output=True, text=True, env=child_env,
     )  # fmt: skip
     evaluator_s = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
