@@ -5,8 +5,9 @@
     hand_off(model, EVAL_BATCH_SIZE)       # torch (inside the train file's autocast) or MLX
 
 It prints the marker line `@@autoresearch hand-off tokens=<n>` (`prepare.markers`: training is
-over, the harness's clock for the budget stops at it), exports the model as data into the folder the harness named in
-$AUTORESEARCH_HAND_OFF (`prepare.program` for torch, `prepare.program_mlx` for MLX) and returns.
+over, the harness's clock for the budget stops at it), exports the model as data into the
+folder the harness named in $AUTORESEARCH_HAND_OFF (`prepare.program` for torch,
+`prepare.program_mlx` for MLX) and returns.
 The harness then runs `python -m prepare.evaluate_program` on that folder in a process of its
 own and takes val_bpb from it; the train run's own summary never carries the metric.
 
@@ -17,6 +18,7 @@ The program's batch is `batch_size` capped at 1/32 of the evaluation rows (the c
 fill whole batches, `prepare.causality`) and, for MLX, at the rows whose float32 logits fit the
 evaluation's memory slice. A model whose graph cannot be exported (data-dependent control flow,
 FlexAttention, custom kernels) fails here, in the train run, with torch's or MLX's message.
+What is written is whatever the train process makes of it: the evaluator trusts none of it.
 """
 
 from __future__ import annotations

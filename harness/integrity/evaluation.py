@@ -10,8 +10,8 @@ the protected files, the harness (`harness.night.measure`) starts the evaluator:
 
 in a new interpreter whose only importable project code is a copy of prepare/ and constants.py
 (`stage`, taken after the guard's check, without bytecode caches), with `-E` (no PYTHON*
-variables: no PYTHONPATH or PYTHONSTARTUP from anyone), `-s` (no user site) and an environment
-of a few named variables (`environment`). The evaluator loads the program as data, proves it
+variables: no PYTHONPATH or PYTHONSTARTUP from anyone), `-s` (no user site), an environment
+of a few named variables (`environment`) and, when the night has one, its own sandbox. The evaluator loads the program as data, proves it
 causal on probe rows and computes val_bpb exactly as prepare's evaluate_bpb does; its last
 stdout line, which the harness reads from the pipe it holds, is the result (`read_outcome`).
 
@@ -40,9 +40,8 @@ from harness.experiment import EVALUATORS
 from harness.integrity.environment import allowed
 
 HAND_OFF_ENV = "AUTORESEARCH_HAND_OFF"
-# The lines prepare prints (prepare.handoff.HAND_OFF_MARKER, prepare.evaluate_program.RESULT_MARKER);
-# the harness cannot import prepare's torch-side modules, a test checks they agree.
-HAND_OFF_MARKER = "@@autoresearch hand-off"
+# The evaluator's result line (prepare.evaluate_program.RESULT_MARKER; the harness imports prepare
+# in three places only, so it is repeated here and a test checks the two agree).
 RESULT_MARKER = "@@autoresearch evaluation"
 # Defence switches passed to the evaluator. Empty in every real night: only the test suite sets
 # them, to show that each cheat wins when its defence is off.
