@@ -10,15 +10,27 @@ The generic template (every key but `mutable` and `run` is optional):
     budget_seconds = 300              # training seconds; default: constants.py's TIME_BUDGET
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
-    verify_metric = "evaluate_bpb"    # accept the metric only if prepare's evaluate_bpb computed it
 
-The file is read through its schema (`harness.store.schema.ExperimentFile`): an unknown key
-or a value of the wrong type is a ConfigError naming the file and the key. Nothing here
-changes anything on disk.
+    [sandbox]                         # what the run may reach beyond its worktree and scratch folder
+    network = false                   # true: the run may open network connections
+    read = ["/data/imagenet"]         # extra paths it may read (absolute, ~, or relative to this folder)
+    env = ["HF_HOME"]                 # extra environment variables it gets from the harness's
+
+    [integrity]
+    checks = "permissive"             # "strict": the source checks of harness.integrity.checks too
+    evaluator = "bpb"                 # the metric comes from prepare's evaluator, not the run's summary
+
+With `evaluator = "bpb"` the train file ends with `prepare.hand_off(model, batch_size)` and the
+harness computes val_bpb in a separate evaluation process (`harness.integrity.evaluation`); the
+run's own summary keeps its other keys. Without it the metric is the one the run printed (any
+outside project). The file is read through its schema (`harness.store.schema.ExperimentFile`):
+an unknown key or a value of the wrong type is a ConfigError naming the file and the key.
+Nothing here changes anything on disk.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +40,30 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError
-from harness.store.schema import ExperimentFile, read_text
+from harness.store.schema import ExperimentFile, IntegrityTable, SandboxTable, read_text
 
 DIRECTIONS = ("minimize", "maximize")
-# Accepted values of verify_metric; harness.integrity.provenance implements each (a test checks).
-VERIFIERS = ("evaluate_bpb",)
+# Accepted values of [integrity] evaluator: the prepare module each one runs.
+EVALUATORS = {"bpb": "prepare.evaluate_program"}
+CHECKS = ("strict", "permissive")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# How a wrong type is named in the error (the keys of ExperimentFile).
-_WANTED = {"mutable": "list", "budget_seconds": "int or float", "timeout_seconds": "int or float"}
-_ALLOWED = ", ".join(ExperimentFile.model_fields)
+# How a wrong type is named in the error (the keys of ExperimentFile and its tables).
+_WANTED = {
+    "mutable": "list",
+    "budget_seconds": "int or float",
+    "timeout_seconds": "int or float",
+    "sandbox": "table",
+    "integrity": "table",
+    "sandbox.network": "bool",
+    "sandbox.read": "list",
+    "sandbox.env": "list",
+}
+_TABLES: dict[str, type[BaseModel]] = {"sandbox": SandboxTable, "integrity": IntegrityTable}
+_LIST_OF = {"sandbox.read": "a list of paths", "sandbox.env": "a list of environment variable names"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,11 @@ class Experiment:
     budget_seconds: float | None = None
     timeout_seconds: float | None = None
     dataset: str | None = None
-    verify_metric: str | None = None
+    evaluator: str | None = None  # [integrity] evaluator: a key of EVALUATORS
+    network: bool = False  # [sandbox] network
+    read: tuple[Path, ...] = ()  # [sandbox] read, absolute
+    env: tuple[str, ...] = ()  # [sandbox] env
+    checks: str = "permissive"  # [integrity] checks
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -70,6 +98,11 @@ def load_experiment(exp_dir: Path) -> Experiment:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if "verify_metric" in data:
+        raise ConfigError(
+            f"{path}: key 'verify_metric' is gone: the metric now comes from prepare's evaluator; "
+            'write [integrity] evaluator = "bpb" and end the train file with prepare.hand_off(model, batch_size)'
+        )
     try:
         parsed = ExperimentFile.model_validate(data)
     except ValidationError as exc:
@@ -81,10 +114,23 @@ def load_experiment(exp_dir: Path) -> Experiment:
         _check_mutable(path, exp_dir, rel)
     if not parsed.run.strip():
         raise ConfigError(f"{path}: key 'run' is empty")
-    verify = parsed.verify_metric
-    if verify is not None and verify not in VERIFIERS:
+    sandbox, integrity = parsed.sandbox, parsed.integrity
+    if not all(sandbox.read):
+        raise ConfigError(f"{path}: key 'sandbox.read' must be {_LIST_OF['sandbox.read']}")
+    if not all(_ENV_NAME.match(n) for n in sandbox.env):
+        raise ConfigError(f"{path}: key 'sandbox.env' must be {_LIST_OF['sandbox.env']}")
+    if integrity.checks not in CHECKS:
         raise ConfigError(
-            f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {verify!r}"
+            f"{path}: key 'integrity.checks' must be one of {', '.join(CHECKS)}, got {integrity.checks!r}"
+        )
+    evaluator = integrity.evaluator
+    if evaluator is not None and evaluator not in EVALUATORS:
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' must be one of {', '.join(EVALUATORS)}, got {evaluator!r}"
+        )
+    if evaluator is not None and parsed.dataset == "none":
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, not dataset = \"none\""
         )
     return Experiment(
         name=parsed.name or exp_dir.name,
@@ -96,27 +142,36 @@ def load_experiment(exp_dir: Path) -> Experiment:
         budget_seconds=parsed.budget_seconds,
         timeout_seconds=parsed.timeout_seconds,
         dataset=parsed.dataset,
-        verify_metric=verify,
+        evaluator=evaluator,
+        network=sandbox.network,
+        read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in sandbox.read),
+        env=tuple(sandbox.env),
+        checks=integrity.checks,
     )
 
 
 def _problem(path: Path, exc: ValidationError) -> str:
     """The first problem of experiment.toml, in the words the rest of the harness uses."""
     err = exc.errors(include_url=False)[0]
-    key = str(err["loc"][0]) if err["loc"] else ""
+    loc = [str(p) for p in err["loc"]]
+    table = loc[0] if len(loc) > 1 and loc[0] in _TABLES else None
+    key = ".".join(loc[:2]) if table else (loc[0] if loc else "")
     value = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{path}: unknown key '{key}'; allowed keys: {_ALLOWED}"
+        allowed = ", ".join(_TABLES[table].model_fields if table else ExperimentFile.model_fields)
+        return f"{path}: unknown key '{key}'; allowed keys: {allowed}"
     if kind == "missing":
         return f"{path}: missing required key '{key}'"
-    if key == "mutable" and (len(err["loc"]) > 1 or kind == "too_short"):
+    if key == "mutable" and (len(loc) > 1 or kind == "too_short"):
         return f"{path}: key 'mutable' must be a non-empty list of file names"
+    if key in _LIST_OF and len(loc) > 2:
+        return f"{path}: key '{key}' must be {_LIST_OF[key]}"
     if key == "direction":
         return f"{path}: key 'direction' must be 'minimize' or 'maximize', got {value!r}"
     if kind in ("greater_than", "finite_number"):
         return f"{path}: key '{key}' must be positive, got {value!r}"
-    if kind.endswith("_type") or kind == "bool_type":
+    if kind.endswith("_type"):
         wanted = _WANTED.get(key, "str")
         return f"{path}: key '{key}' must be a {wanted}, got {type(value).__name__} {value!r}"
     return f"{path}: key '{key}': {err['msg']}, got {value!r}"

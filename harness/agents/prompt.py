@@ -10,8 +10,9 @@ apply, and the task.
 
 The history is bounded in size: when the table of attempts would exceed `max_history_chars`
 the oldest discarded and crashed attempts are condensed into one counted line in place;
-kept changes and the newest attempts stay. Rows are always whole. Values of secret
-environment variables (API keys, tokens) are redacted from everything sent.
+kept changes and the newest attempts stay. Rows are always whole. Every secret of the
+environment (API keys, tokens, URLs with a password), in every encoding `harness.credentials`
+knows (raw, reversed, hex, base64, percent-encoded), is redacted from everything sent.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.agents.base import Context, CrashReport
-from harness.credentials import is_secret
+from harness.credentials import redact
 from harness.edits import REPLY_FORMAT
 
 if TYPE_CHECKING:
@@ -90,18 +91,6 @@ def build_prompt(
     user = "\n\n".join(p for p in parts if p)
     env = os.environ if env is None else env
     return Prompt(system=redact(system, env), user=redact(user, env))
-
-
-def redact(text: str, env: Mapping[str, str]) -> str:
-    """Replace the value of every secret-looking environment variable in `text` by [redacted]."""
-    # Longest first: a secret that contains another must not be left half-visible.
-    for name, value in sorted(env.items(), key=lambda item: -len(item[1])):
-        # The same names the experiment's environment drops, except the provider's base URL and
-        # model, which are not secrets and which the prompt may mention.
-        secret = is_secret(name) and not name.upper().endswith(("_BASE_URL", "_MODEL"))
-        if secret and len(value) >= 8 and value in text:
-            text = text.replace(value, "[redacted]")
-    return text
 
 
 def is_simple_bug(crash: CrashReport) -> bool:

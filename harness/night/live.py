@@ -1,6 +1,7 @@
 """What a person sees while the night runs: a rich Live panel on a terminal, log lines otherwise.
 
-`make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
+Everything a view shows goes through `harness.credentials.redact` (run lines are redacted by the
+runner already). `make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
 description and which run of it this is, e.g. "baseline (run 2 of 3)", a budget progress bar
 fed by the run's `(<pct>%)` progress lines, the last loss, the best so far and the last rows),
 `PlainView` for nohup/tmux logs (one timestamped line per event, progress at most every 10 % of
@@ -21,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from harness.credentials import redact
 from harness.night.metrics import last_loss, progress_pct
 from harness.store.text import DESCRIPTION_LIMIT, REASON_LIMIT, sanitize
 
@@ -66,7 +68,7 @@ class PlainView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(f"[{time.strftime('%H:%M:%S')}] {sanitize(text)}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {sanitize(redact(text))}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         self._say(text)
@@ -169,7 +171,9 @@ class RichView:
 
         # Escaped: messages carry provider errors and log text, whose brackets are not markup.
         self._live.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(sanitize(text))}", markup=True, highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(sanitize(redact(text)))}",
+            markup=True,
+            highlight=False,
         )
 
     def history(self, rows: Sequence[Row], best: float | None) -> None:
@@ -179,11 +183,15 @@ class RichView:
 
     def waiting(self, text: str) -> None:
         with self._lock:
-            self._waiting, self._since = sanitize(text), time.monotonic()
+            self._waiting, self._since = sanitize(redact(text)), time.monotonic()
 
     def start(self, n: int, description: str, budget: float) -> None:
         with self._lock:
-            self._n, self._description, self._budget = n, sanitize(description, DESCRIPTION_LIMIT), budget
+            self._n, self._description, self._budget = (
+                n,
+                sanitize(redact(description), DESCRIPTION_LIMIT),
+                budget,
+            )
             self._pct, self._loss, self._waiting = 0.0, None, ""
 
     def line(self, text: str) -> None:

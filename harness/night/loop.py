@@ -14,6 +14,7 @@ the `Judge` (keep / discard / repeat), `Ratchet` (git), `Ledger` (the TSV), the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
 from harness.detect import describe_hardware
 from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
+from harness.integrity.sandbox import choose
 from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
@@ -54,6 +56,8 @@ class Night:
     proposer: Proposer
 
     def __init__(self, settings: Settings, agent: Agent) -> None:
+        if settings.sandbox == "auto":  # `autoresearch run` settles it (and says so) before
+            settings = dataclasses.replace(settings, sandbox="on" if choose("auto")[0] else "off")
         self.s = settings
         self.paths = settings.paths
         self.agent = QueuedAgent(agent, self.paths.queue)  # transplanted replies first
@@ -131,7 +135,9 @@ class Night:
             if results_created:
                 shutil.rmtree(self.paths.results, ignore_errors=True)
             raise
-        self.measurer = Measurer(self.s, self.paths, self.ratchet.worktree, self.env, self.view.line)
+        self.measurer = Measurer(
+            self.s, self.paths, self.ratchet.worktree, self.env, self.view.line, notify=self.view.message
+        )
         self.proposer = Proposer(
             self.s, self.agent, self.llm, self.ledger, self.ratchet, self.view, depth=self.depth
         )
@@ -254,6 +260,13 @@ class Night:
     def _baseline(self) -> None:
         head = self.ratchet.head()
         attempt = Attempt("baseline", self.agent_name, n=self.ledger.next_n, parent=head, commit=head)
+        if self.s.warmup_run:
+            # A cold first run (compilation caches, page cache, GPU clocks) is slower, trains fewer
+            # steps and scores worse; it must not be a noise sample of the baseline.
+            self.view.start(attempt.n, "warm-up (discarded)", self.s.budget)
+            warm = self.measurer.run(attempt.n, 0, warmup=True)
+            shown = warm.reason or f"{self.s.metric} {warm.value:.6f}"
+            self.view.message(f"warm-up run done ({shown}); not a sample, the baseline runs next")
         journal.write_pending(self.paths.pending, attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":

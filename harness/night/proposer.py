@@ -136,13 +136,17 @@ class Proposer:
         if not attempt.repair:
             self.repairs_left = MAX_REPAIRS  # a fresh crash: up to two fixes
 
+    def _check(self, files: dict[str, str]) -> None:
+        """The experiment's integrity checks (EditError when refused)."""
+        checks.check_files(files, checks=self.s.checks, sandboxed=self.s.sandbox == "on")
+
     def _reapply(self, attempt: Attempt, ctx: Context) -> Attempt | None:
         """Re-apply a proposal made against an older best to the files of the current best."""
         if attempt.files is None or attempt.reply is None:
             return attempt  # a bad edit stays a bad edit: it gets its row
         try:
             files = _encodable(apply_reply(parse_reply(attempt.reply.text), ctx.files, self.s.mutable))
-            checks.check_files(files)
+            self._check(files)
         except EditError:
             return None
         return replace(attempt, files=files)
@@ -182,7 +186,7 @@ class Proposer:
                 parsed = parse_reply(reply.text)
                 description = sanitize(parsed.description, DESCRIPTION_LIMIT) or description
                 files = _encodable(apply_reply(parsed, ctx.files, self.s.mutable))
-                checks.check_files(files)  # refused shortcuts go back to the model like bad edits
+                self._check(files)  # refused shortcuts go back to the model like bad edits
                 return Attempt(description, reply.agent or agent.name, reply, files)
             except EditError as exc:
                 if attempt == agent.edit_retries:

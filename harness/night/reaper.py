@@ -1,24 +1,28 @@
-"""Every process a run starts is gone when the run ends, also without a sandbox.
+"""The processes of a run: its process group, what is left of it when it ends, and its pid file.
 
-The runner starts each run in a session of its own and kills its process group, which catches
-the usual (a shell's children, dataloader workers). A process can leave the group (``setsid``,
-a double fork), close its pipes so the harness sees the run end, and outlive its parent; on its
-own the group kill misses it. Two things find it anyway:
+The runner starts every run in its own session (a process group of its own) and, with the
+sandbox, in its own PID namespace. This module is what it uses to make sure nothing of a run
+is alive when the guard looks at the protected files:
 
-* the harness is a child subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``, set by
-  `become_subreaper` before the first run): a process whose parent exits is re-parented to
-  the harness instead of init, so everything a run started stays a descendant of the harness
-  for as long as the harness lives. `sweep` ends a run by killing every descendant of the
-  harness that is outside the harness's own session and born since the run started (a run
-  starts in a new session and no process can move into another existing session, so this
-  never touches what the harness itself started, git for instance), then reaps them.
-* each run carries a cookie in its environment (`COOKIE`, a random token the runner records
-  in the pid file): after a harness was killed -9, its orphans belong to init, and
-  `kill_cookie` finds the ones that kept their environment (``--resume`` calls it).
+* `kill_group`: SIGTERM the group, wait, SIGKILL what is left (a leader's grandchildren are in
+  its group: dataloader workers, compile workers).
+* `end_of_run`: after the run, every process of its PID namespace (sandboxed) is SIGKILLed and
+  counted. Without the sandbox: every process still carrying the run's AUTORESEARCH_RUN_ID (a
+  daemon that left the group but kept its environment), and every descendant of the harness
+  born since the run started outside the harness's own session. The harness is a child
+  subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``, `become_subreaper`): a process whose
+  parent exits is re-parented to the harness instead of init, so what a run started stays a
+  descendant of the harness, also after a double fork, ``setsid`` and a scrubbed environment
+  (``env -i``). A run starts in a new session and no process can move into another existing
+  session, so this never touches what the harness itself started (git, for instance).
+* the pid file ``<log>.pid`` (pgid, create time and the run's id) lets the next harness
+  `kill_leftover` what a harness killed with -9 left behind: the group, and the processes that
+  left it but kept the run's id (without the sandbox: with it, bwrap's --die-with-parent ends
+  the run with the harness).
 
-Not contained: on other systems than Linux there is no subreaper, so an orphan that also
-scrubbed its environment escapes; a process running as another user (setuid) cannot be
-killed. The integrity sandbox's own process namespace contains both.
+Not contained without the sandbox: on other systems than Linux there is no subreaper, so an
+orphan that also scrubbed its environment escapes; a process of another user (setuid) cannot be
+killed; after a kill -9 of the harness, an orphan that scrubbed its environment belongs to init.
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
-COOKIE = "AUTORESEARCH_RUN_ID"
+from harness.store.atomic import write_atomic
+
+RUN_ID_ENV = "AUTORESEARCH_RUN_ID"
 _PR_SET_CHILD_SUBREAPER = 36
 _subreaper: bool | None = None
 
@@ -52,16 +61,127 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def strays(since: float) -> list[psutil.Process]:
-    """Descendants of this process outside its session, born at or after `since` (a psutil
-    create_time: the run leader's, so both come from the same clock)."""
-    me = psutil.Process()
+def pid_file(log_path: Path) -> Path:
+    """Where the running child's process group is recorded: ``<log>.pid``."""
+    return log_path.with_name(log_path.name + ".pid")
+
+
+def kill_leftover(log_path: Path) -> bool:
+    """Kill the process group recorded in ``<log>.pid`` by a harness that died; True if any was.
+
+    The group is only killed when its members are the ones recorded: the leader's create time
+    must match, or, with the leader gone, the members must have been born after it (a pid can
+    be reused; a live process group id cannot). Processes that left the group but still carry
+    the recorded run id go too. The pid file is removed either way.
+    """
+    path = pid_file(log_path)
+    try:
+        record = json.loads(path.read_text())
+        pgid = int(record["pgid"])
+        created = float(record["create_time"])
+        run_id = str(record.get("run_id", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
+    members = _group_members(pgid)
+    ours = [p for p in members if _created(p) >= created - 0.01]
+    leader = next((p for p in members if p.pid == pgid), None)
+    if leader is not None and abs(_created(leader) - created) > 0.01:
+        ours = []  # the pgid now belongs to an unrelated process that reused the pid
+    killed = False
+    if ours:
+        killed = True
+        kill_group(pgid, 5.0, None)
+    if run_id and _kill_all(_carrying(run_id)):  # members that left the group, orphans of init now
+        killed = True
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return killed
+
+
+def close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def end_of_run(run_id: str, info_fd: int, since: float | None = None) -> int:
+    """Kill whatever of the run is still alive; returns how many processes that was.
+
+    Sandboxed (``info_fd`` holds bwrap's info): every process of the run's PID namespace. The
+    kernel kills them once the namespace's first process is gone; waiting for that, and
+    SIGKILLing any that linger, makes "nothing of the run is alive" a checked fact before the
+    guard looks at the protected files. Without a sandbox: every process that still carries the
+    run's AUTORESEARCH_RUN_ID in its environment (a daemon that left the process group) and,
+    given `since` (the run leader's psutil create time), every descendant of the harness outside
+    its session born since then (see `become_subreaper`). Re-parented children that ended are
+    reaped.
+    """
+    namespace: int | None = None
+    if info_fd >= 0:
+        try:
+            os.set_blocking(info_fd, False)
+            info = json.loads(os.read(info_fd, 1 << 16) or b"{}")
+            namespace = int(info["pid-namespace"]) if "pid-namespace" in info else None
+        except (OSError, ValueError, TypeError):
+            namespace = None
+        finally:
+            close(info_fd)
+    found: set[int] = set()
+    deadline = time.monotonic() + 5.0
+    while True:
+        if namespace is not None:
+            alive = _in_namespace(namespace)
+        else:
+            alive = _carrying(run_id) | (_strays(since) if since is not None else set())
+        if not alive or time.monotonic() > deadline:
+            _reap()
+            return len(found | alive)
+        found |= alive
+        _kill_all(alive)
+        time.sleep(0.05)
+
+
+def _in_namespace(namespace: int) -> set[int]:
+    """Live (non-zombie) processes in the PID namespace with this inode."""
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino == namespace and not _zombie(int(entry.name)):
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _carrying(run_id: str) -> set[int]:
+    """Live processes (of any group) whose environment holds this run's id."""
+    pids = set()
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
+                pids.add(p.pid)
+        except (psutil.Error, OSError):
+            continue
+    return pids
+
+
+def _strays(since: float) -> set[int]:
+    """Live descendants of this process outside its session, born at or after `since` (a psutil
+    create time: the run leader's, so both come from the same clock)."""
     try:
         own_session = os.getsid(0)
-        children = me.children(recursive=True)
+        children = psutil.Process().children(recursive=True)
     except (psutil.Error, OSError):
-        return []
-    found = []
+        return set()
+    found = set()
     for p in children:
         try:
             if (
@@ -69,67 +189,23 @@ def strays(since: float) -> list[psutil.Process]:
                 and p.create_time() >= since - 0.02
                 and p.status() != psutil.STATUS_ZOMBIE  # already dead: only reaped
             ):
-                found.append(p)
+                found.add(p.pid)
         except (psutil.Error, OSError):
-            continue  # gone already, or a zombie whose session cannot be read: reaped below
+            continue  # gone already, or a zombie whose session cannot be read: reaped later
     return found
 
 
-def sweep(since: float, grace: float = 1.0) -> int:
-    """Kill every process a run started since `since` that is still around; how many there were."""
-    procs = strays(since)
-    if procs:
-        _terminate(procs, grace)
-    _reap()
-    return len(procs)
-
-
-def kill_cookie(cookie: str, grace: float = 1.0) -> int:
-    """Kill every process of this user whose environment carries `cookie`; how many there were."""
-    if not cookie:
-        return 0
-    me, uid = os.getpid(), os.getuid()
-    procs = []
-    for p in psutil.process_iter(["uids"]):
-        try:
-            if p.pid == me or p.info["uids"] is None or p.info["uids"].real != uid:
-                continue
-            if p.environ().get(COOKIE) == cookie:
-                procs.append(p)
-        except (psutil.Error, OSError):
-            continue
-    if procs:
-        _terminate(procs, grace)
-    _reap()
-    return len(procs)
-
-
-def _terminate(procs: list[psutil.Process], grace: float) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in procs:
-            with contextlib.suppress(psutil.Error, OSError):
-                p.send_signal(sig)
-        end = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < end:
-            _reap()
-            procs = [p for p in procs if _running(p)]
-            if not procs:
-                return
-            time.sleep(0.05)
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def _kill_all(pids: set[int]) -> int:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
 
 
 def _reap() -> None:
-    """Collect the exit status of children re-parented to us that have ended (no zombies pile up).
-
-    Only processes outside this process's session are reaped: a child the harness started
-    itself (git, a worker) is waited for by whoever started it."""
+    """Collect the exit status of children re-parented to us that have ended (no zombies pile
+    up). Only processes outside this process's session: a child the harness started itself (git,
+    a worker) is waited for by whoever started it."""
     try:
         children = psutil.Process().children()
         own_session = os.getsid(0)
@@ -137,19 +213,85 @@ def _reap() -> None:
         return
     for p in children:
         try:
-            if p.status() != psutil.STATUS_ZOMBIE:
+            if p.status() != psutil.STATUS_ZOMBIE or os.getsid(p.pid) == own_session:
                 continue
-            session = _session(p.pid)
-        except psutil.Error:
-            continue
-        if session is None or session == own_session:
+        except (psutil.Error, OSError):
             continue
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(p.pid, os.WNOHANG)
 
 
-def _session(pid: int) -> int | None:
+def _zombie(pid: int) -> bool:
     try:
-        return os.getsid(pid)
-    except OSError:
-        return None
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+# --- process groups --------------------------------------------------------------------------
+
+
+def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the group, wait up to ``grace`` s for it to go, then SIGKILL what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            break
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if proc is not None:
+                proc.poll()  # reap the leader so it does not linger as a zombie
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.05)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5.0)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return any(p.status() != psutil.STATUS_ZOMBIE for p in _group_members(pgid) if _exists(p))
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                members.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def _exists(p: psutil.Process) -> bool:
+    try:
+        return p.is_running()
+    except psutil.Error:
+        return False
+
+
+def _created(p: psutil.Process) -> float:
+    try:
+        return float(p.create_time())
+    except psutil.Error:
+        return -1.0
+
+
+def write_pid_file(log_path: Path, pid: int, command: str, run_id: str = "") -> float:
+    """Record the run's group (and id) for a later harness; returns the leader's create time."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = time.time()
+    record = {"pgid": pid, "create_time": created, "command": command, "run_id": run_id}
+    write_atomic(pid_file(log_path), json.dumps(record))
+    return created

@@ -32,6 +32,7 @@ from typing import Any
 
 import filelock
 
+from harness.credentials import redact
 from harness.errors import DataError, RepoError
 from harness.store.atomic import file_lock, fsync_dir, write_atomic
 from harness.store.paths import TagPaths
@@ -39,7 +40,8 @@ from harness.store.schema import REPLY_LIMIT, Pending, read_count, read_json, re
 
 
 def write_pending(path: Path, record: Mapping[str, Any]) -> None:
-    write_atomic(path, json.dumps(dict(record), indent=1))
+    """Record the attempt in flight (its text fields with the harness's secrets redacted)."""
+    write_atomic(path, redact(json.dumps(dict(record), indent=1)))
 
 
 def pending_fix(path: Path) -> str:

@@ -34,6 +34,7 @@ from typing import Literal
 
 import filelock
 
+from harness.credentials import redact
 from harness.errors import ConfigError, DataError
 from harness.store import seal as sealing
 from harness.store.atomic import file_lock, write_atomic
@@ -43,7 +44,7 @@ from harness.store.text import DESCRIPTION_LIMIT, REASON_LIMIT, SUMMARY_LIMIT, s
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
     "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
-    "parent", "summary", "device", "hardware",
+    "parent", "summary", "device", "hardware", "startup_s", "tokens_per_s",
 )  # fmt: skip
 # A headerless line this wide is a harness ledger (its columns up to `summary` predate the rest).
 HEADERLESS_MIN_EXTRA = EXTRA_COLUMNS.index("summary") + 1
@@ -107,8 +108,9 @@ _LIMITS = {"description": DESCRIPTION_LIMIT, "reason": REASON_LIMIT, "summary": 
 
 
 def clean(text: str, limit: int = CELL_LIMIT) -> str:
-    """A field safe for a TSV cell: one line, no control characters or escapes, bounded."""
-    return sanitize(text, limit)
+    """A field safe for a TSV cell: every secret of the harness's environment (in any encoding
+    `harness.credentials` knows) redacted, then one line, no control characters or escapes, bounded."""
+    return sanitize(redact(str(text)), limit)
 
 
 def _format(row: Row, header: list[str]) -> str:

@@ -109,6 +109,21 @@ class ReplyLine(BaseModel):
     reply: str = Field(max_length=REPLY_LIMIT)
 
 
+class SandboxTable(_Schema):
+    """experiment.toml's [sandbox]: what a run may reach beyond its worktree and scratch folder."""
+
+    network: bool = False
+    read: list[str] = Field(default_factory=list, max_length=100)
+    env: list[str] = Field(default_factory=list, max_length=100)
+
+
+class IntegrityTable(_Schema):
+    """experiment.toml's [integrity]: the source checks and where the metric comes from."""
+
+    checks: str = "permissive"
+    evaluator: str | None = None
+
+
 class ExperimentFile(_Schema):
     """experiment.toml (ARCHITECTURE.md, "experiment.toml"); the meaning of each key is checked by
     harness.experiment, the types here."""
@@ -121,7 +136,8 @@ class ExperimentFile(_Schema):
     budget_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     dataset: str | None = Field(default=None, max_length=4096)
-    verify_metric: str | None = None
+    sandbox: SandboxTable = Field(default_factory=SandboxTable)
+    integrity: IntegrityTable = Field(default_factory=IntegrityTable)
 
 
 def describe(exc: ValidationError) -> str:

@@ -207,7 +207,18 @@ def test_a_process_that_closed_its_pipes_does_not_outlive_its_run(toy_experiment
     stray = toy.repo.parent / "stray.pid"
     prefix = f"import helpers\nhelpers.leave_a_helper({str(stray)!r})\n"
     replies = [_whole_file("leaves a helper behind", _with(prefix=prefix, VAL_BPB=0.9))]
-    assert _run("--tag", "s", "--agent", f"replay:{toy.replay_file(replies)}", "--baseline-runs", "1") == 0
+    # Without the sandbox (whose PID namespace contains this by itself): the fallback is tested.
+    code = _run(
+        "--tag",
+        "s",
+        "--sandbox",
+        "off",
+        "--agent",
+        f"replay:{toy.replay_file(replies)}",
+        "--baseline-runs",
+        "1",
+    )
+    assert code == 0
     pid = int(stray.read_text())
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -323,13 +334,14 @@ def test_a_row_forged_by_a_run_is_not_trusted_on_resume(toy_experiment: Toy) -> 
         _whole_file("forges its result", _with(prefix="import helpers\nhelpers.forge()\n", VAL_BPB=0.95))
     ]
     path = toy.replay_file(replies)
+    # Without the sandbox, which would stop the write (and the kill) by itself: the resume path is tested.
     cmd = [sys.executable, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "f",
-           "--agent", f"replay:{path}", "--baseline-runs", "1"]  # fmt: skip
+           "--sandbox", "off", "--agent", f"replay:{path}", "--baseline-runs", "1"]  # fmt: skip
     done = subprocess.run(cmd, cwd=toy.repo, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stdout[-3000:] + done.stderr[-2000:]
     assert "forged" in (toy.repo / "results" / "f.tsv").read_text()
 
-    assert _run("--tag", "f", "--agent", f"replay:{path}", "--resume") == 0
+    assert _run("--tag", "f", "--sandbox", "off", "--agent", f"replay:{path}", "--resume") == 0
     rows = toy.tsv("f")
     assert [(r["description"], r["status"], r["reason"]) for r in rows] == [
         ("baseline", "keep", ""),
