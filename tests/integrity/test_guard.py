@@ -83,6 +83,26 @@ def test_ledger_append_is_cut_back(tmp_path: Path) -> None:
     assert ledger.read_bytes() == original
 
 
+def test_the_seal_and_the_journal_are_restored_and_reported(tmp_path: Path) -> None:
+    """A run that rewrites the ledger's seal (to make a forged row look like the harness's) or
+    pending.json is tampering; both go back to what the harness wrote."""
+    wt, exp, ledger = _tree(tmp_path)
+    seal, journal = ledger.with_name(ledger.name + ".seal"), tmp_path / "pending.json"
+    seal.write_text('{"size": 10, "chain": "ab"}\n')
+    journal.write_text('{"n": 1, "description": "x"}\n')
+    guard = Guard.for_worktree(wt, exp, ledger, journal=journal, seal=seal)
+    guard.snapshot()
+    before = seal.read_bytes(), journal.read_bytes()
+    _run(f"open({str(seal)!r}, 'w').write('forged'); open({str(journal)!r}, 'w').write('{{}}')", exp)
+    found = guard.check()
+    assert found and seal.name in found.reason and journal.name in found.reason
+    assert (seal.read_bytes(), journal.read_bytes()) == before
+    # the harness writes them between runs: recorded anew before the next run, not tampering
+    seal.write_text('{"size": 20, "chain": "cd"}\n')
+    guard.rebase()
+    assert not guard.check()
+
+
 def test_added_deleted_symlinked_and_shadowing_files(tmp_path: Path) -> None:
     wt, exp, ledger = _tree(tmp_path)
     guard = _guard(wt, exp, ledger)
