@@ -27,14 +27,17 @@ reason, then the budget, then the evaluator's verdict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +187,7 @@ class Measurer:
         handoff.mkdir()
         env = self.env(scratch, handoff)
         sandbox = self.sandbox(scratch) if self.sandboxed else None
+        started = time.time()
         try:
             result = run_command(
                 self.s.run,
@@ -203,6 +207,7 @@ class Measurer:
         reason = crash_reason(result, summary, None if evaluated else self.s.metric)
         measured = budget.measure(result.markers, result.wall_seconds, self.limits, reported=reason is None)
         value = None if evaluated else metric_value(summary, self.s.metric)
+        run_end = result.wall_seconds
         if tampering:
             reason = tampering.reason
         elif result.kill_reason == "over_budget" or (reason is None and measured.reason):
@@ -213,6 +218,7 @@ class Measurer:
             if value is not None:
                 summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
+        _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
         return RunRecord(result, summary, None if reason else value, reason, measured)
 
     def _evaluate(
@@ -328,6 +334,27 @@ class Measurer:
                 harness_vars[var] = str(self.paths.compile_cache / sub)
         self.paths.compile_cache.mkdir(parents=True, exist_ok=True)
         return run_environment(self.base_env, harness_vars, scratch=scratch, extra_names=self.s.env_names)
+
+
+TIMING_PREFIX = "[autoresearch] timing "
+
+
+def _log_timing(
+    log_path: Path, started: float, markers: Sequence[budget.Marker], run_end: float, end: float
+) -> None:
+    """Append the harness's timeline of this run to its log, as one JSON line: `start` (epoch
+    seconds), then seconds after it: `first_batch`, `hand_off` (the last), `run_end` (the train
+    process ended) and `end` (the evaluation too). What the GPU-night benchmark reads to find the
+    time outside the budget and the GPU's idle gaps between runs."""
+    first = next((m.seconds for m in markers if m.name == budget.FIRST_BATCH), None)
+    hand_off = next((m.seconds for m in reversed(markers) if m.name == budget.HAND_OFF), None)
+    times = {"start": round(started, 3), "first_batch": first, "hand_off": hand_off}
+    times |= {"run_end": run_end, "end": end}
+    line = TIMING_PREFIX + json.dumps(
+        {k: v if v is None or k == "start" else round(v, 3) for k, v in times.items()}
+    )
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 _CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
