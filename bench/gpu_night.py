@@ -130,30 +130,32 @@ def build_corpus(out_dir: Path, limit_chars: int) -> str:
     fixed order so that two machines with the same packages build the same corpus."""
     out_dir.mkdir(parents=True, exist_ok=True)
     root = sysconfig.get_paths()["purelib"]
-    total = n = 0
-    out = None
-    try:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if not name.endswith(".py"):
-                    continue
-                try:
-                    text = Path(dirpath, name).read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-                if out is None or out.tell() > 25_000_000:
-                    if out is not None:
-                        out.close()
-                    out = open(out_dir / f"py_{n:03d}.txt", "w", encoding="utf-8")
-                    n += 1
-                out.write(text + "\n\n")
-                total += len(text)
-                if total > limit_chars:
-                    return f"corpus: {total / 1e6:.1f} M characters of Python from {root} in {n} files"
-    finally:
-        if out is not None:
-            out.close()
+    total = n = size = 0
+    chunk: list[str] = []
+
+    def flush() -> None:
+        nonlocal n, chunk, size
+        if chunk:
+            (out_dir / f"py_{n:03d}.txt").write_text("".join(chunk), encoding="utf-8")
+            n, chunk, size = n + 1, [], 0
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".py") or total > limit_chars:
+                continue
+            try:
+                text = Path(dirpath, name).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            chunk.append(text + "\n\n")
+            total += len(text)
+            size += len(text)
+            if size > 25_000_000:
+                flush()
+        if total > limit_chars:
+            break
+    flush()
     return f"corpus: {total / 1e6:.1f} M characters of Python from {root} in {n} files"
 
 
@@ -350,7 +352,7 @@ def analyse(work: Path) -> dict[str, Any]:
     gaps = []
     for worker in {r["worker"] for r in runs}:
         own = [r for r in runs if r["worker"] == worker and r.get("first_batch") is not None]
-        for a, b in zip(own, own[1:]):
+        for a, b in zip(own, own[1:], strict=False):
             if a.get("hand_off") is not None:
                 gaps.append(b["start"] + b["first_batch"] - (a["start"] + a["hand_off"]))
     report["idle_between_runs_median_s"] = _median(gaps)
