@@ -194,6 +194,7 @@ class NoiseAwareJudge:
         remeasure_every: int = 10,
         min_sigma: float = 1e-6,
         sigma: float | None = None,
+        confirm: str = "contenders",
     ) -> None:
         if baseline_runs < 1:
             raise ConfigError(f"--baseline-runs must be at least 1, not {baseline_runs}")
@@ -209,6 +210,10 @@ class NoiseAwareJudge:
         self.remeasure_every = remeasure_every
         self.min_sigma = min_sigma
         self._fixed_sigma = sigma
+        if confirm not in ("contenders", "all"):
+            raise ConfigError(f"confirm must be 'contenders' or 'all', not {confirm!r}")
+        self.confirm = confirm
+        self.optimism = 0.5  # standard errors of its own mean a candidate is granted when projected
         # first value of a commit's runs -> all its runs seen so far (runs only ever grow)
         self._series: OrderedDict[float, tuple[float, ...]] = OrderedDict()
 
@@ -286,7 +291,19 @@ class NoiseAwareJudge:
         if score > threshold:
             return Verdict("keep", f"{detail} > {threshold:.2f}")
         if score > self.repeat_z and n < self.max_runs:
-            return Verdict("repeat", f"{detail}: within noise, confirming with another run")
+            # Confirm only a candidate that could become the best: if its remaining runs came
+            # out at the mean seen so far (and added their degrees of freedom to sigma's), would
+            # max_runs runs clear the threshold?
+            hope = d + self.optimism * sigma / math.sqrt(n)
+            projected = hope / (sigma * math.sqrt(1.0 / self.max_runs + 1.0 / m))
+            later = t_quantile(level, dof + self.max_runs - n) if dof < 10**6 else threshold
+            if self.confirm == "all" or projected > later:
+                return Verdict("repeat", f"{detail}: within noise, confirming with another run")
+            return Verdict(
+                "discard",
+                f"{detail}: within noise, and {projected:.2f} SE after {self.max_runs} runs at this "
+                f"mean would not clear {later:.2f}",
+            )
         return Verdict("discard", f"{detail} <= {threshold:.2f}: within run-to-run noise")
 
     def __repr__(self) -> str:

@@ -47,9 +47,11 @@ from harness.integrity.environment import run_environment
 from harness.integrity.guard import Guard, Tampering
 from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import metric_value, read_summary
+from harness.night.prune import Pruner
 from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings, validation_files
+from harness.store.ledger import PRUNED
 from harness.store.paths import TagPaths
 
 _KILL_REASONS = {
@@ -58,6 +60,7 @@ _KILL_REASONS = {
     "nan": "nan",
     "loss": "loss",
     "log_flood": "log flood",
+    "pruned": PRUNED,
 }
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
 _EXC_LINE = re.compile(
@@ -161,9 +164,10 @@ class Measurer:
         # the validation data a train run must not see when an evaluator computes the metric
         self.hidden = validation_files(settings) if settings.evaluator else ()
 
-    def run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
+    def run(self, n: int, k: int, *, warmup: bool = False, prune: Pruner | None = None) -> RunRecord:
         """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`; with `warmup`, the
-        discarded warm-up run logged to `paths.warmup_log(n)`."""
+        discarded warm-up run logged to `paths.warmup_log(n)`; with `prune` (a candidate's run),
+        aborted once its loss is clearly behind the best's (reason `pruned`)."""
         log_path = self.paths.warmup_log(n) if warmup else self.paths.log(n, k)
         if not self._snapshot_taken:
             # the protected trees as the night's first run finds them (after --resume's reset):
@@ -199,6 +203,7 @@ class Measurer:
                 sandbox=sandbox,
                 redact=self.redact if self.redact else None,
                 deadline=functools.partial(budget.deadline, limits=self.limits),
+                prune=prune if prune else None,
             )
         finally:
             tampering = self.guard.check()
@@ -217,6 +222,8 @@ class Measurer:
             reason, value = outcome.reason, outcome.value
             if value is not None:
                 summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
+        if reason == PRUNED and prune is not None:
+            _append(log_path, f"[autoresearch] pruned: {prune.why}")
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
         _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
         return RunRecord(result, summary, None if reason else value, reason, measured)
@@ -353,6 +360,10 @@ def _log_timing(
     line = TIMING_PREFIX + json.dumps(
         {k: v if v is None or k == "start" else round(v, 3) for k, v in times.items()}
     )
+    _append(log_path, line)
+
+
+def _append(log_path: Path, line: str) -> None:
     with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
         log.write(line + "\n")
 

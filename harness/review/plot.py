@@ -9,7 +9,6 @@ interesting part; points outside it are drawn as arrows on the edge.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def plot_progress(rows: Sequence[Row], summary: Summary, path: Path) -> Path:
 
 
 def _draw(ax: plt.Axes, rows: Sequence[Row], summary: Summary) -> None:
-    scored = [(i, r) for i, r in enumerate(rows) if r.status != "crash" and math.isfinite(r.metric)]
+    scored = [(i, r) for i, r in enumerate(rows) if r.scored]
     if not scored:
         ax.text(0.5, 0.5, "no scored experiments yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
