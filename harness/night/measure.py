@@ -52,7 +52,7 @@ from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings, validation_files
 from harness.store.ledger import PRUNED
-from harness.store.paths import TagPaths
+from harness.store.paths import TagPaths, compile_cache
 
 _KILL_REASONS = {
     "timeout": "timeout",
@@ -262,6 +262,9 @@ class Measurer:
                     **evaluation.environment(self.base_env, run_env),
                     "HOME": str(home),
                     "TMPDIR": str(home),
+                    # a fresh, private compile cache: never the one the agent's runs write
+                    "TORCHINDUCTOR_CACHE_DIR": str(home / "inductor"),
+                    "TRITON_CACHE_DIR": str(home / "triton"),
                 },
                 log_path=eval_log,
                 timeout=max(EVAL_MIN_SECONDS, self.s.timeout - result.wall_seconds),
@@ -294,7 +297,7 @@ class Measurer:
                 # never the person's checkout (its results, .git): runs import the worktree's copy
                 if path is not None and path.is_absolute() and not _overlaps(path, self.s.repo_root):
                     read.append(path)
-        writable = [self.paths.compile_cache]
+        writable = [compile_cache(self.s.cache_root)]
         writable += [Path(self.base_env[v]) for v in _CACHE_VARS if v in self.base_env]
         return Sandbox(
             scratch=scratch,
@@ -321,7 +324,7 @@ class Measurer:
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
         cache and the folder prepare.hand_off writes the model to; the compile caches are the
-        tag's, so the second run of a night starts warm.
+        cache root's (`harness.store.paths.compile_cache`), so only a machine's first run compiles cold.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
@@ -338,8 +341,8 @@ class Measurer:
             harness_vars["AUTORESEARCH_DATASET"] = self.s.dataset
         for var, sub in zip(_CACHE_VARS, ("inductor", "triton"), strict=True):
             if var not in self.base_env:
-                harness_vars[var] = str(self.paths.compile_cache / sub)
-        self.paths.compile_cache.mkdir(parents=True, exist_ok=True)
+                harness_vars[var] = str(compile_cache(self.s.cache_root) / sub)
+                (compile_cache(self.s.cache_root) / sub).mkdir(parents=True, exist_ok=True)
         return run_environment(self.base_env, harness_vars, scratch=scratch, extra_names=self.s.env_names)
 
 
