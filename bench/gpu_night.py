@@ -312,7 +312,34 @@ def timings(logs: list[Path]) -> list[dict[str, Any]]:
         if found is not None:
             found |= {"worker": log.parent.parent.name, "log": log.name, "warmup": ".warmup." in log.name}
             runs.append(found)
-    return sorted(runs, key=lambda r: r["start"])
+    runs.sort(key=lambda r: r["start"])
+    for worker in {r["worker"] for r in runs}:
+        own = [r for r in runs if r["worker"] == worker]
+        for a, b in zip(own, own[1:], strict=False):
+            a["next_start"] = b["start"]
+    return runs
+
+
+def breakdown(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Where a run's time outside the budget goes (medians over `runs`): start-up (start to the
+    first batch: interpreter, imports, tokenizer, data, model build), after training (hand-off to
+    the end of the process: export of the model, exit), evaluation (the evaluator process), and
+    the harness's own gap before the next run of the same worker starts (judge, git, proposal)."""
+    parts: dict[str, list[float]] = {
+        "startup": [],
+        "hand_off_to_exit": [],
+        "evaluation": [],
+        "harness_gap": [],
+    }
+    for run in runs:
+        if run.get("first_batch") is not None:
+            parts["startup"].append(float(run["first_batch"]))
+        if run.get("hand_off") is not None:
+            parts["hand_off_to_exit"].append(float(run["run_end"]) - float(run["hand_off"]))
+        parts["evaluation"].append(float(run["end"]) - float(run["run_end"]))
+        if run.get("next_start") is not None:
+            parts["harness_gap"].append(float(run["next_start"]) - (run["start"] + float(run["end"])))
+    return {k: (round(statistics.median(v), 2) if v else None) for k, v in parts.items()}
 
 
 def _training(run: dict[str, Any]) -> float | None:
@@ -357,6 +384,10 @@ def analyse(work: Path) -> dict[str, Any]:
                 gaps.append(b["start"] + b["first_batch"] - (a["start"] + a["hand_off"]))
     report["idle_between_runs_median_s"] = _median(gaps)
     report["runs_timed"] = len(runs)
+    report["breakdown_warm_median_s"] = breakdown(
+        [r for r in runs if r["worker"] in first_of and not r["warmup"]]
+    )
+    report["breakdown_cold_s"] = breakdown([next(r for r in runs if r["worker"] == w) for w in first_of])
     tok = [float(v) for r in rows for v in r.get("tokens_per_s", "").split(",") if v.strip()]
     mfu = []
     for r in rows:
@@ -435,6 +466,10 @@ def render(report: dict[str, Any]) -> str:
         f"GPU idle between runs (hand-off -> next first batch): median {num(report['idle_between_runs_median_s'])} s",
         f"tokens/s median {num(report['tokens_per_s_median'], '{:,.0f}')}, MFU median "
         f"{num(report['mfu_percent_median'])} %",
+        "outside the budget, warm (median s): "
+        + ", ".join(f"{k} {num(v, '{:.2f}')}" for k, v in report["breakdown_warm_median_s"].items()),
+        "outside the budget, cold (s): "
+        + ", ".join(f"{k} {num(v, '{:.2f}')}" for k, v in report["breakdown_cold_s"].items()),
     ]
     gpu = report["gpu"]
     if not gpu.get("measured"):

@@ -27,17 +27,24 @@ budget). A strict rule therefore keeps about half of all changes that do nothing
   adjusted for the direction), n and m their run counts and SE = sigma * sqrt(1/n + 1/m):
   keep if d > t * SE, where t is Student's t quantile at the one-sided level of `z` (default
   2, i.e. 97.7 %) for the degrees of freedom behind sigma (so a sigma measured from three
-  runs is not trusted like a known one); otherwise, if d > repeat_z * SE (default 0.5) and
-  the candidate has fewer than `max_runs` runs (default 3), answer `repeat`; otherwise
-  discard. With a well-measured sigma and one candidate run against three baseline runs a
-  single run must beat the best by about 2.4 sigma to be kept at once; a smaller apparent
-  gain is confirmed by up to two more runs.
+  runs is not trusted like a known one); otherwise, if d > repeat_z * SE (default 0.5), the
+  candidate has fewer than `max_runs` runs (default 3) **and it could become the best**,
+  answer `repeat`; otherwise discard. "Could become the best": granted half a standard error
+  of its own mean of optimism (d + 0.5 sigma / sqrt(n)), `max_runs` runs at that mean would
+  clear the threshold (Student's t for the degrees of freedom sigma would then have). A
+  confirmation run spent on a candidate that cannot win decides nothing; the GPU time goes to
+  the next attempt instead (`confirm="all"` is the earlier rule, kept for the benchmark).
+  With a well-measured sigma and one candidate run against three baseline runs a single run
+  must beat the best by about 2.4 sigma to be kept at once; a gain of about 1.5-2.4 sigma is
+  confirmed by up to two more runs, a smaller one discarded at once.
 * **Error rates.** A change that does nothing is kept with probability 1 - Phi(z) = 2.3 % at
   the first look; the confirmation looks add to it, and `bench/bench_noise.py` measures the
-  total: about 5 % for the defaults against about 50 % for the strict rule, at about 1.5 runs
-  per attempt. Real gains of 1 sigma are kept about a quarter of the time and of 3 sigma
-  about 95 % of the time (strict: 82 % and 99.7 %): not keeping noise costs some small real
-  gains. The measured table is in BENCHMARKS.md.
+  total: about 3-4 % for the defaults against about 50 % for the strict rule, at about 1.1
+  runs per attempt (1.3-1.5 when every apparent gain was confirmed). Real gains of 1 sigma
+  are kept about a fifth of the time and of 3 sigma about 90 % of the time (strict: 80 % and
+  99.5 %): not keeping noise costs some small real gains; in a night of a fixed GPU budget
+  the extra attempts more than pay for them (bench_noise's night tables). The measured
+  tables are in BENCHMARKS.md.
 
 Without any repeated runs (baseline_runs = 1 and no confirmation yet) sigma is unknown and an
 apparently better candidate is repeated once to measure it. A floor `min_sigma` keeps a
