@@ -57,7 +57,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 TIMING_PREFIX = "[autoresearch] timing "
-NEEDED = ("optuna", "git", "rustbpe", "filelock", "rich", "tiktoken", "numpy")
+NEEDED = ("optuna", "git", "rustbpe", "filelock", "rich", "tiktoken", "numpy", "pyarrow", "torch")
 PIP_NAMES = ("optuna", "gitpython", "rustbpe", "tenacity", "pydantic")
 #: what is never copied into the night's repository
 SKIP = {".git", ".whl", ".dev", "results", ".autoresearch", "__pycache__", ".mypy_cache", ".ruff_cache"}
@@ -188,6 +188,9 @@ def start(args: argparse.Namespace) -> int:
     steps = install(args.source, work, env)
     for line in steps:
         say(line)
+    if shutil.which("git", path=env.get("PATH")) is None:
+        print("no git executable on PATH (the night commits every attempt)", file=sys.stderr)
+        return 2
     missing = missing_modules(env)
     if missing:
         print(f"missing modules: {' '.join(missing)} (carry their wheels in .whl/)", file=sys.stderr)
