@@ -118,8 +118,14 @@ def install(source: Path, work: Path, env: dict[str, str]) -> list[str]:
 
 
 def missing_modules(env: dict[str, str]) -> list[str]:
+    # imported, not just found: a package whose own dependency is missing fails here, not mid-night
     code = (
-        "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+        "import importlib, sys\n"
+        "for m in sys.argv[1:]:\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except Exception as exc:\n"
+        "        print(f'{m}({type(exc).__name__}:{exc})'.replace(' ', '_'))\n"
     )
     r = subprocess.run([sys.executable, "-c", code, *NEEDED], env=env, capture_output=True, text=True)
     return r.stdout.split()
