@@ -9,7 +9,8 @@ logs hold the same lines, so the best's loss curve over the budget share is know
 to abort it: once the share is at least `FROM_SHARE`, the candidate's loss must be above the
 reference loss at that share (the mean over the best's runs, linearly interpolated) by more
 than `margin` of it (and by more than three times the spread of the best's own runs at that
-share, when it has several) on `PATIENCE` progress lines in a row. The margin is relative and
+share, when it has several) on `PATIENCE` progress lines in a row. A best whose runs printed
+fewer than `MIN_POINTS` progress lines gives no reference (nothing is pruned). The margin is relative and
 generous (default 5 %, `--prune`): a learning-rate schedule that is behind early and catches up
 in its warm-down is rarely 5 % behind past a quarter of the budget, while a change that breaks
 training is far more. The loop asks only for candidates: never for the baseline, its repeats,
@@ -31,6 +32,9 @@ from harness.night.metrics import last_loss, progress_pct
 FROM_SHARE = 25.0
 #: consecutive progress lines behind the reference before the run is aborted
 PATIENCE = 3
+#: a reference run with fewer progress lines is too coarse to interpolate (real train files
+#: print one per step, hundreds per run; a smoke test's four lines are no curve)
+MIN_POINTS = 20
 
 Curve = tuple[tuple[float, float], ...]  # (share in percent, loss), share increasing
 
@@ -74,7 +78,7 @@ class Pruner:
     """Called with (share, loss) for each progress line of a run; True: abort it."""
 
     def __init__(self, reference: Sequence[Curve], margin: float) -> None:
-        self.reference = [c for c in reference if c]
+        self.reference = [c for c in reference if len(c) >= MIN_POINTS]
         self.margin = margin
         self.behind = 0
         self.why = ""

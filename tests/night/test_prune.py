@@ -10,7 +10,7 @@ import pytest
 from conftest import Toy, git
 
 from harness.commands.main import main
-from harness.night.prune import FROM_SHARE, PATIENCE, Pruner, at, read_curve
+from harness.night.prune import FROM_SHARE, MIN_POINTS, PATIENCE, Pruner, at, read_curve
 
 
 def test_read_curve_keeps_progress_lines_in_share_order() -> None:
@@ -30,7 +30,7 @@ def test_read_curve_keeps_progress_lines_in_share_order() -> None:
 
 
 def test_pruner_needs_the_share_the_margin_and_patience() -> None:
-    ref = tuple((float(p), 3.0) for p in range(0, 101, 5))
+    ref = tuple((float(p), 3.0) for p in range(0, 101, 5))  # 21 points
     pruner = Pruner([ref], margin=0.05)
     # far behind, but before FROM_SHARE: never
     assert not any(pruner(share, 10.0) for share in (1.0, 10.0, FROM_SHARE - 1))
@@ -46,6 +46,7 @@ def test_pruner_needs_the_share_the_margin_and_patience() -> None:
     wide = Pruner([tuple((float(p), v) for p in range(0, 101, 5)) for v in (2.8, 3.0, 3.2)], margin=0.05)
     assert not any(wide(s, 3.5) for s in range(30, 60))  # 3.0 + 3 * 0.2 = 3.6 allowed
     assert not Pruner([()], margin=0.05) and not Pruner([ref], margin=0.0)
+    assert not Pruner([ref[: MIN_POINTS - 1]], margin=0.05)  # too coarse to be a curve
 
 
 PROGRESS_TOY = '''"""A toy that trains for 1.5 s printing progress lines; its loss curve is LOSS times a decay."""
@@ -60,7 +61,7 @@ while (elapsed := time.time() - t0) < 1.5:
     step += 1
     pct = 100 * elapsed / 1.5
     print(f"step {step:05d} ({pct:.1f}%) | loss: {LOSS * (1 - pct / 400):.6f}", flush=True)
-    time.sleep(0.03)
+    time.sleep(0.02)
 print(f"@@autoresearch hand-off tokens={step * 100}", flush=True)
 print("---")
 print(f"val_bpb:          {LOSS / 3:.6f}")
