@@ -428,6 +428,13 @@ def analyse(work: Path) -> dict[str, Any]:
         per_run = 300 + report["outside_warm_median_s"]
         report["derived_attempts_per_gpu_hour_at_300s"] = 3600 / (per_run * runs_per_attempt)
     report["gpu"] = gpu_busy(work / "smi.csv", runs, setup.get("gpus"), night.get("smi") or [])
+    # the GPU's idle seconds per run stay what they are at a longer budget: project the busy share
+    budget = float(setup.get("budget") or 0)
+    outside = report["outside_warm_median_s"]
+    for key, value in report["gpu"].items():
+        if key.startswith("gpu") and isinstance(value, dict) and outside is not None and budget > 0:
+            idle = (1 - value["busy_percent"] / 100) * (budget + outside)
+            value["projected_busy_percent_at_300s"] = round(100 * (1 - idle / (300 + outside)), 1)
     return report
 
 
@@ -487,7 +494,9 @@ def render(report: dict[str, Any]) -> str:
         for key, v in gpu.items():
             if key.startswith("gpu"):
                 lines.append(
-                    f"GPU busy {key}: {v['busy_percent']} % of {v['samples']} samples, mean util {v['mean_util_percent']} %"
+                    f"GPU busy {key}: {v['busy_percent']} % of {v['samples']} samples, mean util "
+                    f"{v['mean_util_percent']} %, projected at a 300 s budget "
+                    f"{v.get('projected_busy_percent_at_300s', 'n/a')} %"
                 )
     return "\n".join(lines)
 

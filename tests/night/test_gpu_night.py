@@ -13,7 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_night.py"
@@ -111,3 +114,71 @@ def test_collect_without_a_night_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and r.stderr.strip().startswith("no night in")
     assert not (tmp_path / "out").exists()
+
+
+def _load_script():  # the bench script as a module (bench/ is not a package)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_night", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_arithmetic_on_a_made_up_night(tmp_path: Path) -> None:
+    """Two runs 100 s apart on one GPU: cold and warm outside seconds, the idle gap, the breakdown,
+    GPU busy from the samples in the runs' window, and its projection at 300 s."""
+    g = _load_script()
+    work = tmp_path / "work"
+    runs = work / "repo" / "results" / "t" / "runs"
+    runs.mkdir(parents=True)
+    (work / "setup.json").write_text(json.dumps({"argv": ["py", "-m", "harness"], "gpus": "", "budget": 60}))
+    (work / "night.json").write_text(json.dumps({"start": 1000.0, "end": 1200.0, "rc": 0, "smi": []}))
+    timing = (
+        g.TIMING_PREFIX + '{{"start": {}, "first_batch": {}, "hand_off": {}, "run_end": {}, "end": {}}}\n'
+    )
+    (runs / "0.warmup.log").write_text("step\n" + timing.format(1000.0, 10.0, 70.0, 75.0, 85.0))
+    (runs / "0.log").write_text(timing.format(1100.0, 5.0, 65.0, 67.0, 75.0))
+    header = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tn\truns\ttokens_per_s\tsummary\treason\n"
+    row = 'abc\t1.0\t1.0\tkeep\tbaseline\t0\t1.0\t1000000\t{"mfu_percent":40.0}\t\n'
+    (work / "repo" / "results" / "t.tsv").write_text(header + row)
+    # busy (util > 0) in 150 of the 175 samples from 1000 to 1175 (the first start to the last end)
+    smi = [f"{1000 + i}.0,0,{0 if 85 <= i < 110 else 90},1000" for i in range(0, 200)]
+    (work / "smi.csv").write_text("\n".join(smi) + "\n")
+    r = g.analyse(work)
+    assert r["outside_cold_s"] == [25.0]  # 85 s of wall, 60 s of training
+    assert r["outside_warm_median_s"] == 15.0  # 75 - 60
+    assert r["idle_between_runs_median_s"] == 1105.0 - 1070.0
+    assert r["breakdown_cold_s"] == {
+        "startup": 10.0,
+        "hand_off_to_exit": 5.0,
+        "evaluation": 10.0,
+        "harness_gap": 15.0,
+    }
+    assert (
+        r["breakdown_warm_median_s"]["startup"] == 5.0 and r["breakdown_warm_median_s"]["harness_gap"] is None
+    )
+    assert r["tokens_per_s_median"] == 1e6 and r["mfu_percent_median"] == 40.0
+    assert r["attempts_per_hour"] == pytest.approx(1 / (200 / 3600))
+    gpu = r["gpu"]["gpu0"]
+    assert gpu["samples"] == 176 and gpu["busy_percent"] == round(100 * 151 / 176, 1)
+    idle = (1 - gpu["busy_percent"] / 100) * 75
+    assert gpu["projected_busy_percent_at_300s"] == round(100 * (1 - idle / 315), 1)
+
+
+def test_the_sampler_reads_nvidia_smi_every_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _load_script()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '0, 42, 1000'\necho '1, 0, 10'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    stop = threading.Event()
+    timer = threading.Timer(2.5, stop.set)
+    timer.start()
+    note = g.sample_gpus(tmp_path / "smi.csv", stop)
+    lines = (tmp_path / "smi.csv").read_text().splitlines()
+    assert note.startswith("nvidia-smi sampled every second") and 4 <= len(lines) <= 8
+    assert lines[0].split(",")[1:] == ["0", "42", "1000"] and lines[1].split(",")[1:] == ["1", "0", "10"]
