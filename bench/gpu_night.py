@@ -21,7 +21,7 @@ Verbs (the work folder, default /tmp/gpu_night, carries state from one call to t
     python bench/gpu_night.py start [--budget 120] [--experiments 8] [--gpus 0,1] [--hold S] [-- ARGS]
     python bench/gpu_night.py wait [--max 540]     # until the night ends (at most --max s), then collect
     python bench/gpu_night.py collect              # the report now (the night may still run)
-    python bench/gpu_night.py stop                 # Ctrl-C the night, then collect
+    python bench/gpu_night.py stop                 # stop the night (as Ctrl-C would), then collect
 
 `start` installs: every wheel in `.whl/` with `pip install --no-index --find-links .whl`
 (optuna and its dependencies, gitpython/gitdb/smmap, rustbpe, tenacity, pydantic: whatever the
@@ -288,10 +288,18 @@ def supervise(args: argparse.Namespace) -> int:
     sampler = threading.Thread(target=lambda: note.append(sample_gpus(work / "smi.csv", stop)), daemon=True)
     sampler.start()
     started = time.time()
+    # A job started in the background by a non-interactive shell ignores SIGINT, and the night
+    # would inherit that: it gets SIGINT's default back, and `stop` sends SIGTERM, which the
+    # harness turns into the same clean stop as Ctrl-C.
     proc = subprocess.Popen(
-        args.rest, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        args.rest,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGINT))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: proc.send_signal(signal.SIGTERM))
     assert proc.stdout is not None
     with open(work / "night.out", "w", encoding="utf-8") as out:
         for raw in proc.stdout:
@@ -538,7 +546,7 @@ def wait(args: argparse.Namespace) -> int:
 def stop(args: argparse.Namespace) -> int:
     pid_file = args.work / "night.pid"
     if pid_file.exists() and not (args.work / "night.json").exists():
-        os.kill(int(pid_file.read_text()), signal.SIGINT)
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
         end = time.monotonic() + 60
         while time.monotonic() < end and not (args.work / "night.json").exists():
             time.sleep(1)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,29 @@ def test_the_sampler_reads_nvidia_smi_every_second(tmp_path: Path, monkeypatch: 
     lines = (tmp_path / "smi.csv").read_text().splitlines()
     assert note.startswith("nvidia-smi sampled every second") and 4 <= len(lines) <= 8
     assert lines[0].split(",")[1:] == ["0", "42", "1000"] and lines[1].split(",")[1:] == ["1", "0", "10"]
+
+
+@pytest.mark.slow  # two background nights' worth of start-up on a 2-core machine
+def test_stop_ends_a_running_night_cleanly_and_reports(tmp_path: Path) -> None:
+    src, work, out = _source(tmp_path), tmp_path / "work", tmp_path / "out"
+    (src / "experiments" / "tiny" / "train.py").write_text(TRAIN.replace("budget = 0.6", "budget = 2.0"))
+    env = {**os.environ, "OUT": str(out)}
+    common = ["--work", str(work), "--source", str(src)]
+    started = _run(
+        "start", *common, "--experiment", "tiny", "--device", "cpu", "--budget", "3", "--experiments", "100",
+        "--corpus-mb", "0.3", "--max-chars", "300000", "--hold", "8", "--", "--judge", "strict", "--sandbox", "off",
+        env=env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert not (work / "night.json").exists(), "the night still runs after --hold"
+    deadline = time.monotonic() + 90  # past the harness's start-up (a loaded CI machine is slow)
+    night_out = work / "night.out"
+    while time.monotonic() < deadline and not (night_out.exists() and "#1 start" in night_out.read_text()):
+        time.sleep(0.5)
+    stopped = _run("stop", *common, env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert (
+        report["finished"] and report["rc"] == 130
+    )  # the harness's Ctrl-C exit: the attempt in flight logged
+    assert "interrupted" in (work / "night.out").read_text()
