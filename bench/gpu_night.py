@@ -24,8 +24,8 @@ Verbs (the work folder, default /tmp/gpu_night, carries state from one call to t
     python bench/gpu_night.py stop                 # stop the night (as Ctrl-C would), then collect
 
 `start` installs: every wheel in `.whl/` with `pip install --no-index --find-links .whl`
-(optuna and its dependencies, gitpython/gitdb/smmap, rustbpe, tenacity, pydantic: whatever the
-machine's interpreter lacks), falling back to `--target <work>/site` when the interpreter's
+(optuna and its dependencies, gitpython/gitdb/smmap, rustbpe, tenacity, platformdirs, and for LLM
+agents pydantic and genai-prices: whatever the machine's interpreter lacks), falling back to `--target <work>/site` when the interpreter's
 environment is read-only; and bubblewrap from `.dev/*.deb` (bubblewrap, libcap2) unpacked with
 `dpkg -x` and put on PATH / LD_LIBRARY_PATH when no `bwrap` is installed. Arguments after
 `--` go to `autoresearch run` as they are (e.g. `-- --judge strict`).
@@ -57,8 +57,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 TIMING_PREFIX = "[autoresearch] timing "
-NEEDED = ("optuna", "git", "rustbpe", "filelock", "rich", "tiktoken", "numpy", "pyarrow", "torch")
-PIP_NAMES = ("optuna", "gitpython", "rustbpe", "tenacity", "pydantic")
+#: what `autoresearch run --agent search` imports (genai-prices and pydantic only price LLM replies)
+NEEDED = ("optuna", "git", "rustbpe", "tenacity", "platformdirs", "filelock", "rich", "tiktoken", "numpy")
+NEEDED += ("pyarrow", "torch")
+PIP_NAMES = ("optuna", "gitpython", "rustbpe", "tenacity", "platformdirs", "pydantic", "genai-prices")
 #: what is never copied into the night's repository
 SKIP = {".git", ".whl", ".dev", "results", ".autoresearch", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
@@ -85,7 +87,8 @@ def install(source: Path, work: Path, env: dict[str, str]) -> list[str]:
             "--find-links",
             str(source / ".whl"),
         ]
-        names = [n for n in PIP_NAMES if any(w.name.lower().startswith(n.lower() + "-") for w in wheels)]
+        have = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels}
+        names = [n for n in PIP_NAMES if n in have]
         r = subprocess.run([*base, *names], capture_output=True, text=True)
         if r.returncode != 0:
             site = work / "site"
