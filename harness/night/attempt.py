@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.agents.base import Reply
 from harness.night.measure import RunRecord
-from harness.store.ledger import NO_COMMIT, Row
+from harness.store.ledger import NO_COMMIT, PRUNED, Row
 from harness.store.schema import Pending
 from harness.store.text import summary_cell
 
@@ -134,7 +134,7 @@ class Attempt:
             "cost_usd": f"{reply.cost_usd:.4f}" if reply.cost_usd else "",
             "worker": worker,
             "reason": self.reason
-            if crashed
+            if crashed or self.reason == PRUNED
             else "; ".join(dict.fromkeys(r.note for r in self.runs if r.note)),
             "parent": self.parent[:7],
             "summary": summary_cell(summary, metric_name),
