@@ -29,7 +29,7 @@ PHASES: dict[str, tuple[str, str, Callable[..., bool] | None]] = {
     "commit": ("harness.store.git", "Ratchet.commit", None),
     "journal": ("harness.store.journal", "write_pending", None),
     "run": ("harness.night.runner", "run", None),
-    "repeat": ("harness.night.measure", "Measurer.run", lambda self, n, k, warmup=False: k >= 1 and not warmup),
+    "repeat": ("harness.night.measure", "Measurer.run", lambda self, n, k, **kw: k >= 1 and not kw.get("warmup")),
     "append": ("harness.store.ledger", "Ledger.append", None),
     "keep": ("harness.store.git", "Ratchet.keep", None),
     "revert": ("harness.store.git", "Ratchet.revert", None),
