@@ -25,7 +25,7 @@ from typing import Any
 from harness.agents.base import Reply
 from harness.errors import DataError
 from harness.night.measure import RunRecord
-from harness.store.ledger import NO_COMMIT, Row
+from harness.store.ledger import NO_COMMIT, PRUNED, Row
 
 
 @dataclass
@@ -127,7 +127,7 @@ class Attempt:
             "output_tokens": str(reply.output_tokens) if reply.output_tokens else "",
             "cost_usd": f"{reply.cost_usd:.4f}" if reply.cost_usd else "",
             "worker": worker,
-            "reason": self.reason if crashed else "",
+            "reason": self.reason if crashed or self.reason == PRUNED else "",
             "parent": self.parent[:7],
             "summary": json.dumps(summary, separators=(",", ":"), sort_keys=True) if summary else "",
             "device": device,
