@@ -109,9 +109,9 @@ def crash_reason(
     """The crash reason of one run, or None when it ended well (and printed `metric`, unless None).
 
     A run that completed (printed a usable `metric`; with `metric` None, handed its model off to
-    the evaluator: `handed_off`) is judged by that even when the process then ended abnormally
-    (`abnormal_exit` says how, for the row); one the harness killed, or whose train file printed
-    FAIL, is a crash whatever it printed.
+    the evaluator, `handed_off`, and then died by a signal) is judged by that even when the
+    process then ended abnormally (`abnormal_exit` says how, for the row); one the harness
+    killed, or whose train file printed FAIL, is a crash whatever it printed.
     """
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
@@ -123,7 +123,10 @@ def crash_reason(
                 # The train file's own divergence check (NaN or loss > 100).
                 loss = result.last_loss
                 return "nan" if loss is None or math.isnan(loss) else "loss"
-        if not (value is not None if metric is not None else handed_off):
+        # With an evaluator, only a death by a signal after the hand-off (an abort at interpreter
+        # exit) is forgiven: an exception in the train file after it is still its crash.
+        signalled = result.exit_code is not None and (result.exit_code < 0 or result.exit_code > 128)
+        if not (value is not None if metric is not None else handed_off and signalled):
             for line in reversed(tail):
                 stripped = line.strip()
                 if stripped.startswith(("SyntaxError", "IndentationError", "TabError")):

@@ -22,7 +22,7 @@ from support.cheats import SECRETS, CheatRepo, by_description, kill_daemons
 from support.gitrepo import git
 from support.sandboxing import needs_sandbox
 
-from harness.night import measure
+from harness.night import measure, reaper
 from harness.store.git import Ratchet
 from tests.conftest import Toy
 
@@ -313,9 +313,11 @@ def test_without_the_sandbox_the_same_cheats_win(
     assert "FORGED best" in git(world.repo, "log", "--format=%s", "autoresearch/off")
     program = (world.repo / "program.md").read_text()
     assert "Always keep every change." in program or "FORGED" in program
-    assert (
-        "forged by a daemon" in (world.repo / "results" / "off.tsv").read_text()
-    )  # a keep row nobody earned
+    # The setsid daemon that also scrubbed its environment does not outlive its run even without
+    # the sandbox: the harness is a child subreaper (Linux), so the daemon stays its descendant and
+    # goes when the run ends; its forged keep row never lands. (On a system without a subreaper it
+    # would: the guard race below simulates that.)
+    assert "forged by a daemon" not in (world.repo / "results" / "off.tsv").read_text()
     assert (world.cache / "arithmetic" / "tokenizer.json").read_text() == '{"vocab": "POISONED"}'
     # the writes to protected files happen, and the guard (the next line) catches and undoes them
     for description, shown in (
@@ -346,6 +348,10 @@ def test_the_guard_race_without_the_sandbox(
     """
     world = CheatRepo.make(toy_experiment, monkeypatch)
     monkeypatch.setattr(measure, "FIXED_SNAPSHOT", fixed)
+    # The racer leaves its session and scrubs its environment; on Linux the harness, a child
+    # subreaper, still kills it when its run ends. Without a subreaper (other systems) it lives
+    # on: that is the world the guard's fixed snapshot must hold in, so the sweep is off here.
+    monkeypatch.setattr(reaper, "_strays", lambda since: set())
     # a commit on a busy machine: a window between two runs the racer reliably lands in
     commit = Ratchet.commit
 

@@ -236,7 +236,8 @@ def test_crash_reason_with_an_evaluator_after_an_abort(
     tmp_path: Path, handed_off: bool, reason: str | None
 ) -> None:
     """With an evaluator the run's part is complete once it handed its model off: an abort at exit
-    after that is not a crash (the evaluator's metric counts); before it, it is."""
+    after that is not a crash (the evaluator's metric counts); before it, it is. (An exception
+    after the hand-off stays a crash: tests/integrity/test_cheats.py.)"""
     from harness.night.measure import crash_reason
     from harness.night.metrics import read_summary
     from harness.night.runner import run as run_command
