@@ -7,7 +7,8 @@ a remote (after a first `autoresearch publish`), the branch and its results are 
 With `--gpus 0,1,...` this process becomes a supervisor: it starts one worker per GPU
 (`autoresearch run ... --tag <tag>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>), each on its own
 branch and TSV, prefixes their output with `[gpu<i>]`, forwards Ctrl-C, and returns the
-worst exit code. Each worker is an ordinary single-GPU harness, so `--resume` and `status`
+worst exit code. The workers share one novelty registry (results/<tag>/novelty.jsonl): a change
+one GPU runs is not run by another, and each worker's prompt names what the others are running. Each worker is an ordinary single-GPU harness, so `--resume` and `status`
 work per worker tag.
 """
 
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -86,11 +88,15 @@ def _sigterm_is_interrupt() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:
-    """The command line of the worker for one GPU: the flags given, its own tag, on CUDA.
+def worker_argv(args: argparse.Namespace, gpu: int, novelty: Path | None = None) -> list[str]:
+    """The command line of the worker for one GPU: the flags given, its own tag, on CUDA, and the
+    novelty registry the workers share (`novelty`), so no two GPUs run the same change and each
+    one's prompt lists what the others are running.
 
     The AUTORESEARCH_* variables reach the worker through its inherited environment."""
     own = {"tag": f"{args.tag}-gpu{gpu}", "worker": f"gpu{gpu}", "gpus": None}
+    if novelty is not None:
+        own["novelty_file"] = str(novelty)
     if args.device in (None, "auto"):
         own["device"] = "cuda"
     argv = [sys.executable, "-m", "harness.commands.main", "run"]
@@ -115,7 +121,7 @@ def run_workers(settings: Settings, args: argparse.Namespace) -> int:
     for gpu in settings.gpus:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
         proc = subprocess.Popen(
-            worker_argv(args, gpu), env=env, cwd=os.getcwd(), stdout=subprocess.PIPE,
+            worker_argv(args, gpu, settings.paths.novelty), env=env, cwd=os.getcwd(), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1,
         )  # fmt: skip
         procs.append((gpu, proc))

@@ -4,7 +4,8 @@
 `<n>.r<k>.log`) in the environment of one run (`env`), snapshots the protected paths before
 and checks them after (`harness.integrity.guard`), verifies the printed metric against the
 evaluation record when the experiment asks for it (`harness.integrity.provenance`), and
-returns a `RunRecord`: the metric, or the crash reason.
+returns a `RunRecord`: the metric, or the crash reason, and the run's diagnostics (time split,
+throughput, loss curve: `harness.night.diagnostics`, watched while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / nan / loss / log flood /
@@ -23,10 +24,12 @@ from pathlib import Path
 
 from harness.integrity import provenance
 from harness.integrity.guard import Guard
+from harness.night.diagnostics import Progress
 from harness.night.metrics import metric_value, read_summary, typed
 from harness.night.runner import RunResult, child_env
 from harness.night.runner import run as run_command
 from harness.settings import Settings
+from harness.store.attempts import Diagnostics
 from harness.store.paths import TagPaths, eval_record
 
 _KILL_REASONS = {"timeout": "timeout", "nan": "nan", "loss": "loss", "log_flood": "log flood"}
@@ -45,6 +48,7 @@ class RunRecord:
     summary: dict[str, float | str] | None
     value: float | None  # None when the run crashed
     reason: str | None
+    diagnostics: Diagnostics | None = None
 
 
 def log_tail(path: Path, lines: int = 50) -> str:
@@ -114,13 +118,19 @@ class Measurer:
         env = self.env(log_path)
         record = provenance.EvalRecord.create() if self.s.verify_metric else None
         env.update(record.env() if record else {})
+        progress = Progress()
+
+        def on_line(text: str) -> None:
+            progress.line(text)
+            self.on_line(text)
+
         result = run_command(
             self.s.run,
             cwd=self.worktree / self.s.experiment_rel,
             env=env,
             log_path=log_path,
             timeout=self.s.timeout,
-            on_line=self.on_line,
+            on_line=on_line,
         )
         tampering = self.guard.check()
         printed = read_summary(log_path, raw=True)  # one read: the metric as printed, for provenance
@@ -135,7 +145,8 @@ class Measurer:
             )
         if record is not None:
             record.archive(eval_record(log_path))
-        return RunRecord(result, summary, None if reason else metric_value(summary, self.s.metric), reason)
+        value = None if reason else metric_value(summary, self.s.metric)
+        return RunRecord(result, summary, value, reason, progress.diagnostics(summary, result.wall_seconds))
 
     def env(self, log_path: Path) -> dict[str, str]:
         """The environment of one run (secrets are dropped by `runner.child_env`).

@@ -222,19 +222,20 @@ def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
         "run", "--tag", "night", "--experiment", "gpt", "--dataset", "climbmix", "--agent", "claude",
         "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
         "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
+        "--until", "06:30", "--plateau", "7", "--reflect-every", "4",
     ]  # fmt: skip
-    assert {a for a in given if a.startswith("--")} | {"--device", "--worker"} == {
+    assert {a for a in given if a.startswith("--")} | {"--device", "--worker", "--novelty-file"} == {
         opt.flag for opt in OPTIONS if opt.flag
     }, "every flag of the table is exercised here"
     args = parser.parse_args(given)
-    argv = worker_argv(args, 3)
+    argv = worker_argv(args, 3, Path("/r/results/night/novelty.jsonl"))
     assert argv[1:4] == ["-m", "harness.commands.main", "run"]
     worker = parser.parse_args(argv[3:])
+    own = {"tag": "night-gpu3", "worker": "gpu3", "gpus": None, "device": "cuda"}
+    own["novelty_file"] = "/r/results/night/novelty.jsonl"  # the registry the workers share
     for opt in OPTIONS:
         if opt.flag:
-            expected = {"tag": "night-gpu3", "worker": "gpu3", "gpus": None, "device": "cuda"}.get(
-                opt.dest, getattr(args, opt.dest)
-            )
+            expected = own.get(opt.dest, getattr(args, opt.dest))
             assert getattr(worker, opt.dest) == expected, opt.flag
     # A device given explicitly is passed on as it is.
     assert "mlx" in worker_argv(parser.parse_args([*given, "--device", "mlx"]), 0)
@@ -250,4 +251,4 @@ def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str
             assert opt.env in out
         if opt.flag and not opt.hidden:
             assert opt.flag in out
-    assert "--worker" not in out
+    assert "--worker" not in out and "--novelty-file" not in out
