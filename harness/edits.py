@@ -60,7 +60,7 @@ _DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE_RE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
 _FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 _DESCRIPTION_RE = re.compile(r"^\W*description\W*:\s*(.*)$", re.IGNORECASE)
-_FIELD_RE = re.compile(r"^[\W_]*(note|parent|sweep|trials)[\W_]*:\s*(.*?)[\s*_`]*$", re.IGNORECASE)
+_FIELD_RE = re.compile(r"^[\W_]*(note|parent|sweep|trials)[\W_]*:[\s*_`]*(.*?)[\s*_`]*$", re.IGNORECASE)
 _PARENT_RE = re.compile(r"^(?:attempt\s*)?#?\s*(\d+)\b", re.IGNORECASE)
 _MAX_DESCRIPTION = 200
 # A whole-file reply much shorter than the file is almost always a fragment the model

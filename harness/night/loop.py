@@ -81,7 +81,6 @@ class Night:
             try:
                 self._resume()
                 if not self.best_values and self._in_time(self.judge.baseline_runs):
-                    self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
                     self._baseline()
                 while self.best_values and self._may_continue():
                     self.remeasure_best()
@@ -233,6 +232,7 @@ class Night:
         attempt = Attempt("baseline", self.agent_name, n=self.ledger.next_n, parent=head, commit=head)
         self.ratchet.mark_attempt(attempt.n, head)
         self.proposer.started(attempt)
+        self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
         self.view.start(attempt.n, "baseline", self.s.budget)
         journal.write_pending(self.paths.pending, attempt.journal())
         row = self._measure(attempt, baseline=True)

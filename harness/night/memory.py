@@ -15,6 +15,7 @@ ends is abandoned; a failed one is reported and skipped (the next proposal meets
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
@@ -101,7 +102,7 @@ class Memory:
         if llm is None:
             return
         job = _Reflection(based_on=self.notes.read(), after=attempts_done)
-        ctx.notes = job.based_on
+        ctx = dataclasses.replace(ctx, notes=job.based_on)
 
         def work() -> None:
             try:

@@ -278,7 +278,8 @@ class Proposer:
                 self.sweep.observe(attempt.reply, row)
             elif not attempt.reply.meta.get("sweep"):
                 self.agent.observe(attempt.reply, row)
-        if self.memory.due(self.ledger.attempts):
+        last = self.s.max_experiments is not None and self.ledger.attempts >= self.s.max_experiments
+        if self.memory.due(self.ledger.attempts) and not last:
             self.memory.reflect(self.context(), self.ledger.attempts)
 
     def settled(self, attempt: Attempt) -> None:
