@@ -93,6 +93,7 @@ class Proposer:
         self.sweeps = 0
         self.running: Attempt | None = None  # the attempt the loop is measuring
         self.deferred: list[Attempt] = []  # duplicates of a proposal of ours not numbered yet
+        self.unpaid: list[Reply] = []  # calls with no row of their own (reflections, dropped repeats)
         self._diffs: dict[int, str | None] = {}
 
     # --- what the agent sees ---------------------------------------------------------------
@@ -166,9 +167,12 @@ class Proposer:
     def next(self) -> Attempt | None:
         """A ready duplicate, a fix of the last crash, a sweep trial, else the next (pipelined) proposal."""
         paid = self.memory.collect()  # a finished reflection: its cost goes on this row
+        if paid is not None:
+            self.unpaid.append(paid)
         attempt = self._next()
-        if attempt is not None and paid is not None:
-            attempt.reply = _add_cost(attempt.reply or Reply(""), [paid])
+        if attempt is not None and self.unpaid:
+            attempt.reply = _add_cost(attempt.reply or Reply(""), self.unpaid)
+            self.unpaid = []
         return attempt
 
     def _next(self) -> Attempt | None:
@@ -224,9 +228,14 @@ class Proposer:
         for i, attempt in enumerate(self.deferred):
             if not self._waits(attempt):
                 del self.deferred[i]
-                if self.registry.lookup(attempt.key) is None:
-                    return self._reapply(attempt, self.context())
-                return attempt
+                if self.registry.lookup(attempt.key) is not None:
+                    return attempt
+                rebased = self._reapply(attempt, self.context())
+                if rebased is not None:
+                    return rebased
+                if attempt.reply is not None:
+                    self.unpaid.append(attempt.reply)  # it no longer applies: its cost goes on the next row
+                return self._ready_duplicate()
         return None
 
     def duplicate_of(self, attempt: Attempt) -> Entry | None:

@@ -508,14 +508,22 @@ class Ratchet:
         self.repo.git("update-ref", attempt_ref(self.tag, n), sha)
 
     def attempt_commit(self, n: int) -> str | None:
-        return self.repo.resolve(attempt_ref(self.tag, n))
+        """Attempt n's commit. Through one `git rev-parse` of its own (not gitpython's object
+        database, whose reader process is not thread-safe): proposals are made in other threads."""
+        try:
+            return self.repo.git("rev-parse", "--verify", "--quiet", attempt_ref(self.tag, n) + "^{commit}")
+        except RepoError:
+            return None
 
     def attempt_diff(self, n: int) -> str | None:
         """Attempt n's change (its commit against its first parent), the mutable files only."""
         sha = self.attempt_commit(n)
         if sha is None:
             return None
-        return self.repo.git("diff", f"{sha}^", sha, "--", *self.mutable, strip=False)
+        try:
+            return self.repo.git("diff", f"{sha}^", sha, "--", *self.mutable, strip=False)
+        except RepoError:
+            return None  # the first commit of the repository has no parent to compare with
 
     def rebase_attempt(self, n: int, onto: Mapping[str, str]) -> dict[str, str]:
         """The mutable files of `onto` (the best's) with attempt n's change applied: for each file a
