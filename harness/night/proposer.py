@@ -219,7 +219,8 @@ class Proposer:
             # Stale proposals that were dropped were paid for: their cost goes on this row.
             attempt.reply = _add_cost(attempt.reply, [a.reply for a in self.pipeline.dropped if a.reply])
             self.pipeline.dropped.clear()
-            self.prefetch(running=1, committed_cost=attempt.reply.cost_usd)
+            # Deferred repeats are taken too: they count against --max-experiments like the one running.
+            self.prefetch(running=1 + len(self.deferred), committed_cost=attempt.reply.cost_usd)
         return attempt
 
     def _ready_duplicate(self) -> Attempt | None:

@@ -92,7 +92,7 @@ def test_reflection_rewrites_the_notes_and_they_reach_the_prompt(
             return reply(
                 "```markdown\n## Insights\n- REFLECTED: steps do not matter (#2, #3)\n```", input_tokens=3000
             )
-        return reply(next(edits), delay=0.5)  # slower than the reflection, which is collected first
+        return reply(next(edits), delay=1.0)  # slower than the reflection, which is collected first
 
     with FakeLLM(responder=respond) as fake:
         code = _night(
@@ -110,3 +110,17 @@ def test_reflection_rewrites_the_notes_and_they_reach_the_prompt(
     rows = toy.tsv("refl")
     # The reflection's tokens went on the next row: 1000 per proposal plus its 3000.
     assert sorted(int(r["input_tokens"] or 0) for r in rows[1:]) == [1000, 1000, 1000, 4000]
+
+
+def test_a_models_sweep_request_runs_as_claude_plus_search_rows(
+    toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toy = toy_experiment
+    answers = iter(["Description: tune it\nSweep: VAL_BPB=[0.5, 0.9]\nTrials: 2\n"])
+    with FakeLLM(responder=lambda body: reply(next(answers))) as fake:
+        code = _night(monkeypatch, fake, "sw", "--max-experiments", "2", AUTORESEARCH_PIPELINE_DEPTH="0")
+        assert len(fake.completion_requests()) == 1  # the trials cost no LLM call
+    assert code == 0
+    rows = toy.tsv("sw")
+    assert [r["agent"] for r in rows[1:]] == ["claude+search", "claude+search"]
+    assert rows[1]["input_tokens"] == "1000" and rows[2]["input_tokens"] == ""  # the request's cost, once
