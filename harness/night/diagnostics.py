@@ -10,7 +10,7 @@ the tokens per second and MFU of the progress lines.
 `Progress.diagnostics(summary, wall)` turns that and the summary block into the compact
 `harness.store.attempts.Diagnostics` of the attempt's record; the summary's own numbers
 (`num_steps`, `tokens_per_sec`, `mfu_percent`, `peak_vram_mb`, `training_seconds`) win over
-what was read off progress lines. `record(...)` builds the whole record of a settled attempt.
+what was read off progress lines.
 """
 
 from __future__ import annotations

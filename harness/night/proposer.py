@@ -29,6 +29,7 @@ For LLM agents it also owns what outlives one attempt:
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from harness.agents.base import Agent, Context, CrashReport, InFlight, NearMiss, Reply
@@ -89,11 +90,9 @@ class Proposer:
         self.crash_files: dict[str, str] = {}  # the files that crashed (best + the crashed change)
         self.repairs_left = 0
         self.sweep: SweepAgent | None = None  # the sweep whose trials come next
-        self.sweep_cost: Reply | None = None  # the sweep request's reply, paid by its first trial
-        self.sweeps = 0
         self.running: Attempt | None = None  # the attempt the loop is measuring
         self.deferred: list[Attempt] = []  # duplicates of a proposal of ours not numbered yet
-        self.unpaid: list[Reply] = []  # calls with no row of their own (reflections, dropped repeats)
+        self.unpaid: list[Reply] = []  # calls without a row of their own (reflections, sweep requests, ...)
         self._diffs: dict[int, str | None] = {}
 
     # --- what the agent sees ---------------------------------------------------------------
@@ -188,7 +187,7 @@ class Proposer:
             if attempt is None and sweeping:
                 continue  # the sweep just ended: back to the agent
             if attempt is None:
-                return self.deferred.pop(0) if self.deferred else None
+                return self._drain()
             if attempt.sweep is not None:
                 self._start_sweep(attempt)
                 continue
@@ -199,10 +198,27 @@ class Proposer:
             return attempt
 
     def _waits(self, attempt: Attempt) -> bool:
+        """A repeat waits for its original's number (ours, not taken yet) or result (another worker's
+        in flight), so its row can name it and carry the result."""
         if attempt.duplicate_of is None:
             return False
-        entry = self.registry.lookup(attempt.key) or attempt.duplicate_of
-        return entry.n is None and entry.owner == self.s.tag
+        entry = self.registry.lookup(attempt.key)
+        if entry is None:
+            return False  # released: the change is new after all
+        return entry.in_flight and (entry.n is None or entry.owner != self.s.tag)
+
+    def _drain(self) -> Attempt | None:
+        """The agent is done: the waiting repeats get their rows, once their originals have a result
+        (at most one run's timeout; then with what is known)."""
+        give_up = time.monotonic() + self.s.timeout + 60
+        while self.deferred:
+            ready = self._ready_duplicate()
+            if ready is not None:
+                return ready
+            if time.monotonic() > give_up:
+                return self.deferred.pop(0)
+            time.sleep(0.2)
+        return None
 
     def _take(self) -> Attempt | None:
         ctx = self.context()
@@ -309,29 +325,19 @@ class Proposer:
     def _start_sweep(self, request: Attempt) -> None:
         spec = request.sweep
         assert spec is not None and request.reply is not None
-        self.sweeps += 1
         label = f"{request.agent or self.agent.name}+search"
-        self.sweep = SweepAgent(
-            spec,
-            label=label,
-            seed_text=f"{self.s.tag}/{self.ledger.next_n}/{self.sweeps}",
-            direction=self.s.direction,
-        )
-        self.sweep_cost = request.reply
+        seed = f"{self.s.tag}/{self.ledger.next_n}"
+        self.sweep = SweepAgent(spec, label=label, seed_text=seed, direction=self.s.direction)
+        self.unpaid.append(request.reply)  # the request is paid by the first trial's row
         names = ", ".join(p.name for p in spec.params)
         self.view.message(f"sweep requested ({spec.description}): {spec.trials} TPE trials over {names}")
 
     def _sweep_trial(self) -> Attempt | None:
-        sweep = self.sweep
-        assert sweep is not None
-        attempt = self._propose(self.context(), agent=sweep)
+        assert self.sweep is not None
+        attempt = self._propose(self.context(), agent=self.sweep)
         if attempt is None:
             self.sweep = None
             self.view.message("the sweep is done; back to the model")
-            return None
-        if self.sweep_cost is not None and attempt.reply is not None:
-            attempt.reply = _add_cost(attempt.reply, [self.sweep_cost])  # the request's cost
-            self.sweep_cost = None
         return attempt
 
     # --- one proposal ----------------------------------------------------------------------
@@ -405,7 +411,7 @@ class Proposer:
                 parsed = parse_reply(reply.text)
                 description = parsed.description or description
                 if parsed.sweep is not None:
-                    if isinstance(agent, SweepAgent) or ctx.crash is not None:
+                    if ctx.crash is not None:
                         raise EditError(
                             "a sweep request cannot fix a crash",
                             "A crash is fixed with an edit, not a sweep request: send SEARCH/REPLACE blocks.",

@@ -127,6 +127,8 @@ def render(shown: Shown, metric: str = "") -> str:
         + (f" ({model})" if model else "")
     ]
     lines.append(f"description: {description}")
+    if s.row_source:
+        lines.append(f"row: {s.row_source}")
     reason = (row.extra.get("reason", "") if row is not None else "") or (record.reason if record else "")
     if reason:
         lines.append(f"reason: {reason}")

@@ -26,7 +26,7 @@ MAX_NOTES_CHARS = 4_000  # what a prompt gets of the file; a reflection is asked
 _HEADER = (
     "# Research notes: {tag}\n\n"
     "Insights and dead ends of this night, from the research agent (its `Note:` lines and a periodic\n"
-    "reflection) and from you: edit freely, the file goes into every prompt.\n"
+    "reflection) and from you: edit freely, the file goes into every prompt.\n\n"
 )
 
 
@@ -73,7 +73,7 @@ class Notes:
                 return False
             body = bound(new.strip(), MAX_NOTES_CHARS)
             if not body.startswith("#"):
-                body = _HEADER.format(tag=self.tag) + "\n" + body
+                body = _HEADER.format(tag=self.tag) + body
             write_atomic(self.path, body + "\n" + appended.lstrip("\n"))
             return True
 

@@ -120,10 +120,11 @@ class Entry:
 
     def label(self, own: str = "") -> str:
         """How a row or a prompt names it: `#7`, `#7 of <owner>` (another owner's), or
-        `a proposal in flight` (not numbered yet)."""
+        `a proposal in flight [on <owner>]` (not numbered yet)."""
+        theirs = self.owner not in ("", own)
         if self.n is None:
-            return "a proposal in flight"
-        return f"#{self.n}" + ("" if self.owner in ("", own) else f" of {self.owner}")
+            return "a proposal in flight" + (f" on {self.owner}" if theirs else "")
+        return f"#{self.n}" + (f" of {self.owner}" if theirs else "")
 
 
 class Registry(Protocol):

@@ -195,12 +195,22 @@ def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
     assert run_cli("--tag", "multi", "--gpus", "0,1", "--agent", f"replay:{path}") == 0
     out = capsys.readouterr().out
     assert "[gpu0]" in out and "[gpu1]" in out
+    # The workers share one novelty registry: the same change runs on one GPU only; the other
+    # worker's row names the attempt of the worker that ran it.
+    rows = {gpu: toy.tsv(f"multi-gpu{gpu}") for gpu in (0, 1)}
+    ran = next(gpu for gpu in (0, 1) if rows[gpu][1]["status"] == "keep")
+    other = 1 - ran
+    assert [r["status"] for r in rows[ran]] == ["keep", "keep"]
+    assert [r["status"] for r in rows[other]] == ["keep", "discard"]
+    # The repeat waited for the other worker's result: its row names that attempt and carries it.
+    assert rows[other][1]["reason"] == f"duplicate of #1 of multi-gpu{ran}"
+    assert rows[other][1]["val_bpb"] == "0.900000" and rows[other][1]["commit"] == "0000000"
     for gpu in (0, 1):
-        rows = toy.tsv(f"multi-gpu{gpu}")
-        assert [r["status"] for r in rows] == ["keep", "keep"]
-        assert {r["worker"] for r in rows} == {f"gpu{gpu}"}
-        assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{gpu}") == "lower"
+        assert {r["worker"] for r in rows[gpu]} == {f"gpu{gpu}"}
+    assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{ran}") == "lower"
+    assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{other}") == "initial"
     assert not (toy.repo / "results" / "multi.tsv").exists()
+    assert (toy.repo / "results" / "multi" / "novelty.jsonl").is_file()
 
 
 @pytest.mark.parametrize(
