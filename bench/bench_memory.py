@@ -82,7 +82,9 @@ def night(repo: Path, fake: FakeLLM, agent: str, *args: str, **env: str) -> list
 
 
 def bench_dups(experiments: int) -> None:
-    print("| SDK | attempts | LLM requests | runs started | refused repeats (no run) | rows `duplicate of #n` |")
+    print(
+        "| SDK | attempts | LLM requests | runs started | refused repeats (no run) | rows `duplicate of #n` |"
+    )
     print("|---|---|---|---|---|---|")
     same = (
         "Description: raise the constant\nexperiments/toy/train.py\n<<<<<<< SEARCH\nVAL_BPB = 1.000000\n"
@@ -96,7 +98,9 @@ def bench_dups(experiments: int) -> None:
                     repo, fake, agent, "--max-experiments", str(experiments), AUTORESEARCH_PIPELINE_DEPTH="3"
                 )
                 requests = len(fake.completion_requests())
-                refused = sum("Your change is the same as" in prompt_text(r.body) for r in fake.completion_requests())
+                refused = sum(
+                    "Your change is the same as" in prompt_text(r.body) for r in fake.completion_requests()
+                )
             logs = list((repo / "results" / "b" / "runs").glob("*.log"))
             started = len({p.name.split(".")[0] for p in logs}) - 1  # attempts that ran, baseline excluded
             dups = sum(r["reason"].startswith("duplicate of #") for r in rows)
@@ -108,8 +112,15 @@ def history(n: int) -> tuple[list[Row], dict[int, AttemptRecord]]:
     for i in range(n + 1):
         status = "keep" if i == 0 or i % 15 == 0 else ("crash" if i % 8 == 0 else "discard")
         metric = 0.0 if status == "crash" else 1.0 - i / 1e4
-        desc = "baseline" if i == 0 else f"attempt {i}: change the schedule and the width of the MLP, try variant {i}"
-        extra = {"n": str(i), "reason": "exception: RuntimeError: CUDA out of memory" if status == "crash" else ""}
+        desc = (
+            "baseline"
+            if i == 0
+            else f"attempt {i}: change the schedule and the width of the MLP, try variant {i}"
+        )
+        extra = {
+            "n": str(i),
+            "reason": "exception: RuntimeError: CUDA out of memory" if status == "crash" else "",
+        }
         rows.append(Row(f"{i:07x}", metric, 44.0, status, desc, extra))
         diag = Diagnostics(953, 1.66e6, 39.8, 44.0, 21.0, 300.1, 25.3, 350.0,
                            [(5.0 * k, 6.0 - 0.12 * k) for k in range(1, 21)])  # fmt: skip
@@ -135,7 +146,9 @@ def context(n: int) -> Context:
 
 def bench_prompt() -> None:
     price_in, price_out = PriceTable.load().lookup(MODEL) or (3.0, 15.0)
-    print(f"| attempts | proposal prompt chars | ~tokens | of which history | reflection prompt chars | ~tokens | reflection cost ({MODEL}) |")
+    print(
+        f"| attempts | proposal prompt chars | ~tokens | of which history | reflection prompt chars | ~tokens | reflection cost ({MODEL}) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for n in (1, 10, 25, 50, 100, 150, 200):
         ctx = context(n)
@@ -143,7 +156,9 @@ def bench_prompt() -> None:
         hist = p.user.split("# History of this run")[1].split("# Near misses")[0]
         tokens, rtokens = p.chars / CHARS_PER_TOKEN, r.chars / CHARS_PER_TOKEN
         cost = (rtokens * price_in + NOTES_OUT_TOKENS * price_out) / 1e6
-        print(f"| {n} | {p.chars:,} | {tokens:,.0f} | {len(hist):,} | {r.chars:,} | {rtokens:,.0f} | ${cost:.4f} |")
+        print(
+            f"| {n} | {p.chars:,} | {tokens:,.0f} | {len(hist):,} | {r.chars:,} | {rtokens:,.0f} | ${cost:.4f} |"
+        )
 
 
 def bench_reflect(experiments: int, every: int) -> None:
@@ -159,7 +174,9 @@ def bench_reflect(experiments: int, every: int) -> None:
             i = next(k)
         if "Rewrite the research notes from the history" in text:
             calls.append(("reflect", size))
-            notes = "## Insights\n" + "".join(f"- insight {j}: steps {j} helps or not (#{j})\n" for j in range(60))
+            notes = "## Insights\n" + "".join(
+                f"- insight {j}: steps {j} helps or not (#{j})\n" for j in range(60)
+            )
             return reply(f"```markdown\n{notes}```", input_tokens=tokens, output_tokens=len(notes) // 4)
         calls.append(("propose", size))
         edit = (
