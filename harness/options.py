@@ -238,7 +238,7 @@ OPTIONS: tuple[Option[Any], ...] = (
            metavar="N", show=lambda v: "off" if v is None else f"{v} attempts without a keep"),
     Option("reflect_every", _whole(0), "every N attempts the LLM rewrites results/<tag>/notes.md from the "
            "history (0: never)", flag="--reflect-every", env="AUTORESEARCH_REFLECT_EVERY", metavar="N",
-           show=lambda v: "off" if v == 0 else f"every {v} attempts"),
+           show=lambda v: "off" if v == 0 else f"every {v} attempts (LLM agents)"),
     Option("resume", lambda _: True, "continue an existing tag", flag="--resume", switch=True),
     Option("gpus", _gpus, "one worker per GPU, e.g. 0,1,2,3 (tags <tag>-gpu<i>)", flag="--gpus",
            metavar="LIST", show=lambda v: ",".join(map(str, v))),

@@ -240,19 +240,19 @@ class Proposer:
         return attempt
 
     def _ready_duplicate(self) -> Attempt | None:
-        """A deferred duplicate whose original now has an attempt number, or was dropped (then
-        the change is new after all and runs, re-applied to the current best)."""
+        """A deferred repeat whose original now has its number or result, re-applied to the current
+        best like any proposal made against an older one: it is still a repeat (its row says so), a
+        new change when the original was dropped (it runs), or dropped when it no longer applies."""
         for i, attempt in enumerate(self.deferred):
-            if not self._waits(attempt):
-                del self.deferred[i]
-                if self.registry.lookup(attempt.key) is not None:
-                    return attempt
-                rebased = self._reapply(attempt, self.context())
-                if rebased is not None:
-                    return rebased
-                if attempt.reply is not None:
-                    self.unpaid.append(attempt.reply)  # it no longer applies: its cost goes on the next row
-                return self._ready_duplicate()
+            if self._waits(attempt):
+                continue
+            del self.deferred[i]
+            rebased = self._reapply(attempt, self.context())
+            if rebased is not None:
+                return rebased
+            if attempt.reply is not None:
+                self.unpaid.append(attempt.reply)  # paid for: its cost goes on the next row
+            return self._ready_duplicate()
         return None
 
     def duplicate_of(self, attempt: Attempt) -> Entry | None:
