@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def _diff_html(diff: str) -> str:
             cls = "hunk"
         out.append(f'<span class="{cls}">{_e(line)}</span>' if cls else _e(line))
     return '<pre class="diff">' + "\n".join(out) + "</pre>"
+
+
+def _duplicate_of(reason: str) -> int | None:
+    """n of a reason `duplicate of #n` (an attempt of this night), else None."""
+    match = re.fullmatch(r"duplicate of #(\d+)", reason)
+    return int(match.group(1)) if match else None
 
 
 def render_html(
@@ -167,9 +174,11 @@ def render_html(
     for i, r in enumerate(rows):
         n = int(r.extra["n"]) if r.extra.get("n", "").isdigit() else i
         commit = f"<code>{_e(r.commit)}</code>"
-        if n in attempts:
-            commit = f"<a href='#attempt-{n}'>{commit}</a>"
         reason = r.extra.get("reason", "")
+        # A duplicate was never committed: its row links to the change it repeated.
+        target = n if n in attempts else _duplicate_of(reason)
+        if target in attempts:
+            commit = f"<a href='#attempt-{target}'>{commit}</a>"
         why = f" <span class='note'>[{_e(reason)}]</span>" if reason else ""
         parts.append(
             f"<tr class='{_e(r.status)}'><td class='num'>{n}</td><td>{commit}</td>"

@@ -85,6 +85,18 @@ def test_a_night_with_duplicates_parents_notes_and_refs(
     assert "duplicate of #2" in capsys.readouterr().out
     assert main(["show", "m1", "99"]) == 2
     assert "no attempt #99" in capsys.readouterr().err
+    assert main(["show", "m1", "2", "--log-lines", "2"]) == 0
+    assert "2.log, last 2 lines" in capsys.readouterr().out
+    assert main(["show", "m1", "2", "--log-lines", "0"]) == 0
+    assert "log: not shown (--log-lines 0)" in capsys.readouterr().out
+    assert main(["show", "m1", "two"]) == 2
+
+    # The report links each row to its change (embedded); the duplicate's row to the one it repeated.
+    assert main(["report", "--tag", "m1"]) == 0
+    table = (toy.repo / "results" / "m1" / "report.html").read_text().split("<table id='all'>")[1]
+    rows_html = {r.split("<td class='num'>")[1].split("</td>")[0]: r for r in table.split("<tr class=")[1:]}
+    assert "href='#attempt-2'" in rows_html["2"] and "href='#attempt-2'" in rows_html["3"]
+    assert "href=" not in rows_html["5"]  # a bad edit never became a commit
 
 
 def test_a_sweep_request_runs_k_tpe_trials_labelled_by_who_asked(toy_experiment: Toy) -> None:
