@@ -87,7 +87,7 @@ def night(repo: Path, fake: FakeLLM, agent: str, *args: str, **env: str) -> list
 
 def bench_dups(experiments: int) -> None:
     print(
-        "| SDK | attempts | LLM requests | runs started | refused repeats (no run) | rows `duplicate of #n` |"
+        "| SDK | attempts | LLM requests | runs started | repeats sent back (no run) | rows `duplicate of #n` |"
     )
     print("|---|---|---|---|---|---|")
     same = (
