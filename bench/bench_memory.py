@@ -149,7 +149,7 @@ def context(n: int) -> Context:
 
 
 def bench_prompt() -> None:
-    price_in, price_out = PriceTable.load().lookup(MODEL) or (3.0, 15.0)
+    price_in, price_out = PriceTable.load().lookup(MODEL, provider="anthropic") or (2.0, 10.0)
     print(
         f"| attempts | proposal prompt chars | ~tokens | of which history | reflection prompt chars | ~tokens | reflection cost ({MODEL}) |"
     )
@@ -201,7 +201,7 @@ def bench_reflect(experiments: int, every: int, delay: float) -> None:
             )  # fmt: skip
         wall = time.monotonic() - started
         notes = (repo / "results" / "b" / "notes.md").read_text()
-    price_in, price_out = PriceTable.load().lookup(MODEL) or (3.0, 15.0)
+    price_in, price_out = PriceTable.load().lookup(MODEL, provider="anthropic") or (2.0, 10.0)
     reflections = [size for kind, size, _, _ in calls if kind == "reflect"]
     proposals = [size for kind, size, _, _ in calls if kind == "propose"]
     billed = sum((i * price_in + o * price_out) / 1e6 for kind, _, i, o in calls if kind == "reflect")
