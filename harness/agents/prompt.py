@@ -43,6 +43,7 @@ _SIMPLE_BUG = re.compile(
     r"UnboundLocalError|AttributeError|TypeError|IndexError|KeyError)\b|"
     r"shape|size mismatch|must match the size|mat1 and mat2|Dimension out of range|dimension",
 )
+_MARKER = "[autoresearch] "  # how the runner prefixes the lines it adds to a run's log
 _NOT_SIMPLE = re.compile(r"out of memory|OutOfMemoryError|CUDA error|Killed|MemoryError", re.IGNORECASE)
 
 
@@ -126,7 +127,10 @@ def is_simple_bug(crash: CrashReport) -> bool:
         return True
     if not crash.reason.startswith("exception"):
         return False  # killed for time, NaN, loss, log flood, no metric, or refused by an integrity check
-    tail = "\n".join(crash.log_tail.splitlines()[-MAX_CRASH_LINES:])
+    # Only the run's own lines: the harness's markers (e.g. "[autoresearch] killed 1 process(es)
+    # of the run still alive after it ended", common on a loaded machine) say nothing of the bug.
+    lines = [ln for ln in crash.log_tail.splitlines()[-MAX_CRASH_LINES:] if not ln.startswith(_MARKER)]
+    tail = "\n".join(lines)
     return bool(_SIMPLE_BUG.search(tail)) and not _NOT_SIMPLE.search(tail)
 
 

@@ -152,6 +152,10 @@ def test_simple_bugs_are_recognised() -> None:
     assert not is_simple_bug(crash("timeout", "step 100 (50%)"))
     assert not is_simple_bug(crash("nan", "loss: nan\nFAIL"))
     assert not is_simple_bug(crash("exception: RuntimeError: boom", "RuntimeError: boom"))
+    # The runner's own marker lines are not the run's output: its reaping a straggler is no OOM kill.
+    reaped = "NameError: name 'helper' is not defined\n\n[autoresearch] killed 1 process(es) of the run still alive after it ended"
+    assert is_simple_bug(crash("exception: NameError: name 'helper' is not defined", reaped))
+    assert not is_simple_bug(crash("exception: NameError: x", "NameError: x\nKilled"))
 
 
 def test_hardware_line_is_nonempty() -> None:
