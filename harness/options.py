@@ -91,6 +91,10 @@ def _whole(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _fraction(raw: str) -> float:
+    return _float(raw, lambda v: 0 <= v < 1, "must be a fraction from 0 (off) to below 1")
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
@@ -279,6 +283,9 @@ OPTIONS: tuple[Option[Any], ...] = (
            "strict: any gain", flag="--judge", choices=JUDGES),
     Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, or the profile's BASELINE_RUNS, e.g. 1 on cpu; strict 1)",
            flag="--baseline-runs", metavar="N", show=lambda v: "the judge's default" if v is None else str(v)),
+    Option("prune", _fraction, "abort a candidate's run once its loss is this fraction behind the best's at "
+           "the same budget share (a discard, reason pruned; 0: never; default 0.05)", flag="--prune",
+           env="AUTORESEARCH_PRUNE", metavar="FRACTION", show=lambda v: "off" if v == 0 else f"{v:g}"),
     Option("warmup", _text, "a discarded warm-up run before the baseline, so no noise sample is a cold "
            "run (default auto: on for cuda and mlx, off for cpu)", flag="--warmup", env="AUTORESEARCH_WARMUP",
            choices=SANDBOX_MODES),

@@ -95,6 +95,7 @@ class Settings:
     )
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
+    prune: float = 0.05  # --prune: abort a candidate this far (relative loss) behind the best; 0 off
     evaluator: str | None = None  # experiment.toml [integrity] evaluator: who computes the metric
     checks: str = "permissive"  # experiment.toml [integrity] checks: "strict" or "permissive"
     sandbox: str = "auto"  # --sandbox: auto | on | off (commands.run settles auto to on or off)

@@ -51,7 +51,7 @@ def _row_line(row: Row, record: AttemptRecord | None = None) -> str:
     description = " ".join(row.description.split())
     if len(description) > MAX_DESCRIPTION:
         description = description[: MAX_DESCRIPTION - 3] + "..."
-    value = "-" if row.status == "crash" else fmt_metric(row.metric)
+    value = fmt_metric(row.metric) if row.scored else "-"  # a crash or a pruned run has none
     reason = row.extra.get("reason", "")
     why = f" [{reason}]" if reason and row.status != "keep" else ""
     brief = record.diagnostics.brief() if record is not None and record.diagnostics is not None else ""

@@ -40,11 +40,12 @@ from harness.night.live import make_view
 from harness.night.measure import Measurer, RunRecord
 from harness.night.memory import Memory
 from harness.night.proposer import Proposer
+from harness.night.prune import Pruner, curve_of_log
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
 from harness.store.git import Ratchet
-from harness.store.ledger import Ledger, Row, header_metric, rename_metric
+from harness.store.ledger import PRUNED, Ledger, Row, header_metric, rename_metric
 from harness.store.novelty import FileRegistry
 
 INTERRUPTED = 130
@@ -346,8 +347,12 @@ class Night:
                 self.view.start(attempt.n, label, self.s.budget)
             elif k:
                 self.view.start(attempt.n, f"{attempt.description} (confirmation run {k + 1})", self.s.budget)
-            record = self._run(attempt.n, k)
+            prune = None if baseline else self._pruner()
+            record = self._run(attempt.n, k, prune=prune)
             attempt.runs.append(record)
+            if record.reason == PRUNED:
+                attempt.status, attempt.reason = "discard", PRUNED
+                break
             if record.reason:
                 attempt.status, attempt.reason = "crash", record.reason
                 break
@@ -367,11 +372,21 @@ class Night:
             self.view.message(f"#{attempt.n} repeat: {verdict.reason}")
         return self._log(attempt)
 
-    def _run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
-        record = self.measurer.run(n, k, warmup=warmup)
+    def _run(self, n: int, k: int, *, warmup: bool = False, prune: Pruner | None = None) -> RunRecord:
+        record = self.measurer.run(n, k, warmup=warmup, prune=prune)
         if self.deadline is not None:
             self.deadline.record_run(record.result.wall_seconds)
         return record
+
+    def _pruner(self) -> Pruner | None:
+        """The early abort of a candidate's run: against the best's loss curves (its logs)."""
+        best = self.ledger.best
+        if self.s.prune <= 0 or best is None:
+            return None
+        n = int(best.extra.get("n", "-1") or -1)
+        curves = [curve_of_log(log) for log in self.paths.logs_of(n) if not log.name.endswith(".warmup.log")]
+        pruner = Pruner(curves, self.s.prune)
+        return pruner if pruner else None
 
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""

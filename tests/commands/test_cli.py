@@ -224,7 +224,7 @@ def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
         "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
         "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
         "--until", "06:30", "--plateau", "7", "--reflect-every", "4",
-        "--warmup", "on", "--sandbox", "off",
+        "--warmup", "on", "--sandbox", "off", "--prune", "0.1",
     ]  # fmt: skip
     assert {a for a in given if a.startswith("--")} | {"--device", "--worker", "--novelty-file"} == {
         opt.flag for opt in OPTIONS if opt.flag
