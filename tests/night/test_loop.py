@@ -166,6 +166,7 @@ def test_plain_progress_lines_when_not_a_tty(toy_experiment: Toy, capsys: pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the subprocess timeout below is the hang guard
 def test_real_default_experiment_with_search_ends_by_itself(project_repo: Path) -> None:
     if not (PROJECT / "experiments" / "gpt" / "train.py").exists():
         pytest.skip("experiments/gpt/train.py does not exist yet (the gpt engineer writes it)")
