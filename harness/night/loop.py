@@ -28,6 +28,7 @@ from harness.agents.base import Agent
 from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
 from harness.errors import ConfigError, EditError, HarnessError, RepoError
+from harness.night.adopt import Adopter
 from harness.night.attempt import Attempt
 from harness.night.deadline import Deadline
 from harness.night.judge import Judge, make_judge, mean
@@ -38,6 +39,7 @@ from harness.night.proposer import Proposer
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
+from harness.store.family import Link
 from harness.store.git import Ratchet
 from harness.store.ledger import Ledger, Row
 from harness.store.novelty import FileRegistry
@@ -54,7 +56,7 @@ class Night:
     measurer: Measurer
     proposer: Proposer
 
-    def __init__(self, settings: Settings, agent: Agent) -> None:
+    def __init__(self, settings: Settings, agent: Agent, family: Link | None = None) -> None:
         self.s = settings
         self.paths = settings.paths
         self.agent = QueuedAgent(agent, self.paths.queue)  # transplanted replies first
@@ -65,7 +67,12 @@ class Night:
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
         self.deadline = Deadline(settings.until, settings.timeout) if settings.until is not None else None
-        self.registry = FileRegistry(settings.novelty_file or self.paths.novelty, owner=settings.tag)
+        # A worker of a family claims through the family's shared ledger (harness.store.family).
+        self.family = family
+        self.registry: FileRegistry | Link = (
+            family if family is not None else FileRegistry(self.paths.novelty, owner=settings.tag)
+        )
+        self.adopter: Adopter | None = None
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)
         self.since_remeasure = 0  # attempts since the best was last re-run
         self.opened = False  # the tag is locked and its worktree open
@@ -84,6 +91,10 @@ class Night:
                     self._baseline()
                 while self.best_values and self._may_continue():
                     self.remeasure_best()
+                    adoption = self.adopter.next(mean(self.best_values)) if self.adopter else None
+                    if adoption is not None and self._in_time(1):
+                        self.attempt(adoption)
+                        continue
                     asked = time.monotonic()
                     attempt = self.proposer.next()
                     if self.deadline is not None:
@@ -148,6 +159,12 @@ class Night:
         if self.llm is not None:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
+        if self.family is not None:
+            for row in self.ledger.rows():  # rows a lost connection kept from the shared ledger
+                self.family.logged(row)
+            self.adopter = Adopter(
+                self.family, self.s.family, self.ratchet, self.ledger, self.s.direction, self.view.message
+            )
         self.opened = True
 
     def _resume(self) -> None:
@@ -220,6 +237,8 @@ class Night:
             return self._bad_edit(attempt, str(exc))
         self.ratchet.mark_attempt(attempt.n, attempt.commit)
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
         self.proposer.started(attempt)
         started = time.monotonic()
         row = self._measure(attempt, baseline=False)
@@ -235,6 +254,8 @@ class Night:
         self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
         self.view.start(attempt.n, "baseline", self.s.budget)
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
             raise HarnessError(
@@ -283,9 +304,13 @@ class Night:
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
         row = self.ledger.append(attempt.row(worker=self.s.worker, budget_s=self.s.budget))
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
+            if self.family is not None and self.family.remote is not None:
+                self.ratchet.push_branch(self.family.remote)  # where the other workers adopt it from
         elif attempt.commit:
             self.ratchet.revert()
         journal.clear_pending(self.paths.pending)
@@ -341,6 +366,8 @@ class Night:
             row = self.ledger.append(
                 attempt.crash("interrupted").row(worker=self.s.worker, budget_s=self.s.budget)
             )
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:
