@@ -56,6 +56,16 @@ class FamilyBest:
         return f"{self.worker} #{self.n}"
 
 
+def read_inflight(paths: TagPaths) -> dict[str, dict[str, Any]]:
+    """What each worker of the family at `paths` is running ({worker: journal}); read without a lock
+    (the file is replaced atomically), so `status` changes nothing."""
+    try:
+        data = json.loads((paths.dir / "inflight.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
 def worker_tag(family: str, worker: str) -> str:
     """The tag (and branch suffix) of one worker of a family."""
     return f"{family}-{worker}"
@@ -110,11 +120,7 @@ class Coordinator:
     # --- attempts and rows -------------------------------------------------------------------
 
     def _inflight(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.inflight_file.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-        return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        return read_inflight(self.paths)
 
     def _write_inflight(self, data: dict[str, dict[str, Any]]) -> None:
         write_atomic(self.inflight_file, json.dumps(data, indent=1, sort_keys=True) + "\n")

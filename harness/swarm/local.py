@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -87,24 +88,39 @@ def run_local(settings: Settings, args: argparse.Namespace) -> int:
         t.start()
         threads.append(t)
     stop = _stop_on_sigterm()
+    codes: dict[str, int] = {}
     try:
-        codes = [proc.wait() for _, proc in procs]
+        _wait(procs, codes, coordinator)
     except KeyboardInterrupt:
         for _, proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        codes = [proc.wait() for _, proc in procs]
+        _wait(procs, codes, coordinator)
     finally:
         stop()
     for t in threads:
         t.join(timeout=5)
-    for (worker, _), code in zip(procs, codes, strict=True):
-        row = coordinator.lost(worker)  # a no-op for a worker that logged what it ran
-        if row is not None:
-            print(
-                f"[{worker}] ended (exit {code}) with attempt #{row.extra.get('n')} in flight: logged interrupted"
-            )
-    return max(codes) if codes else 0
+    return max(codes.values(), default=0)
+
+
+def _wait(
+    procs: list[tuple[str, subprocess.Popen[str]]], codes: dict[str, int], coordinator: Coordinator
+) -> None:
+    """Until every worker has ended; each one is settled as soon as it ends, so a change it was
+    running (its claim) is free for the others at once. A worker killed by a signal counts as
+    exit 128 + the signal's number."""
+    while len(codes) < len(procs):
+        for worker, proc in procs:
+            code = proc.poll()
+            if code is None or worker in codes:
+                continue
+            codes[worker] = 128 - code if code < 0 else code
+            row = coordinator.lost(worker)  # a no-op for a worker that logged what it ran
+            if row is not None:
+                print(
+                    f"[{worker}] ended (exit {code}) with attempt #{row.extra.get('n')} in flight: logged interrupted"
+                )
+        time.sleep(0.2)
 
 
 def _stop_on_sigterm() -> Callable[[], None]:
