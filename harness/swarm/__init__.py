@@ -4,8 +4,10 @@
 GPU of a Ray cluster (`--ray`). Either way each worker is an ordinary `autoresearch run` on its
 own tag `<tag>-<worker>`, joined to the family's shared ledger (`harness.store.family`), and
 `link_for` gives a worker its end of that ledger. Ray places the actors; nothing here schedules.
-Sits beside `night` and `review` (it imports neither: workers are separate processes);
-`commands` is its only caller.
+
+May import: harness.settings, harness.options, harness.store, harness.errors (and Ray, lazily,
+in `cluster`). Never harness.night or harness.review (its siblings: a worker's night runs in a
+process of its own) or harness.commands, its only caller.
 """
 
 from __future__ import annotations
