@@ -78,6 +78,7 @@ def _run(*args: str) -> int:
     return main(["run", "--device", "cpu", "--judge", "strict", "--baseline-runs", "1", *args])
 
 
+@pytest.mark.slow
 def test_gpus_resume_continues_every_worker_and_the_merged_ledger(
     toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -122,6 +123,11 @@ def test_gpus_resume_continues_every_worker_and_the_merged_ledger(
     assert "gpu0" in out and "gpu1" in out and "not running" in out
     assert main(["report", "--tag", "fam", "--out", str(toy.repo.parent / "rep")]) == 0
     assert "gpu0, gpu1" in capsys.readouterr().out
+    # compare: the family's ref stands for its workers' branches, each with its own results.
+    assert main(["compare", "autoresearch/fam", "--json", "--no-diff"]) == 0
+    sides = json.loads(capsys.readouterr().out)["refs"]
+    assert sorted(side["ref"] for side in sides) == ["autoresearch/fam-gpu0", "autoresearch/fam-gpu1"]
+    assert all(side["experiments"] >= 3 and side["results_source"].endswith(".tsv") for side in sides)
 
 
 @pytest.mark.slow
