@@ -119,7 +119,7 @@ def test_a_night_on_a_ray_cluster_survives_a_lost_node(
     git(toy.repo, "remote", "add", "origin", str(remote))
     # Every worker replays the same replies: each change may run on one worker only.
     replies = [toy.reply("lower", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000")]
-    replies += [toy.reply(f"steps {k}", "STEPS = 4", f"STEPS = {k}") for k in range(5, 17)]
+    replies += [toy.reply(f"steps {k}", "STEPS = 4", f"STEPS = {k}") for k in range(5, 13)]
     path = toy.replay_file(replies)
     driver = subprocess.Popen(
         [sys.executable, "-m", "harness.commands.main", "run", "--tag", TAG, "--ray", cluster.address,
@@ -180,3 +180,18 @@ def test_a_night_on_a_ray_cluster_survives_a_lost_node(
             "adopt "
         )
     assert json.loads(inflight.read_text()) == {}
+    # --resume resumes the family on the two GPUs left: every worker continues its own tag (nothing
+    # left to propose here), and the merged ledger keeps every row once.
+    empty = toy.replay_file([], "empty.jsonl")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "harness.commands.main", "run", "--tag", TAG, "--ray", cluster.address,
+         "--agent", f"replay:{empty}", "--device", "cpu", "--judge", "strict", "--baseline-runs", "1", "--resume"],
+        cwd=toy.repo, env=cluster.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    assert "2 workers on the Ray cluster" in resumed.stdout
+    assert "resuming fam-w0" in resumed.stdout and "resuming fam-w1" in resumed.stdout
+    after = _rows(family)
+    assert after[: len(rows)] == rows
+    pairs = [(r["worker"], r["n"]) for r in after]
+    assert len(pairs) == len(set(pairs))
