@@ -80,7 +80,10 @@ def run_ray(settings: Settings, args: argparse.Namespace) -> int:
             raise RepoError(
                 f"commit the mutable files first: the workers start from HEAD, and these differ:\n{dirty}"
             )
-    ray.init(address=settings.ray, namespace=namespace(family), log_to_driver=True)
+    try:
+        ray.init(address=settings.ray, namespace=namespace(family), log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {settings.ray}: {exc}") from None
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus < 1:
@@ -141,7 +144,8 @@ def _wait(
                 codes[w] = int(ray.get(ref))
             except ray.exceptions.RayError as exc:
                 codes[w] = 1
-                print(f"[{w}] lost: {type(exc).__name__}", flush=True)
+                why = (str(exc).strip().splitlines() or [""])[0][:300]
+                print(f"[{w}] lost: {type(exc).__name__}: {why}", flush=True)
             row = ray.get(coordinator.lost.remote(w))
             if row is not None:
                 print(f"[{w}] its attempt #{row.extra.get('n')} in flight was logged interrupted", flush=True)

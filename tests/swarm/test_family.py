@@ -176,3 +176,19 @@ def test_a_killed_gpu_worker_is_logged_interrupted_and_the_other_goes_on(toy_exp
     assert len(ran) == len(set(ran))
     # gpu0 went on to the end of its replies after gpu1 died.
     assert any(r["description"] == "steps 10" for r in others), out[-3000:]
+
+
+def test_family_flags_refused_as_bad_input_with_nothing_written(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toy = toy_experiment
+    path = toy.replay_file([])
+    before = sorted(p.relative_to(toy.repo) for p in toy.repo.rglob("*") if ".git" not in p.parts)
+    assert _run("--tag", "fam", "--gpus", "0", "--ray", "auto", "--agent", f"replay:{path}") == 2
+    assert "exclude each other" in capsys.readouterr().err
+    pytest.importorskip("ray")
+    # Ray moves code through the remote `origin`: without one, nothing starts.
+    assert _run("--tag", "fam", "--ray", "auto", "--agent", f"replay:{path}") == 2
+    err = capsys.readouterr().err
+    assert "git remote add origin" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(toy.repo) for p in toy.repo.rglob("*") if ".git" not in p.parts) == before

@@ -164,8 +164,10 @@ def test_a_night_on_a_ray_cluster_survives_a_lost_node(
     assert f"[{lost[0]}] lost" in out
     # The night went on: the other workers wrote rows after the node died.
     assert len(rows) > rows_at_kill + 1
-    # No change ran on two workers: every change that was run (a commit) ran once in the family.
-    ran = [r["description"] for r in rows if r["commit"] != "0000000" and r["description"] != "baseline"]
+    # No change ran on two workers: every change that was run (a commit) ran once in the family;
+    # the change the lost worker was running was released with it, so another worker may run it.
+    ran = [r["description"] for r in rows if r["commit"] != "0000000" and r["reason"] != "interrupted"]
+    ran = [d for d in ran if d != "baseline"]
     ran = [d for d in ran if not d.startswith("adopt ")]
     assert len(ran) == len(set(ran)), ran
     assert any(r["reason"].startswith("duplicate of #") for r in rows)
