@@ -9,11 +9,13 @@ over a 200-attempt history, and what the reflection calls cost.
 SDKs) against the loopback fake servers of tests/support/fakes, with pipeline depth 3 and a
 model that answers every request with the same edit; it counts requests, rows, refused repeats
 and the runs that were started. `prompt` builds the prompts of a synthetic 200-attempt night
-(records with diagnostics on every attempt, 10,000 characters of notes, three near misses, three
+(records with diagnostics on every attempt, 10,000 characters of notes, three near misses, two
 proposals in flight, experiments/gpt/train.py as the file) and prints their sizes. Tokens are
 estimated as characters / 3.5 (no tokenizer of the providers is available offline); costs use the
 built-in price table. `reflect` runs a toy night of 40 attempts with --reflect-every 10 through the
-fake Anthropic server, which reports input tokens as characters / 3.5 of what it was sent.
+fake Anthropic server, which reports input tokens as characters / 3.5 of what it was sent; with
+`--delay D` it takes D seconds to answer each reflection, which shows whether runs wait for one
+(compare the night's wall time with `--delay 0`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from support.fakes.llm_servers import FakeLLM, prompt_text, reply, system_text  # noqa: E402
 
 from harness.agents.base import Context, InFlight, NearMiss  # noqa: E402
+from harness.agents.claude import DEFAULT_MODEL as CLAUDE_DEFAULT  # noqa: E402
 from harness.agents.cost import PriceTable  # noqa: E402
 from harness.agents.prompt import build_prompt, build_reflection_prompt  # noqa: E402
 from harness.commands.main import main  # noqa: E402
@@ -43,7 +47,7 @@ from harness.store.attempts import AttemptRecord, Diagnostics  # noqa: E402
 from harness.store.ledger import Row  # noqa: E402
 
 CHARS_PER_TOKEN = 3.5
-MODEL = "claude-sonnet-4-5"
+MODEL = CLAUDE_DEFAULT  # what `--agent claude` uses, so the estimates price what the ledger bills
 NOTES_OUT_TOKENS = 1_200  # a reflection's answer: notes of at most 4,000 characters
 
 
@@ -83,7 +87,7 @@ def night(repo: Path, fake: FakeLLM, agent: str, *args: str, **env: str) -> list
 
 def bench_dups(experiments: int) -> None:
     print(
-        "| SDK | attempts | LLM requests | runs started | refused repeats (no run) | rows `duplicate of #n` |"
+        "| SDK | attempts | LLM requests | runs started | repeats sent back (no run) | rows `duplicate of #n` |"
     )
     print("|---|---|---|---|---|---|")
     same = (
@@ -145,7 +149,7 @@ def context(n: int) -> Context:
 
 
 def bench_prompt() -> None:
-    price_in, price_out = PriceTable.load().lookup(MODEL) or (3.0, 15.0)
+    price_in, price_out = PriceTable.load().lookup(MODEL, provider="anthropic") or (2.0, 10.0)
     print(
         f"| attempts | proposal prompt chars | ~tokens | of which history | reflection prompt chars | ~tokens | reflection cost ({MODEL}) |"
     )
@@ -161,10 +165,10 @@ def bench_prompt() -> None:
         )
 
 
-def bench_reflect(experiments: int, every: int) -> None:
+def bench_reflect(experiments: int, every: int, delay: float) -> None:
     lock = threading.Lock()
     k = iter(range(10**6))
-    calls: list[tuple[str, int]] = []
+    calls: list[tuple[str, int, int, int]] = []  # (kind, prompt chars, input tokens, output tokens)
 
     def respond(body: dict[str, Any]) -> Any:
         text = prompt_text(body)
@@ -173,12 +177,14 @@ def bench_reflect(experiments: int, every: int) -> None:
         with lock:
             i = next(k)
         if "Rewrite the research notes from the history" in text:
-            calls.append(("reflect", size))
             notes = "## Insights\n" + "".join(
                 f"- insight {j}: steps {j} helps or not (#{j})\n" for j in range(60)
             )
-            return reply(f"```markdown\n{notes}```", input_tokens=tokens, output_tokens=len(notes) // 4)
-        calls.append(("propose", size))
+            calls.append(("reflect", size, tokens, len(notes) // 4))
+            return reply(
+                f"```markdown\n{notes}```", input_tokens=tokens, output_tokens=len(notes) // 4, delay=delay
+            )
+        calls.append(("propose", size, tokens, 60))
         edit = (
             f"Description: steps {i}\nNote: attempt {i} tried steps\nexperiments/toy/train.py\n<<<<<<< SEARCH\n"
             f"STEPS = 4\n=======\nSTEPS = {5 + i}\n>>>>>>> REPLACE\n"
@@ -187,22 +193,27 @@ def bench_reflect(experiments: int, every: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = toy_repo(Path(tmp))
+        started = time.monotonic()
         with FakeLLM(responder=respond) as fake:
             rows = night(
                 repo, fake, "claude", "--max-experiments", str(experiments), "--reflect-every", str(every),
                 "--judge", "strict", AUTORESEARCH_PIPELINE_DEPTH="0",
             )  # fmt: skip
+        wall = time.monotonic() - started
         notes = (repo / "results" / "b" / "notes.md").read_text()
-    price_in, price_out = PriceTable.load().lookup(MODEL) or (3.0, 15.0)
-    reflections = [size for kind, size in calls if kind == "reflect"]
-    proposals = [size for kind, size in calls if kind == "propose"]
+    price_in, price_out = PriceTable.load().lookup(MODEL, provider="anthropic") or (2.0, 10.0)
+    reflections = [size for kind, size, _, _ in calls if kind == "reflect"]
+    proposals = [size for kind, size, _, _ in calls if kind == "propose"]
+    billed = sum((i * price_in + o * price_out) / 1e6 for kind, _, i, o in calls if kind == "reflect")
     cost = sum((s / CHARS_PER_TOKEN * price_in + NOTES_OUT_TOKENS * price_out) / 1e6 for s in reflections)
     spent = sum(float(r["cost_usd"] or 0) for r in rows)
     print(json.dumps({
         "attempts": len(rows) - 1, "reflections": len(reflections),
         "reflection_prompt_chars": reflections, "proposal_prompt_chars_mean": sum(proposals) // max(1, len(proposals)),
-        "reflection_cost_usd_estimate": round(cost, 4), "ledger_cost_usd": round(spent, 4),
-        "notes_chars": len(notes),
+        "reflection_cost_usd_billed": round(billed, 4), "ledger_cost_usd": round(spent, 4),
+        "reflection_share_of_ledger": round(billed / spent, 3) if spent else None,
+        f"reflection_cost_usd_at_{NOTES_OUT_TOKENS}_output_tokens": round(cost, 4),
+        "notes_chars": len(notes), "reflection_reply_delay_s": delay, "night_wall_s": round(wall, 1),
     }, indent=1))  # fmt: skip
 
 
@@ -211,10 +222,13 @@ if __name__ == "__main__":
     parser.add_argument("what", choices=("dups", "prompt", "reflect"))
     parser.add_argument("--experiments", type=int, default=0, help="attempts (dups: 9, reflect: 40)")
     parser.add_argument("--every", type=int, default=10, help="reflect: --reflect-every")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="reflect: seconds the fake takes to answer a reflection"
+    )
     args = parser.parse_args()
     if args.what == "dups":
         bench_dups(args.experiments or 9)
     elif args.what == "prompt":
         bench_prompt()
     else:
-        bench_reflect(args.experiments or 40, args.every)
+        bench_reflect(args.experiments or 40, args.every, args.delay)

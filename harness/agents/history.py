@@ -2,7 +2,8 @@
 and what is being tried right now. Every section is bounded, whatever the length of the night.
 
 History (`history`): a summary line and the ladder of kept changes; a table with one line per
-attempt (condensed when it would exceed `max_chars`: the oldest discarded and crashed attempts
+attempt, each with a few words of its diagnostics (steps, tok/s, peak memory, the final loss and
+whether it still fell) (condensed when it would exceed `max_chars`: the oldest discarded and crashed attempts
 become one counted line, kept changes and the newest attempts stay, rows are always whole);
 then, from each attempt's record (`harness.store.attempts`), the best in full (every diagnostic,
 the loss at every 10 % of the budget, its summary block) and the `DETAILED` newest attempts in
@@ -45,7 +46,7 @@ def _n(row: Row) -> int | None:
     return int(n) if n.isdigit() else None
 
 
-def _row_line(row: Row) -> str:
+def _row_line(row: Row, record: AttemptRecord | None = None) -> str:
     n = row.extra.get("n", "")
     description = " ".join(row.description.split())
     if len(description) > MAX_DESCRIPTION:
@@ -53,7 +54,9 @@ def _row_line(row: Row) -> str:
     value = "-" if row.status == "crash" else fmt_metric(row.metric)
     reason = row.extra.get("reason", "")
     why = f" [{reason}]" if reason and row.status != "keep" else ""
-    return f"{n:>4} | {row.commit} | {value} | {row.status:<7} | {description}{why}"
+    brief = record.diagnostics.brief() if record is not None and record.diagnostics is not None else ""
+    run = f" {{{brief}}}" if brief else ""
+    return f"{n:>4} | {row.commit} | {value} | {row.status:<7} | {description}{why}{run}"
 
 
 def history(
@@ -62,8 +65,9 @@ def history(
     """The history section: summary, table (condensed to `limit` chars), best in full, newest in detail."""
     if not rows:
         return "# History\n\nNo experiment has run yet: the first run is the unmodified baseline."
-    header = f"   n | commit  | {metric} | status  | description [reason]"
-    shown = _condense(rows, [_row_line(row) for row in rows], limit)
+    header = f"   n | commit  | {metric} | status  | description [reason] {{steps, tok/s, peak memory, final loss}}"
+    lines = [_row_line(row, records.get(n) if (n := _n(row)) is not None else None) for row in rows]
+    shown = _condense(rows, lines, limit)
 
     kept = [r for r in rows if r.status == "keep"]
     crashes = sum(1 for r in rows if r.status == "crash")

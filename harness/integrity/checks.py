@@ -45,6 +45,9 @@ ORACLE_DEPS = frozenset(
      "where", "no_grad", "inference_mode", "item", "float", "from_numpy", "tensor", "zeros",
      "zeros_like", "reshape", "evaluate_bpb", "__call__", "__getattr__"}
 )  # fmt: skip
+#: the run's variables a train file may name (to read them: writes are refused by the environ rules);
+#: an outside project without prepare reads its budget and device this way
+READABLE_VARS = frozenset({"AUTORESEARCH_TIME_BUDGET", "AUTORESEARCH_DEVICE"})
 VAL_SPLITS = frozenset({"val", "valid", "validation"})
 _DATA_CALL = re.compile(r"(?i)load|data|batch|shard|packer|split|rows|token")
 _VAL_PATH = re.compile(r"(?i)(^|[/\\_.\-])val(id|idation)?([/\\_.\-]|$)|shard_06542")
@@ -335,7 +338,7 @@ class _Checker(ast.NodeVisitor):
             s = node.value
             if "EVAL_RECORD" in s:
                 self.add(node, "budget", "the evaluation record belongs to prepare; do not reference it")
-            elif s.startswith("AUTORESEARCH_") and s != "AUTORESEARCH_DEVICE":
+            elif s.startswith("AUTORESEARCH_") and s not in READABLE_VARS:
                 self.add(node, "budget", f"{s!r}: the harness's variables are read through prepare only")
             elif "/proc/" in s and "environ" in s:
                 self.add(node, "budget", "reading another process's environment is not allowed")

@@ -26,7 +26,7 @@ from harness.integrity import provenance
 from harness.integrity.guard import Guard
 from harness.night.diagnostics import Progress
 from harness.night.metrics import metric_value, read_summary, typed
-from harness.night.runner import RunResult, child_env
+from harness.night.runner import RunResult, child_env, resolve_python
 from harness.night.runner import run as run_command
 from harness.settings import Settings
 from harness.store.attempts import Diagnostics
@@ -125,7 +125,7 @@ class Measurer:
             self.on_line(text)
 
         result = run_command(
-            self.s.run,
+            resolve_python(self.s.run),
             cwd=self.worktree / self.s.experiment_rel,
             env=env,
             log_path=log_path,

@@ -9,8 +9,10 @@ reflection call rewrites the notes from the history (`LLMAgent.reflect`). It run
 background thread, like pipelined proposals, so the GPU does not wait for it; `collect()` picks
 up a finished one at the next proposal, writes the notes (unless the person edited them in the
 meantime: `harness.store.notes.Notes.rewrite`) and returns its reply, whose cost the proposer puts
-on the next row (as it does for dropped proposals). A reflection still running when the night
-ends is abandoned; a failed one is reported and skipped (the next proposal meets any outage).
+on the next row (as it does for dropped proposals). One reflection runs at a time; one that falls
+due meanwhile starts when it is done. A reflection still running when the night ends is abandoned
+(like proposals still in flight, its cost reaches no row); a failed one is reported and skipped
+(the next proposal meets any outage).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Memory:
         self.llm = llm
         self.notify = notify
         self._reflection: _Reflection | None = None
+        self._last_started: int | None = None  # attempts done when the last reflection started
         self._lock = threading.Lock()
         self.reflections = 0  # reflections written this night
 
@@ -88,10 +91,15 @@ class Memory:
     # --- reflection ----------------------------------------------------------------------
 
     def due(self, attempts_done: int) -> bool:
-        """Whether a reflection should start now, after `attempts_done` attempts past the baseline."""
+        """Whether a reflection should start now, after `attempts_done` attempts past the baseline:
+        `reflect_every` attempts after the last one started (a multiple of it at the start of a
+        harness, so a resumed tag keeps its rhythm) and none still running. One that was due while
+        the previous one still ran starts as soon as that one is done, not a whole period later."""
         if self.llm is None or self.reflect_every <= 0 or attempts_done <= 0:
             return False
-        if attempts_done % self.reflect_every:
+        if self._last_started is None:
+            self._last_started = (attempts_done - 1) // self.reflect_every * self.reflect_every
+        if attempts_done - self._last_started < self.reflect_every:
             return False
         with self._lock:
             return self._reflection is None
@@ -114,6 +122,7 @@ class Memory:
 
         with self._lock:
             self._reflection = job
+        self._last_started = attempts_done
         self.notify(f"reflecting on {attempts_done} attempts: the model rewrites the research notes")
         threading.Thread(target=work, name="autoresearch-reflect", daemon=True).start()
 

@@ -32,8 +32,10 @@ import math
 import os
 import resource
 import selectors
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +82,19 @@ def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, st
     env.update({k: v for k, v in extra.items() if not is_secret(k)})
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def resolve_python(command: str) -> str:
+    """``command`` with a leading ``python``/``python3`` replaced by the harness's own interpreter.
+
+    Under cron, systemd, pipx or an un-activated virtual environment, the ``python`` on PATH is
+    missing or another interpreter without torch; the one running the harness has the project's
+    packages. Any other command (``./bench.sh``, ``/opt/py/bin/python x.py``) is left alone.
+    """
+    head, sep, rest = command.lstrip().partition(" ")
+    if head in ("python", "python3"):
+        return shlex.quote(sys.executable) + sep + rest
+    return command
 
 
 def pid_file(log_path: Path) -> Path:

@@ -3,13 +3,18 @@
     autoresearch compare autoresearch/nov21-a100 origin/autoresearch/nov21-h100 [--json]
 
 For each ref (a local branch or a fetched remote-tracking one) it shows the best metric,
-experiments, keep rate and hardware (the TSV's `worker` column), the final diff against
+experiments, keep rate and hardware (the TSV's `hardware` column: GPU or CPU model and the
+torch/MLX version; `worker` for --gpus workers), the final diff against
 the common base of all refs, and the kept changes one branch has that another lacks.
 Results come from the published results branch that travels with each branch
 (`[remote/]autoresearch-results/<tag>`, see `harness.review.publish`), or for a local branch
 from `results/<tag>.tsv` on disk. Two kept commits count as the same change when their
 diffs add and remove the same lines (a patch id), so a change transplanted from one
-machine to another is recognised on both.
+machine to another is recognised on both. Each side also says where the code of its night's
+attempts is (discards and crashes included, for `autoresearch show`): the local
+refs/autoresearch/<tag>/attempts/<n> for a local branch, the fetched copies
+refs/autoresearch-fetched/<remote>/<tag>/attempts/<n> for a remote-tracking one, or the fetch
+refspec that brings them when this clone has none.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from typing import Any
 
 from harness.errors import ConfigError, RepoError
 from harness.review.summary import Summary, metric_name, summarize
-from harness.store.git import BRANCH_PREFIX, CommitInfo, Repo, results_ref_for, tag_of
+from harness.store.git import (
+    BRANCH_PREFIX,
+    FETCHED_PREFIX,
+    CommitInfo,
+    Repo,
+    attempts_prefix,
+    fetch_refspec,
+    results_ref_for,
+    tag_of,
+)
 from harness.store.ledger import read_any_tsv
 from harness.store.paths import TagPaths
 
@@ -40,6 +54,33 @@ class Side:
     kept: list[CommitInfo]  # first-parent commits since the common base, oldest first
     patch_ids: dict[str, str] = field(default_factory=dict)  # sha -> patch id
     diff: str = ""
+    attempts: int = 0  # attempt refs of this night in this clone
+    attempts_source: str = ""  # the ref prefix they are under, or how to fetch them
+
+
+def remote_of(ref: str) -> str | None:
+    """The remote of a remote-tracking ref ([refs/remotes/]origin/autoresearch/T -> origin), else None."""
+    head, sep, _ = ref.rpartition(BRANCH_PREFIX)
+    name = head.removeprefix("refs/remotes/").removeprefix("refs/heads/").strip("/")
+    return name if sep and name else None
+
+
+def attempt_refs(view: Repo, ref: str, tag: str | None) -> tuple[int, str]:
+    """How many attempts of `ref`'s night have their code here, and under which prefix (or, when
+    none, how to fetch them): local refs for a local branch, fetched copies for a remote one."""
+    if tag is None:
+        return 0, "not an autoresearch/<tag> branch"
+    remote = remote_of(ref)
+    prefix = attempts_prefix(tag) if remote is None else f"{FETCHED_PREFIX}{remote}/{tag}/attempts/"
+    count = len(view.refs(prefix))
+    if count:
+        return count, prefix
+    if remote is None:
+        return 0, f"none under {prefix} (a night from before attempt refs were kept?)"
+    return 0, (
+        f"not fetched; once per clone: git config --add remote.{remote}.fetch "
+        f"'{fetch_refspec(remote)}' && git fetch {remote}"
+    )
 
 
 def patch_id(diff: str) -> str:
@@ -113,7 +154,8 @@ def compare(view: Repo, refs: Sequence[str]) -> tuple[str, list[Side]]:
         summary, source = load_results(view, ref, tag)
         kept = view.log(base, head)
         ids = {c.sha: patch_id(view.diff(c.parent, c.sha)) for c in kept if c.parent}
-        sides.append(Side(ref, head, tag, source, summary, kept, ids, view.diff(base, head)))
+        count, where = attempt_refs(view, ref, tag)
+        sides.append(Side(ref, head, tag, source, summary, kept, ids, view.diff(base, head), count, where))
     return base, sides
 
 
@@ -132,13 +174,17 @@ def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
             "head": s.head,
             "tag": s.tag,
             "results_source": s.results_source,
-            "hardware": (s.summary.workers if s.summary else []) or ["unknown"],
+            "hardware": _hardware(s),
+            "workers": s.summary.workers if s.summary else [],
             "kept_commits": [{"sha": c.sha, "subject": c.subject} for c in s.kept],
             "diff": s.diff,
+            "attempt_refs": s.attempts,
+            "attempt_refs_source": s.attempts_source,
         }
         if s.summary is not None:
-            keys = ("metric", "direction", "experiments", "kept", "discarded", "crashed", "keep_rate",
-                    "baseline", "best", "best_commit", "improvement_pct", "gpu_hours", "llm_cost_usd")  # fmt: skip
+            keys = ("metric", "direction", "experiments", "kept", "attempts", "kept_attempts", "discarded",
+                    "crashed", "keep_rate", "baseline", "best", "best_commit", "improvement_pct", "run_hours",
+                    "gpu_hours", "devices", "llm_cost_usd")  # fmt: skip
             entry.update({k: getattr(s.summary, k) for k in keys})
         out["refs"].append(entry)
     out["lacks"] = {
@@ -148,6 +194,17 @@ def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
         for a in sides
     }
     return out
+
+
+def _hardware(side: Side) -> list[str]:
+    """What the side's rows ran on; rows from before the hardware column name only their worker."""
+    if side.summary is None:
+        return ["unknown (no results)"]
+    return (
+        side.summary.hardware
+        or side.summary.devices
+        or ["not recorded (a TSV from before the hardware column)"]
+    )
 
 
 def _cell(x: object, spec: str = "") -> str:
@@ -176,19 +233,25 @@ def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
         row("best", stat("best", ".6f")),
         row("baseline", stat("baseline", ".6f")),
         row("improvement %", stat("improvement_pct", "+.2f")),
-        row("experiments", stat("experiments")),
-        row("kept", stat("kept")),
+        row("attempts", stat("attempts")),
+        row("kept", stat("kept_attempts")),
         row("keep rate %", rates),
+        row("hardware", ["; ".join(_hardware(s)) for s in sides]),
         row(
-            "hardware",
-            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "unknown" for s in sides],
+            "workers",
+            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "-" for s in sides],
         ),
         row("commits since base", [str(len(s.kept)) for s in sides]),
+        row("attempts' code here", [str(s.attempts) for s in sides]),
         f"common base: {base[:7]}",
     ]
     for s in sides:
         if s.summary is None:
             lines.append(f"{s.ref}: {s.results_source}")
+    for s in sides:
+        if s.tag is not None:
+            where = f"under {s.attempts_source}" if s.attempts else s.attempts_source
+            lines.append(f"{s.ref}: attempts' code {where} (autoresearch show {s.tag} N)")
     for a in sides:
         for b in sides:
             if a is b:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def _diff_html(diff: str) -> str:
     return '<pre class="diff">' + "\n".join(out) + "</pre>"
 
 
+def _duplicate_of(reason: str) -> int | None:
+    """n of a reason `duplicate of #n` (an attempt of this night), else None."""
+    match = re.fullmatch(r"duplicate of #(\d+)", reason)
+    return int(match.group(1)) if match else None
+
+
 def render_html(
     summary: Summary,
     rows: Sequence[Row],
@@ -74,21 +81,28 @@ def render_html(
     attempts = attempts or {}
     s = summary
     title = title or f"autoresearch report: {Path(s.source).name or s.metric}"
+    best = f"{_num(s.best)} ({s.best_commit}: {s.best_description})" if s.best is not None else "–"
     facts = [
-        ("experiments", s.experiments),
-        ("kept / discarded / crashed", f"{s.kept} / {s.discarded} / {s.crashed}"),
+        ("attempts (after the baseline)", s.attempts),
+        ("kept / discarded / crashed", f"{s.kept_attempts} / {s.discarded} / {s.crashed}"),
         ("keep rate", "–" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"),
         (f"baseline {s.metric}", _num(s.baseline)),
-        (f"best {s.metric}", f"{_num(s.best)} ({s.best_commit or '–'}: {s.best_description or ''})"),
-        ("improvement", _num(s.improvement_pct, "+.2f") + "%"),
+        (f"best {s.metric}", best),
+        ("improvement", "–" if s.improvement_pct is None else _num(s.improvement_pct, "+.2f") + "%"),
         ("direction", s.direction),
     ]
     if s.gpu_hours is not None:
         facts.append(("GPU hours", f"{s.gpu_hours:.2f}"))
+    elif s.run_hours is not None:
+        facts.append(
+            ("run hours" + (f" ({', '.join(s.devices)})" if s.devices else ""), f"{s.run_hours:.2f}")
+        )
     if s.llm_cost_usd is not None:
         facts.append(("LLM cost", f"${s.llm_cost_usd:.2f}"))
+    if s.hardware:
+        facts.append(("hardware", "; ".join(s.hardware)))
     if s.workers:
-        facts.append(("hardware", ", ".join(s.workers)))
+        facts.append(("workers", ", ".join(s.workers)))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -167,9 +181,11 @@ def render_html(
     for i, r in enumerate(rows):
         n = int(r.extra["n"]) if r.extra.get("n", "").isdigit() else i
         commit = f"<code>{_e(r.commit)}</code>"
-        if n in attempts:
-            commit = f"<a href='#attempt-{n}'>{commit}</a>"
         reason = r.extra.get("reason", "")
+        # A duplicate was never committed: its row links to the change it repeated.
+        target = n if n in attempts else _duplicate_of(reason)
+        if target in attempts:
+            commit = f"<a href='#attempt-{target}'>{commit}</a>"
         why = f" <span class='note'>[{_e(reason)}]</span>" if reason else ""
         parts.append(
             f"<tr class='{_e(r.status)}'><td class='num'>{n}</td><td>{commit}</td>"

@@ -93,7 +93,9 @@ def gather(view: Repo, tag: str, n: int, *, log_lines: int = 30) -> Shown:
         view.git("diff", f"{sha}^", sha, strip=False) if sha is not None and view.resolve(f"{sha}^") else ""
     )
     log_path = paths.log(n)
-    if log_path.is_file():
+    if log_lines == 0:
+        log, log_source = "", "not shown (--log-lines 0)"
+    elif log_path.is_file():
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-log_lines:]
         log, log_source = "\n".join(lines), f"{log_path}, last {len(lines)} lines"
     elif record is not None and record.log_tail:
@@ -164,6 +166,8 @@ def render(shown: Shown, metric: str = "") -> str:
     if s.log:
         lines.append(f"log tail ({s.log_source}):")
         lines.append(s.log.rstrip())
+    elif s.log_source:
+        lines.append(f"log: {s.log_source}")
     else:
         lines.append("log: none (the attempt never ran)")
     return "\n".join(lines)

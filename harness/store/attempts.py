@@ -85,6 +85,21 @@ class Diagnostics:
             bits.append(", ".join(split))
         return " | ".join(bits)
 
+    def brief(self) -> str:
+        """A few words for a table row: steps, throughput, peak memory, the final loss and its trend."""
+        bits = []
+        if self.steps is not None:
+            bits.append(f"{self.steps} steps")
+        if self.tokens_per_sec is not None:
+            bits.append(f"{_si(self.tokens_per_sec)} tok/s")
+        if self.peak_memory_gb is not None:
+            bits.append(f"{self.peak_memory_gb:.1f} GB")
+        if self.loss:
+            trend = self.falling()
+            where = "" if trend is None else (" falling" if trend < -0.001 else " flat")
+            bits.append(f"loss {self.loss[-1][1]:.4g}{where}")
+        return ", ".join(bits)
+
     def describe_loss(self, points: Sequence[int] = (25, 50, 75, 100)) -> str:
         """One line: the loss at `points` % of the budget and whether it was still falling at the end."""
         values = [(p, self.loss_at(p)) for p in points]

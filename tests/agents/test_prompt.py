@@ -180,6 +180,11 @@ def test_diagnostics_of_the_best_in_full_and_of_the_newest_attempts() -> None:
     newest = p.user.split("The newest attempts in detail:")[1].split("# Current files")[0]
     assert [f"#{n} discard" in newest for n in range(2, 9)] == [False, False, True, True, True, True, True]
     assert "25%:" in newest and "still falling at the end" in newest and "note: n7 note" in newest
+    # The older ones are condensed to a few words in their table row; one without a record has none.
+    table = p.user.split("```")[1]
+    assert "| try 2 {902 steps, 1.6M tok/s, 44.0 GB, loss 3.998 falling}" in table
+    bare = build_prompt(ctx(history, records={}), env={}).user.split("```")[1]
+    assert "| try 2\n" in bare and "steps," not in bare.split("\n", 2)[2]
 
 
 def test_notes_near_misses_and_in_flight_reach_the_prompt() -> None:

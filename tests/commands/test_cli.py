@@ -257,3 +257,23 @@ def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str
             assert opt.flag in out
     assert "--worker" not in out and "--family" not in out and "--coordinator" not in out
     assert "--ray ADDRESS|auto" in out
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu_exits_2_before_any_run(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device cuda` on a CPU machine: one line, exit 2, no tag (no branch, results or worktree)."""
+    before = snapshot(toy_experiment.repo)
+    err = fails(capsys, ["run", "--device", "cuda", "--tag", "x"], "--device cuda, but torch")
+    assert "torch sees no CUDA GPU" in err or "torch is not installed" in err
+    assert "--device cpu" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(toy_experiment.repo) == before

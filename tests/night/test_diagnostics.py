@@ -86,6 +86,9 @@ def test_until_is_the_next_occurrence_of_a_local_time() -> None:
     past = (now - datetime.timedelta(minutes=30)).strftime("%H:%M")
     value, _ = until.read({"until": past}, {})
     assert 23 * 3600 <= value - now.timestamp() <= 24 * 3600
-    for bad in ("25:00", "6.30", "noon"):
+    # A config file's TOML local time (`until = 06:30:00`) reads as the same minute.
+    with_seconds = (now + datetime.timedelta(minutes=90)).strftime("%H:%M:00")
+    assert until.read({"until": with_seconds}, {})[0] == until.read({"until": soon}, {})[0]
+    for bad in ("25:00", "6.30", "noon", "06:30:99"):
         with pytest.raises(Exception, match="HH:MM"):
             until.read({"until": bad}, {})

@@ -308,3 +308,45 @@ def test_rich_view_shows_progress_loss_best_and_rows() -> None:
     ):
         assert needle in out, out
     assert isinstance(make_view(io.StringIO()), PlainView)  # not a terminal: plain lines
+
+
+def test_rich_view_says_what_it_waits_for_and_shows_the_history_after_a_resume() -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.night.live import RichView
+    from harness.store.ledger import Row
+
+    def screen(view: RichView) -> str:
+        console = Console(file=io.StringIO(), width=120)
+        console.print(view._render())
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    view = RichView(io.StringIO())
+    view.history([Row("abc1234", 0.91, 1.0, "keep", "halve the batch", {}),
+                  Row("def5678", 0.95, 1.0, "discard", "wider model", {})], 0.91)  # fmt: skip
+    shown = screen(view)
+    assert "best 0.910000" in shown and "abc1234" in shown and "wider model" in shown
+    view.start(0, "baseline (run 2 of 3)", 20.0)
+    view.line("step 00040 (100.0%) | loss: 2.3")
+    assert "baseline (run 2 of 3)" in screen(view) and "100.0%" in screen(view)
+    view.finish(Row("abc1234", 0.9, 1.0, "keep", "baseline", {}), 0.9)
+    view.waiting("waiting for the model (claude-sonnet-5-5)")
+    shown = screen(view)
+    assert "waiting for the model (claude-sonnet-5-5)" in shown
+    assert "100.0%" not in shown and "#0" not in shown  # not the last run's finished bar
+    view.close()
+
+
+def test_plain_view_numbers_the_baseline_runs(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = toy_experiment.replay_file([])
+    assert (
+        main(["run", "--device", "cpu", "--tag", "b3", "--agent", f"replay:{path}", "--baseline-runs", "3"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    for k in (1, 2, 3):
+        assert f"#0 start: baseline (run {k} of 3)" in out, out

@@ -6,13 +6,19 @@ Real loop (the CLI's main), real git repositories, real child processes; replies
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from harness.agents.base import Context, Reply
+from harness.agents.llm import LLMAgent
 from harness.commands.main import main
+from harness.night.memory import Memory
 from harness.store import attempts
+from harness.store.paths import TagPaths
 from tests.conftest import Toy, git
 
 
@@ -85,6 +91,18 @@ def test_a_night_with_duplicates_parents_notes_and_refs(
     assert "duplicate of #2" in capsys.readouterr().out
     assert main(["show", "m1", "99"]) == 2
     assert "no attempt #99" in capsys.readouterr().err
+    assert main(["show", "m1", "2", "--log-lines", "2"]) == 0
+    assert "2.log, last 2 lines" in capsys.readouterr().out
+    assert main(["show", "m1", "2", "--log-lines", "0"]) == 0
+    assert "log: not shown (--log-lines 0)" in capsys.readouterr().out
+    assert main(["show", "m1", "two"]) == 2
+
+    # The report links each row to its change (embedded); the duplicate's row to the one it repeated.
+    assert main(["report", "--tag", "m1"]) == 0
+    table = (toy.repo / "results" / "m1" / "report.html").read_text().split("<table id='all'>")[1]
+    rows_html = {r.split("<td class='num'>")[1].split("</td>")[0]: r for r in table.split("<tr class=")[1:]}
+    assert "href='#attempt-2'" in rows_html["2"] and "href='#attempt-2'" in rows_html["3"]
+    assert "href=" not in rows_html["5"]  # a bad edit never became a commit
 
 
 def test_a_sweep_request_runs_k_tpe_trials_labelled_by_who_asked(toy_experiment: Toy) -> None:
@@ -149,3 +167,42 @@ def test_records_survive_and_registry_is_shared_after_resume(toy_experiment: Toy
     ]
     assert [e["op"] for e in events if e["key"] != "*"][:3] == ["claim", "number", "settle"]
     assert Path(toy.repo / "results" / "rs" / "attempts" / "2.json").is_file()
+
+
+class _SlowReflector:
+    """Stands in for the LLM agent: each reflection waits until the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.go = threading.Event()
+
+    def reflect(self, ctx: Context) -> Reply:
+        self.asked.append(len(ctx.history))
+        self.go.wait(10)
+        return Reply("```markdown\n- an insight\n```", cost_usd=0.01)
+
+
+def test_a_reflection_due_while_one_runs_starts_when_it_is_done(tmp_path: Path) -> None:
+    llm = _SlowReflector()
+    memory = Memory(TagPaths(tmp_path, "r"), "r", reflect_every=3, llm=cast(LLMAgent, llm), notify=print)
+    ctx = Context(program="", files={}, history=[])
+    started = []
+    for done in range(1, 11):
+        if done == 7:  # the first reflection (after 3) answers only now; the one due at 6 waited
+            llm.go.set()
+            deadline = time.monotonic() + 10
+            while memory.collect() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif done == 10:  # the proposer collects at every proposal; #7's answered at once
+            deadline = time.monotonic() + 10
+            while memory.collect() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if memory.due(done):
+            memory.reflect(ctx, done)
+            started.append(done)
+    assert started == [3, 7, 10]  # 6 was due while #3's ran: it starts at once after, not at 9
+    assert (tmp_path / "results" / "r" / "notes.md").read_text().strip().endswith("- an insight")
+
+    # A new harness on the same tag (a resume after 11 attempts) keeps the rhythm: next at 12.
+    again = Memory(TagPaths(tmp_path, "r"), "r", reflect_every=3, llm=cast(LLMAgent, llm), notify=print)
+    assert not again.due(11) and again.due(12)

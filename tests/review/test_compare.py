@@ -33,8 +33,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, cwd: Path, *args: str) -> int:
 def two_nights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Clone a ran night A on an H100, clone b night B on an A100; both published; a fetched."""
     _, (a, b) = origin_with_clones(tmp_path, ["a", "b"])
-    night(a, "nov21-h100", NIGHT_A, worker="NVIDIA H100")
-    night(b, "nov21-a100", NIGHT_B, worker="NVIDIA A100", baseline=1.01)
+    night(a, "nov21-h100", NIGHT_A, hardware="NVIDIA H100")
+    night(b, "nov21-a100", NIGHT_B, hardware="NVIDIA A100", baseline=1.01)
     assert cli(monkeypatch, a, "publish", "--tag", "nov21-h100") == 0
     assert cli(monkeypatch, b, "publish", "--tag", "nov21-a100") == 0
     git(a, "fetch", "-q")
@@ -141,6 +141,27 @@ def test_two_real_nights_publish_fetch_compare(
         "lower to 0.9"
     ]
     assert "+VAL_BPB = 0.800000" in b["diff"]
+    # m1's publish added the attempts' fetch refspec, so its fetch brought both nights' attempts
+    # (baseline + 2 each); compare says where they are.
+    assert (a["attempt_refs"], b["attempt_refs"]) == (3, 3)
+    assert b["attempt_refs_source"] == "refs/autoresearch-fetched/origin/n-b/attempts/"
+    assert cli(monkeypatch, m1, "compare", "origin/autoresearch/n-b", "autoresearch/n-a") == 0
+    text = capsys.readouterr().out
+    assert (
+        "origin/autoresearch/n-b: attempts' code under refs/autoresearch-fetched/origin/n-b/attempts/" in text
+    )
+    assert "autoresearch/n-a: attempts' code under refs/autoresearch/n-a/attempts/" in text
+
+    # A clone without the refspec is told how to get them.
+    m3 = tmp_path / "m3"
+    git(tmp_path, "clone", "-q", git(m1, "remote", "get-url", "origin"), str(m3))
+    assert cli(monkeypatch, m3, "compare", "origin/autoresearch/n-b", "--json") == 0
+    (c,) = json.loads(capsys.readouterr().out)["refs"]
+    assert c["attempt_refs"] == 0
+    assert (
+        "git config --add remote.origin.fetch '+refs/autoresearch/*:refs/autoresearch-fetched/origin/*'"
+        in (c["attempt_refs_source"])
+    )
 
     # The morning report of the fetched night works from the published ledger too.
     tsv = tmp_path / "n-b.tsv"
