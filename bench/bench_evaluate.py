@@ -63,7 +63,6 @@ def main() -> None:
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
     os.environ.update(AUTORESEARCH_DEVICE=args.device, AUTORESEARCH_CACHE=str(tmp / "cache"))
-    os.environ.pop("AUTORESEARCH_EVAL_RECORD", None)
     import torch
     from torch import nn
 

@@ -10,9 +10,10 @@ Two modes, both writing JSON that BENCHMARKS.md quotes:
       optimizer's share of a step; `--profile` adds a torch.profiler table of the default variant.
 
   python bench/bench_gpt.py runs --out DIR --n 3 [--dataset text:PATH] [--budget 300]
-      Runs the real train.py n times in a row (as the harness would: cwd = the experiment folder,
-      AUTORESEARCH_* set) and records each run's summary block and wall time: the full-budget
-      figures (steps in the budget, seconds outside it) and the spread of val_bpb.
+      Runs the real train.py n times in a row (cwd = the experiment folder, AUTORESEARCH_* set)
+      and records each run's summary block, wall time, and the val_bpb of prepare's evaluator
+      (which train.py's hand_off starts when run by hand): the full-budget figures (steps in the
+      budget, seconds outside it) and the spread of val_bpb.
 
 Throughput does not depend on the text, so the synthetic mode needs no prepared dataset.
 """
@@ -78,12 +79,12 @@ def synthetic_prepare(seq_len: int, vocab: int) -> types.ModuleType:
             i += 1
             yield b[:, :-1], b[:, 1:], 1
 
-    def evaluate_bpb(model, tokenizer, batch_size):  # noqa: ANN001
+    def hand_off(model, batch_size):  # noqa: ANN001
         raise RuntimeError("synthetic mode does not evaluate")
 
     mod.Tokenizer = Tokenizer  # type: ignore[attr-defined]
     mod.make_dataloader = make_dataloader  # type: ignore[attr-defined]
-    mod.evaluate_bpb = evaluate_bpb  # type: ignore[attr-defined]
+    mod.hand_off = hand_off  # type: ignore[attr-defined]
     return mod
 
 
@@ -288,6 +289,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
 SUMMARY_LINE = re.compile(r"^([a-z_A-Z0-9]+):\s+(\S+)\s*$")
 
 
+EVALUATION = "@@autoresearch evaluation"  # prepare.evaluate_program's result line
+
+
 def parse_summary(text: str) -> dict[str, float | str]:
     """The last `---` block of a log (the same contract harness.night.metrics parses)."""
     lines = text.splitlines()
@@ -320,7 +324,6 @@ def run_runs(args: argparse.Namespace) -> int:
     results = []
     for i in range(args.n):
         log = out / f"run{i}.log"
-        env["AUTORESEARCH_EVAL_RECORD"] = str(out / f"run{i}.eval.jsonl")
         t = time.time()
         with open(log, "w") as f:
             proc = subprocess.run(
@@ -332,7 +335,14 @@ def run_runs(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         wall = time.time() - t
-        summary = parse_summary(log.read_text())
+        text = log.read_text()
+        summary = parse_summary(text)
+        # run by hand, train.py's hand_off runs prepare's evaluator right away; its result line
+        # holds val_bpb (the train file's own summary does not)
+        for line in text.splitlines():
+            if line.startswith(EVALUATION):
+                result = json.loads(line[len(EVALUATION) :])
+                summary.update(val_bpb=result.get("val_bpb", float("nan")), eval_s=result.get("seconds", 0.0))
         r = {"run": i, "exit_code": proc.returncode, "wall_s": wall, "summary": summary}
         results.append(r)
         (out / "runs.json").write_text(json.dumps(results, indent=2))

@@ -84,7 +84,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["AUTORESEARCH_CACHE"] = tmp
         os.environ["AUTORESEARCH_DATASET"] = "arithmetic"
-        os.environ.pop("AUTORESEARCH_EVAL_RECORD", None)
         datasets.prepare_dataset("arithmetic", Path(tmp), progress=False)
         tok = Tokenizer.load()
 

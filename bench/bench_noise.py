@@ -16,6 +16,13 @@ Also a whole-night simulation: 100 attempts, 70 % of them null changes, 20 % rea
 kept, the true improvement of the final best, and the runs spent.
 
 Run:  python bench/bench_noise.py [--trials 20000] [--seed 0]
+
+For a measured metric: `--sigma S` (in the metric's units, e.g. 0.0004 bpb) recomputes the
+per-attempt false-keep / missed-gain table with noise of that size and gains given in the
+metric's units (`--gains`, default 0.5..5 sigma); `--sigma-from results/<tag>.tsv` takes sigma
+from the baseline row's repeated runs of a night (e.g. `autoresearch run --baseline-runs 6
+--warmup on --agent replay:empty.jsonl`) and prints each run's steps and tokens/s next to its
+value, with their correlation, so a run that trained fewer steps is visible as such.
 """
 
 from __future__ import annotations
@@ -160,13 +167,121 @@ def _attempt_scaled(
     return verdict.status == "keep"
 
 
+def baseline_runs_of(tsv: Path) -> list[tuple[float, float | None, float | None]]:
+    """(value, steps, tokens/s) of each run of the baseline row of a night's TSV."""
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t"), strict=False))
+        if row.get("description") == "baseline" and row.get("runs"):
+            values = [float(v) for v in row["runs"].split(",")]
+            steps = _per_run(row.get("num_steps", ""), len(values))
+            speed = _per_run(row.get("tokens_per_s", ""), len(values))
+            return list(zip(values, steps, speed, strict=True))
+    raise SystemExit(f"{tsv}: no baseline row with runs")
+
+
+def _per_run(cell: str, n: int) -> list[float | None]:
+    parts = [p for p in cell.split(",")] if cell else []
+    out = [float(p) if p.strip() else None for p in parts]
+    return out if len(out) == n else [None] * n
+
+
+def _sd(values: list[float]) -> float:
+    mu = sum(values) / len(values)
+    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+
+
+def _corr(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3 or _sd(xs) == 0 or _sd(ys) == 0:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (len(xs) - 1)
+    return cov / (_sd(xs) * _sd(ys))
+
+
+def scaled_table(
+    sigma: float, gains: list[float], trials: int, baseline_runs: int, seed: int
+) -> list[dict[str, float]]:
+    """Per-attempt keep rates for true gains in the metric's units, noise `sigma` (same units)."""
+    rng = random.Random(seed)
+    table = []
+    for gain in gains:
+        kept = {"strict": 0, "noise3": 0, "night": 0}
+        for _ in range(trials):
+            best = [rng.gauss(0.0, sigma) for _ in range(baseline_runs)]
+            judges: dict[str, _Judge] = {
+                "strict": StrictJudge("minimize", 3),
+                "noise3": _noise_judge_scaled(rng, 0, sigma),
+                "night": _noise_judge_scaled(rng, 20, sigma),
+            }
+            for name, judge in judges.items():
+                values = [-gain + rng.gauss(0.0, sigma)]
+                while (verdict := judge.decide(values, best)).status == "repeat":
+                    values.append(-gain + rng.gauss(0.0, sigma))
+                kept[name] += verdict.status == "keep"
+        table.append({"gain": gain} | {k: v / trials for k, v in kept.items()})
+    return table
+
+
+def _noise_judge_scaled(rng: random.Random, dof: int, sigma: float) -> NoiseAwareJudge:
+    judge = NoiseAwareJudge("minimize")
+    for _ in range(dof):
+        a = 10.0 + rng.random()
+        judge.observe([a + rng.gauss(0, sigma), a + rng.gauss(0, sigma)])
+    return judge
+
+
+def print_scaled(sigma: float, gains: list[float], trials: int, baseline_runs: int, seed: int) -> None:
+    print(f"per-attempt keep rate, sigma = {sigma:g}, baseline runs = {baseline_runs}, {trials} trials each")
+    print("| true gain | in sigma | strict keep | noise keep (3 runs of spread) | noise keep (night) |")
+    print("|---|---|---|---|---|")
+    for row in scaled_table(sigma, gains, trials, baseline_runs, seed):
+        g = row["gain"]
+        kind = " (false keep)" if g <= 0 else ""
+        print(
+            f"| {g:+.6f}{kind} | {g / sigma:+.1f} | {row['strict']:.1%} | {row['noise3']:.1%} | {row['night']:.1%} |"
+        )
+    print("(a gain above 0 that is not kept is a missed gain: 1 - the keep rate)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20000)
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--sigma", type=float, help="run-to-run noise in the metric's units")
+    parser.add_argument("--sigma-from", type=Path, metavar="TSV", help="sigma of a night's baseline runs")
+    parser.add_argument("--gains", type=float, nargs="+", help="true gains in the metric's units")
     args = parser.parse_args(argv)
+    if args.sigma_from is not None or args.sigma is not None:
+        sigma = args.sigma
+        if args.sigma_from is not None:
+            runs = baseline_runs_of(args.sigma_from)
+            values = [v for v, _, _ in runs]
+            sigma = _sd(values)
+            print(
+                f"{args.sigma_from}: {len(values)} baseline runs, mean {sum(values) / len(values):.6f}, sigma {sigma:.6f}"
+            )
+            print("| run | value | steps | tokens/s |")
+            print("|---|---|---|---|")
+            for i, (v, st, sp) in enumerate(runs):
+                print(
+                    f"| {i} | {v:.6f} | {'-' if st is None else f'{st:.0f}'} | {'-' if sp is None else f'{sp:,.0f}'} |"
+                )
+            steps = [st for _, st, _ in runs if st is not None]
+            if len(steps) == len(values):
+                r = _corr(steps, values)
+                print(
+                    f"steps: {min(steps):.0f}..{max(steps):.0f}; correlation of steps with the value: "
+                    + ("n/a" if r is None else f"{r:+.2f}")
+                )
+            print()
+        assert sigma is not None
+        gains = args.gains or [g * sigma for g in GAINS]
+        print_scaled(sigma, gains, args.trials, args.baseline_runs, args.seed)
+        return 0
 
     print(
         f"per-attempt keep rate, sigma = 1, baseline runs = {args.baseline_runs}, {args.trials} trials each"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from harness.night.metrics import last_loss, parse_summary, progress_pct, read_summary
-from harness.night.runner import child_env, run
+from harness.night.runner import run
 
 CHILD = r"""
 import sys
@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "child.py").write_text(CHILD)
-        env = child_env(os.environ, {})
+        env = dict(os.environ)
         direct, streamed = [], []
         for _ in range(args.repeat):
             t = time.perf_counter()

@@ -1,8 +1,8 @@
 """A seed-only change to the real gpt experiment, judged through the real loop on CPU.
 
 Copies this checkout's constants.py, prepare/, program.md and experiments/gpt into a fresh
-git repo under a temp dir (with `verify_metric = "evaluate_bpb"` added to the copy's
-experiment.toml, so provenance is on as well), then runs
+git repo under a temp dir (its experiment.toml as shipped: val_bpb from prepare's evaluator,
+with causality probes), then runs
 
     autoresearch run --tag seed --experiment gpt --device cpu --dataset arithmetic
                      --budget SECONDS --agent replay:<one reply: SEED 1337 -> 42> [--judge J]
@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(ROOT / "prepare", repo / "prepare", ignore=ignore)
         shutil.copytree(ROOT / "experiments" / "gpt", repo / "experiments" / "gpt", ignore=ignore)
-        toml = repo / "experiments" / "gpt" / "experiment.toml"
-        toml.write_text(toml.read_text() + 'verify_metric = "evaluate_bpb"\n')
         (repo / ".gitignore").write_text("/results/\n/.autoresearch/\n__pycache__/\n")
         env = dict(os.environ, AUTORESEARCH_CACHE=str(Path(tmp) / "cache"))
         env.setdefault("GIT_AUTHOR_NAME", "demo")

@@ -10,18 +10,32 @@ The generic template (every key but `mutable` and `run` is optional):
     budget_seconds = 300              # training seconds; default: constants.py's TIME_BUDGET
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
-    verify_metric = "evaluate_bpb"    # accept the metric only if prepare's evaluate_bpb computed it
 
-An unknown key or a value of the wrong type is a ConfigError naming the file and the key.
+    [sandbox]                         # what the run may reach beyond its worktree and scratch folder
+    network = false                   # true: the run may open network connections
+    read = ["/data/imagenet"]         # extra paths it may read (absolute, ~, or relative to this folder)
+    env = ["HF_HOME"]                 # extra environment variables it gets from the harness's
+
+    [integrity]
+    checks = "permissive"             # "strict": the source checks of harness.integrity.checks too
+    evaluator = "bpb"                 # the metric comes from prepare's evaluator, not the run's summary
+
+With `evaluator = "bpb"` the train file ends with `prepare.hand_off(model, batch_size)` and the
+harness computes val_bpb in a separate evaluation process (`harness.integrity.evaluation`); the
+run's own summary keeps its other keys. Without it the metric is the one the run printed (any
+outside project). An unknown key or a value of the wrong type is a ConfigError naming the file
+and the key.
 Nothing here changes anything on disk.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,8 +45,10 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
 from harness.errors import ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
-# Accepted values of verify_metric; harness.integrity.provenance implements each (a test checks).
-VERIFIERS = ("evaluate_bpb",)
+# Accepted values of [integrity] evaluator: the prepare module each one runs.
+EVALUATORS = {"bpb": "prepare.evaluate_program"}
+CHECKS = ("strict", "permissive")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # key -> (accepted types, required)
 _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -44,7 +60,12 @@ _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "budget_seconds": ((int, float), False),
     "timeout_seconds": ((int, float), False),
     "dataset": ((str,), False),
-    "verify_metric": ((str,), False),
+    "sandbox": ((dict,), False),
+    "integrity": ((dict,), False),
+}
+_TABLES: dict[str, dict[str, type]] = {
+    "sandbox": {"network": bool, "read": list, "env": list},
+    "integrity": {"checks": str, "evaluator": str},
 }
 
 
@@ -61,7 +82,11 @@ class Experiment:
     budget_seconds: float | None = None
     timeout_seconds: float | None = None
     dataset: str | None = None
-    verify_metric: str | None = None
+    evaluator: str | None = None  # [integrity] evaluator: a key of EVALUATORS
+    network: bool = False  # [sandbox] network
+    read: tuple[Path, ...] = ()  # [sandbox] read, absolute
+    env: tuple[str, ...] = ()  # [sandbox] env
+    checks: str = "permissive"  # [integrity] checks
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -74,6 +99,11 @@ def load_experiment(exp_dir: Path) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     for key, value in data.items():
+        if key == "verify_metric":
+            raise ConfigError(
+                f"{path}: key 'verify_metric' is gone: the metric now comes from prepare's evaluator; "
+                'write [integrity] evaluator = "bpb" and end the train file with prepare.hand_off(model, batch_size)'
+            )
         if key not in _KEYS:
             raise ConfigError(f"{path}: unknown key '{key}'; allowed keys: {', '.join(_KEYS)}")
         types, _ = _KEYS[key]
@@ -96,10 +126,26 @@ def load_experiment(exp_dir: Path) -> Experiment:
             raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
     if not data["run"].strip():
         raise ConfigError(f"{path}: key 'run' is empty")
-    verify = data.get("verify_metric")
-    if verify is not None and verify not in VERIFIERS:
+    sandbox, integrity = _table(path, data, "sandbox"), _table(path, data, "integrity")
+    read = sandbox.get("read", [])
+    names = sandbox.get("env", [])
+    if not all(isinstance(r, str) and r for r in read):
+        raise ConfigError(f"{path}: key 'sandbox.read' must be a list of paths")
+    if not all(isinstance(n, str) and _ENV_NAME.match(n) for n in names):
+        raise ConfigError(f"{path}: key 'sandbox.env' must be a list of environment variable names")
+    checks = integrity.get("checks", "permissive")
+    if checks not in CHECKS:
         raise ConfigError(
-            f"{path}: key 'verify_metric' must be one of {', '.join(VERIFIERS)}, got {verify!r}"
+            f"{path}: key 'integrity.checks' must be one of {', '.join(CHECKS)}, got {checks!r}"
+        )
+    evaluator = integrity.get("evaluator")
+    if evaluator is not None and evaluator not in EVALUATORS:
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' must be one of {', '.join(EVALUATORS)}, got {evaluator!r}"
+        )
+    if evaluator is not None and data.get("dataset") == "none":
+        raise ConfigError(
+            f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, not dataset = \"none\""
         )
     return Experiment(
         name=data.get("name", exp_dir.name),
@@ -111,8 +157,27 @@ def load_experiment(exp_dir: Path) -> Experiment:
         budget_seconds=float(data["budget_seconds"]) if "budget_seconds" in data else None,
         timeout_seconds=float(data["timeout_seconds"]) if "timeout_seconds" in data else None,
         dataset=data.get("dataset"),
-        verify_metric=verify,
+        evaluator=evaluator,
+        network=bool(sandbox.get("network", False)),
+        read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in read),
+        env=tuple(names),
+        checks=checks,
     )
+
+
+def _table(path: Path, data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A sub-table of experiment.toml with its keys and their types checked."""
+    table = data.get(name, {})
+    assert isinstance(table, dict)
+    for key, value in table.items():
+        wanted = _TABLES[name].get(key)
+        if wanted is None:
+            raise ConfigError(f"{path}: unknown key '{name}.{key}'; allowed keys: {', '.join(_TABLES[name])}")
+        if not isinstance(value, wanted):
+            raise ConfigError(
+                f"{path}: key '{name}.{key}' must be a {wanted.__name__}, got {type(value).__name__} {value!r}"
+            )
+    return table
 
 
 def _check_mutable(path: Path, exp_dir: Path, rel: str) -> None:

@@ -40,6 +40,7 @@ from harness.errors import ConfigError
 DEVICES = ("cuda", "mlx", "cpu")
 AGENTS = ("claude", "openai", "search")  # what --agent accepts besides auto and replay:FILE
 JUDGES = ("noise", "strict")
+SANDBOX_MODES = ("auto", "on", "off")
 DATASETS = ("arithmetic", "climbmix", "none")  # and text:PATH
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 T = TypeVar("T")
@@ -278,6 +279,12 @@ OPTIONS: tuple[Option[Any], ...] = (
            "strict: any gain", flag="--judge", choices=JUDGES),
     Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, or the profile's BASELINE_RUNS, e.g. 1 on cpu; strict 1)",
            flag="--baseline-runs", metavar="N", show=lambda v: "the judge's default" if v is None else str(v)),
+    Option("warmup", _text, "a discarded warm-up run before the baseline, so no noise sample is a cold "
+           "run (default auto: on for cuda and mlx, off for cpu)", flag="--warmup", env="AUTORESEARCH_WARMUP",
+           choices=SANDBOX_MODES),
+    Option("sandbox", _text, "run each experiment in a bubblewrap sandbox: auto (when it works here), on "
+           "(refuse to start without it), off (default: auto)", flag="--sandbox", env="AUTORESEARCH_SANDBOX",
+           choices=SANDBOX_MODES),
     Option("ray", _text, "one worker per GPU of the Ray cluster at ADDRESS (auto: the cluster this host "
            "belongs to); code moves through the git remote origin", flag="--ray", metavar="ADDRESS|auto"),
     Option("worker", _text, "set by the --gpus or --ray driver for its workers", flag="--worker", hidden=True),

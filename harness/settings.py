@@ -52,6 +52,11 @@ DEFAULT_EXPERIMENT = "gpt"
 # benchmark): the training budget, and the seconds a run gets beyond it for start-up and evaluation.
 FALLBACK_TIME_BUDGET = 300.0
 FALLBACK_TIMEOUT_ALLOWANCE = 300.0
+# The harness's own budget bounds (constants.py's BUDGET_TOLERANCE, WARMUP_ALLOWANCE, STARTUP_MAX),
+# for repositories whose constants.py does not say.
+FALLBACK_BUDGET_TOLERANCE = 0.02
+FALLBACK_WARMUP_ALLOWANCE = 60.0
+FALLBACK_STARTUP_MAX = 120.0
 
 
 # --- the settings ------------------------------------------------------------------------
@@ -90,7 +95,16 @@ class Settings:
     coordinator: str = ""  # a Ray worker: the cluster address of the family's coordinator actor
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
-    verify_metric: str | None = None  # experiment.toml verify_metric (metric provenance)
+    evaluator: str | None = None  # experiment.toml [integrity] evaluator: who computes the metric
+    checks: str = "permissive"  # experiment.toml [integrity] checks: "strict" or "permissive"
+    sandbox: str = "auto"  # --sandbox: auto | on | off (commands.run settles auto to on or off)
+    network: bool = False  # experiment.toml [sandbox] network
+    read: tuple[Path, ...] = ()  # experiment.toml [sandbox] read: extra read-only paths
+    env_names: tuple[str, ...] = ()  # experiment.toml [sandbox] env: extra variables a run gets
+    warmup: str = "auto"  # --warmup: a discarded warm-up run before the baseline (auto: cuda, mlx)
+    budget_tolerance: float = FALLBACK_BUDGET_TOLERANCE  # share of the budget a run may overshoot
+    warmup_allowance: float = FALLBACK_WARMUP_ALLOWANCE  # seconds of untimed warm-up inside training
+    startup_max: float = FALLBACK_STARTUP_MAX  # seconds from the start to the first training batch
     llm_timeout: float = 600.0
     llm_preflight: float = 40.0
     llm_max_tokens: int = 16_000
@@ -118,6 +132,19 @@ class Settings:
         """Where this tag's files live (results, logs, journal, lock, queue, worktree)."""
         return TagPaths(self.repo_root, self.tag)
 
+    @property
+    def budget_bounds(self) -> str:
+        """The harness's budget check, as describe() shows it."""
+        return (
+            f"training <= {self.budget:g} s + {100 * self.budget_tolerance:g}% + {self.warmup_allowance:g} s "
+            f"warm-up; first batch within {self.startup_max:g} s"
+        )
+
+    @property
+    def warmup_run(self) -> bool:
+        """Whether the baseline is preceded by a discarded warm-up run."""
+        return self.warmup == "on" or (self.warmup == "auto" and self.profile in ("cuda", "mlx"))
+
     def describe(self) -> list[str]:
         """Every resolved value, one `key: value (why)` line each, for the start of a night."""
         shown: list[tuple[str, str]] = []
@@ -130,10 +157,16 @@ class Settings:
                     ("mutable", ", ".join(self.mutable)),
                     ("run", self.run),
                     ("metric", f"{self.metric} ({self.direction})"),
-                    ("verify_metric", self.verify_metric or "off"),
+                    ("evaluator", self.evaluator or "off: the metric the run prints"),
+                    ("checks", self.checks),
+                    ("network", "on" if self.network else "off"),
+                    ("read", ", ".join(map(str, self.read))),
+                    ("env_names", ", ".join(self.env_names)),
                 ]
             elif opt.field == "device":
                 shown.append(("profile", self.profile))
+            elif opt.field == "budget":
+                shown.append(("budget_bounds", self.budget_bounds))
         lines = []
         for key, value in shown:
             if value:
@@ -242,6 +275,16 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         values.get("budget"), values.get("timeout"), exp.budget_seconds, exp.timeout_seconds,
         constants, profile, reasons,
     )  # fmt: skip
+    for field_name, key in (
+        ("budget_tolerance", "BUDGET_TOLERANCE"),
+        ("warmup_allowance", "WARMUP_ALLOWANCE"),
+        ("startup_max", "STARTUP_MAX"),
+    ):
+        if isinstance(constants.get(key), int | float):
+            values[field_name] = float(constants[key])
+    reasons["budget_bounds"] = (
+        f"constants.py, {profile} profile" if "WARMUP_ALLOWANCE" in constants else "default (no constants.py)"
+    )
 
     # Dataset: flag > experiment.toml > config file > climbmix if prepared > arithmetic.
     dataset = values.get("dataset")
@@ -278,7 +321,11 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         profile=profile,
         dataset=dataset,
         agent=_check_agent(agent, cwd),
-        verify_metric=exp.verify_metric,
+        evaluator=exp.evaluator,
+        checks=exp.checks,
+        network=exp.network,
+        read=exp.read,
+        env_names=exp.env,
         reasons=reasons,
     )
     return Settings(**values)
@@ -367,3 +414,16 @@ def ensure_dataset(settings: Settings) -> str | None:
             ) from exc
     prepare_dataset("arithmetic", settings.cache_root)
     return f"prepared the arithmetic dataset in {settings.cache_root}"
+
+
+def validation_files(settings: Settings) -> tuple[Path, ...]:
+    """The dataset's validation shard(s): what a train run must not see when an evaluator computes
+    the metric. Empty when there is no dataset or it is not prepared (the night checks that first)."""
+    if settings.dataset == "none":
+        return ()
+    from prepare.datasets import check_ready
+
+    try:
+        return (check_ready(settings.dataset, settings.cache_root).val_file,)
+    except Exception:  # noqa: BLE001 - prepare's DataError: ensure_dataset reports it at start
+        return ()

@@ -1,7 +1,7 @@
 """prepare: the immutable data and metric pipeline every experiment is judged by.
 
     from prepare import (MAX_SEQ_LEN, TIME_BUDGET, EVAL_TOKENS, VOCAB_SIZE, DEVICE,
-                         Tokenizer, make_dataloader, make_dataloader_numpy, evaluate_bpb)
+                         Tokenizer, make_dataloader, make_dataloader_numpy, hand_off)
 
 The UPPERCASE values are the *active* device profile of constants.py (AUTORESEARCH_DEVICE,
 else cuda when torch sees a GPU, else cpu), with AUTORESEARCH_TIME_BUDGET replacing
@@ -10,9 +10,16 @@ TIME_BUDGET. The dataset and cache come from AUTORESEARCH_DATASET / AUTORESEARCH
 `import prepare` imports neither torch nor mlx (the harness imports it): every name above
 is resolved on first access, and device detection happens only then.
 
+A train file ends with `hand_off(model, batch_size)`: the harness evaluates the handed-off model
+in a separate process (`python -m prepare.evaluate_program`), with causality probes. The
+in-process `evaluate_bpb(model, tokenizer, batch_size)` computes the same number for a live model
+(tests, notebooks, benchmarks); it needs the validation data, which a judged train run cannot see.
+
 Modules: env (active settings), constants (profiles, top level), datasets (cache, manifest,
 check_ready, prepare_dataset), arithmetic, sources (climbmix download, text:PATH), shards,
-tokenizer, dataloader, evaluate, cli.
+tokenizer, dataloader, evalset (the pinned rows), evaluate / evaluate_mlx (the metric),
+handoff, program / program_mlx (the model as data), causality (the probes), evaluate_program
+(the evaluator), cli.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ _LAZY = {
     "Tokenizer": ("prepare.tokenizer", "Tokenizer"),
     "make_dataloader": ("prepare.dataloader", "make_dataloader"),
     "make_dataloader_numpy": ("prepare.dataloader", "make_dataloader_numpy"),
+    "hand_off": ("prepare.handoff", "hand_off"),
     "evaluate_bpb": ("prepare.evaluate", "evaluate_bpb"),
 }
 

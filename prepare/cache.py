@@ -81,8 +81,12 @@ def expected_vocab_size() -> int:
     return int(constants.profile(name)["VOCAB_SIZE"])
 
 
-def check_ready(spec: str, cache_root: Path) -> DatasetInfo:
-    """The prepared dataset, or DataError saying what is wrong and the command that fixes it."""
+def check_ready(spec: str, cache_root: Path, *, need_val: bool = True) -> DatasetInfo:
+    """The prepared dataset, or DataError saying what is wrong and the command that fixes it.
+
+    `need_val=False` skips the validation shard: a judged train run never reads it (and, in the
+    sandbox, cannot see it); only the evaluator and the harness's start-up check need it.
+    """
     spec = normalize_spec(spec)
     root = dataset_root(spec, cache_root)
     fix = fix_command(spec, cache_root)
@@ -115,8 +119,13 @@ def check_ready(spec: str, cache_root: Path) -> DatasetInfo:
     if not train_names:
         raise DataError(f"{path} lists no training shards; run: {fix}")
     data = root / "data"
-    for name in [*train_names, val_name]:
+    for name in [*train_names, val_name] if need_val else train_names:
         f = data / name
+        if name == val_name and f.exists() and not f.is_file():
+            raise DataError(
+                f"the validation shard {f} is hidden from this run: a judged train run hands its model "
+                "to prepare.hand_off and the harness's evaluator scores it"
+            )
         if not f.is_file():
             raise DataError(
                 f"shard {f} is missing; run: {fix}  (it resumes and fetches only what is missing)"

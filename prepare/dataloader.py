@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prepare import shards
+from prepare import markers, shards
 from prepare.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def split_files(split: str) -> list[Path]:
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    info = datasets.ensure_ready(env.dataset_spec(), env.cache_root())
+    info = datasets.ensure_ready(env.dataset_spec(), env.cache_root(), need_val=split == "val")
     return list(info.train_files) if split == "train" else [info.val_file]
 
 
@@ -207,6 +207,8 @@ def make_dataloader_numpy(
         tokenizer, seq_len, split, files=files, buffer_size=buffer_size, num_threads=num_threads
     )
     for rows, epoch in batches(packer, itertools.repeat(batch_size), prefetch):
+        if split == "train":
+            markers.served(batch_size * seq_len)
         yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:]), epoch
 
 
@@ -241,6 +243,8 @@ def make_dataloader(
     if dev.type != "cuda":
         for rows_np, epoch in batches_:
             rows = torch.from_numpy(rows_np).long()
+            if split == "train":
+                markers.served(bt)
             yield rows[:, :-1].contiguous().to(dev), rows[:, 1:].contiguous().to(dev), epoch
     hosts = [torch.empty(2 * bt, dtype=torch.long, pin_memory=True) for _ in range(2)]
     events: list[Any] = [None, None]
@@ -256,4 +260,6 @@ def make_dataloader(
         event = torch.cuda.Event()
         event.record()
         events[slot] = event
+        if split == "train":
+            markers.served(bt)
         yield gpu[:bt].view(batch_size, seq_len), gpu[bt:].view(batch_size, seq_len), epoch

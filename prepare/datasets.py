@@ -38,12 +38,12 @@ __all__ = [
 ]
 
 
-def ensure_ready(spec: str, cache_root: Path) -> DatasetInfo:
+def ensure_ready(spec: str, cache_root: Path, *, need_val: bool = True) -> DatasetInfo:
     """check_ready, except that a never-built `arithmetic` dataset is generated first."""
     spec = normalize_spec(spec)
     if spec == "arithmetic" and not (dataset_root(spec, cache_root) / MANIFEST).exists():
         return build_arithmetic(Path(cache_root))
-    return check_ready(spec, cache_root)
+    return check_ready(spec, cache_root, need_val=need_val)
 
 
 def build_arithmetic(cache_root: Path) -> DatasetInfo:

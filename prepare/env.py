@@ -4,7 +4,7 @@
     AUTORESEARCH_TIME_BUDGET  training seconds, overrides the profile's TIME_BUDGET (--budget)
     AUTORESEARCH_DATASET      arithmetic | climbmix | text:PATH  (default arithmetic)
     AUTORESEARCH_CACHE        cache root (default ~/.cache/autoresearch)
-    AUTORESEARCH_EVAL_RECORD  where evaluate_bpb appends its JSON record (optional)
+    AUTORESEARCH_HAND_OFF     the folder where hand_off writes the trained model (set by the harness)
 
 Device detection imports torch, so it happens only when a profile value is first asked for,
 never at `import prepare` time (the harness imports prepare and must stay light).
@@ -37,8 +37,9 @@ def dataset_spec() -> str:
     return os.environ.get("AUTORESEARCH_DATASET", "").strip() or DEFAULT_DATASET
 
 
-def eval_record_path() -> Path | None:
-    value = os.environ.get("AUTORESEARCH_EVAL_RECORD", "").strip()
+def hand_off_dir() -> Path | None:
+    """Where `hand_off` writes the model for the harness's evaluator (None: a run by hand)."""
+    value = os.environ.get("AUTORESEARCH_HAND_OFF", "").strip()
     return Path(value) if value else None
 
 

@@ -1,18 +1,14 @@
-"""What both evaluate_bpb paths share: the pinned validation rows and the eval record.
+"""What every evaluation shares: the pinned validation rows and bits per byte.
 
 Every evaluation reads the same rows: EVAL_TOKENS // MAX_SEQ_LEN rows of the validation split
 of the active dataset and profile, packed exactly as for training (`eval_batches_numpy`).
-`record_result` turns the summed nats and bytes into bits per byte and, when
-$AUTORESEARCH_EVAL_RECORD is set, appends one JSON line saying what was computed:
-    {"val_bpb": float, "eval_tokens": int, "target_tokens": int, "bytes": int, "seconds": float}
-The harness compares that record with the metric the run printed (provenance).
+`bits_per_byte` turns the summed nats and bytes into the metric. Used by the evaluator
+(`prepare.evaluate_program`) and by the in-process `evaluate_bpb` (torch and MLX).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,29 +36,10 @@ def eval_batches_numpy(tokenizer: Tokenizer, batch_size: int) -> Iterator[tuple[
         yield np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
 
 
-def record_result(
-    total_nats: float, total_bytes: int, target_tokens: int, eval_tokens: int, seconds: float
-) -> float:
-    """Turn the sums into bits per byte and append the eval record when requested."""
+def bits_per_byte(total_nats: float, total_bytes: int) -> float:
+    """Summed nats over summed UTF-8 bytes, in bits per byte."""
     if total_bytes <= 0:
         raise ValueError(
             "the validation targets contain no bytes; the dataset is empty or all special tokens"
         )
-    bpb = total_nats / (math.log(2) * total_bytes)
-    path = env.eval_record_path()
-    if path is not None:
-        line = json.dumps(
-            {
-                "val_bpb": bpb,
-                "eval_tokens": int(eval_tokens),
-                "target_tokens": int(target_tokens),
-                "bytes": int(total_bytes),
-                "seconds": round(seconds, 3),
-            }
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return bpb
+    return total_nats / (math.log(2) * total_bytes)

@@ -41,7 +41,7 @@ class Tokenizer:
     @classmethod
     def load(cls) -> Tokenizer:
         """The active dataset's tokenizer (AUTORESEARCH_DATASET / AUTORESEARCH_CACHE)."""
-        info = datasets.ensure_ready(env.dataset_spec(), env.cache_root())
+        info = datasets.ensure_ready(env.dataset_spec(), env.cache_root(), need_val=False)
         return cls.from_directory(info.tokenizer_dir)
 
     def encode(self, text: str) -> list[int]:

@@ -70,6 +70,15 @@ def project_repo(tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatc
     return repo
 
 
+@pytest.fixture
+def no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nights without the sandbox (AUTORESEARCH_SANDBOX=off), for tests that read a run's pid from
+    its log and look for it on the host: a sandboxed run has its own PID namespace, so the pid it
+    prints means nothing outside. These test the process-group handling a night without the
+    sandbox relies on; tests/integrity/test_sandbox.py covers the sandboxed runs."""
+    monkeypatch.setenv("AUTORESEARCH_SANDBOX", "off")
+
+
 @dataclass
 class Toy:
     """A repo with the toy experiment; `train` is its mutable file, `rel` the path replies name."""

@@ -1,5 +1,5 @@
 """
-Train a small GPT on MLX for a fixed wall-clock budget and report val_bpb.
+Train a small GPT on MLX for a fixed wall-clock budget, then hand it to prepare's evaluator.
 
 This is the MUTABLE file of the `gpt-mlx` experiment, the MLX twin of experiments/gpt/train.py
 for Apple silicon (Metal) and, through mlx[cpu], Linux CPUs. The same architecture (RoPE,
@@ -8,11 +8,14 @@ ReLU^2 MLP, RMSNorm without weights, per-layer residual and x0 scalars, logit so
 zero-initialised projections, no biases) and the same optimizer (Muon for the block matrices,
 AdamW for the rest, every schedule driven by progress = training seconds / budget). One flat
 script on purpose: hyperparameters at the top, then model, optimizer, training loop.
-The immutable parts live in `prepare` (data, tokenizer, evaluate_bpb) and `constants.py`.
+The immutable parts live in `prepare` (data, tokenizer, the hand-off and the evaluator) and
+`constants.py`.
 
 Run:  python train.py            (from this folder; the harness sets AUTORESEARCH_* variables)
 Without a GPU (mlx[cpu] on Linux) a tiny configuration is selected automatically (CI smoke runs).
-The run ends with the summary block ("---" then "key: value" lines) that the harness parses.
+The run ends with `hand_off(model, ...)`: prepare exports the model and val_bpb is computed in
+a separate process (by the harness, or right away when run by hand). The summary block that
+follows ("---" then "key: value" lines) reports the training; it never carries val_bpb.
 """
 
 import time
@@ -28,7 +31,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader_numpy
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, hand_off, make_dataloader_numpy
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -46,7 +49,7 @@ LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap): keeps early training 
 VE_GATE_CHANNELS = 32  # input channels the value-embedding gate looks at
 TOTAL_BATCH_SIZE = 2**16  # tokens per optimizer step (65,536), reached by gradient accumulation
 DEVICE_BATCH_SIZE = 16  # sequences per forward/backward pass
-EVAL_BATCH_SIZE = 16  # sequences per batch in evaluate_bpb (it slices them further to bound memory)
+EVAL_BATCH_SIZE = 16  # sequences per forward pass of the evaluation (prepare caps it to bound memory)
 
 EMBEDDING_LR = 0.6  # AdamW lr of the token and value embeddings (before width scaling)
 UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (before width scaling)
@@ -226,7 +229,7 @@ class GPT(nn.Module):
         return [attention_mask(seq_len, w) for w in self.config.windows]  # other lengths: built per call
 
     def __call__(self, idx):
-        """Float32, soft-capped logits (B, T, vocab): what evaluate_bpb consumes."""
+        """Float32, soft-capped logits (B, T, vocab): what the evaluator consumes."""
         masks = self.masks(idx.shape[1])
         x = norm(self.wte(idx).astype(COMPUTE_DTYPE))
         x0 = x
@@ -478,17 +481,16 @@ def main():
             break
 
     # ---------------------------------------------------------------------------
-    # Evaluation (by prepare's immutable evaluate_bpb) and the summary block
+    # Hand-off: prepare exports the model; val_bpb is computed in a separate, clean process
     # ---------------------------------------------------------------------------
     gc.enable()
-    mx.clear_cache()  # hand the training step's cached buffers back before the evaluation allocates
-    val_bpb = evaluate_bpb(model, tokenizer, EVAL_BATCH_SIZE)
+    mx.clear_cache()  # hand the training step's cached buffers back before the export allocates
+    hand_off(model, EVAL_BATCH_SIZE)
     total_tokens = step * TOTAL_BATCH_SIZE
     timed_steps = step - UNTIMED_STEPS
     mean_tok_per_sec = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
     peak_mb = mx.get_peak_memory() / 1024**2  # MLX's own allocator counter (unified memory on a Mac)
     print("---")
-    print(f"val_bpb:          {val_bpb:.6f}")
     print(f"training_seconds: {training_time:.1f}")
     print(f"total_seconds:    {time.time() - T0:.1f}")
     print(f"peak_vram_mb:     {peak_mb:.1f}")

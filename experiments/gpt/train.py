@@ -1,15 +1,17 @@
 """
-Train a small GPT for a fixed wall-clock budget and report val_bpb.
+Train a small GPT for a fixed wall-clock budget, then hand it to prepare's evaluator.
 
 This is the MUTABLE file of the `gpt` experiment: the research agent edits it to make the
 model better within the budget. Everything is in one flat script on purpose (hyperparameters
 at the top, then model, optimizer, training loop) so that a person and an LLM can read it top
-to bottom and change it safely. The immutable parts live in `prepare` (data, tokenizer,
-evaluate_bpb) and `constants.py` (budget, sequence length, eval size).
+to bottom and change it safely. The immutable parts live in `prepare` (data, tokenizer, the
+hand-off and the evaluator) and `constants.py` (budget, sequence length, eval size).
 
 Run:  python train.py            (from this folder; the harness sets AUTORESEARCH_* variables)
 Without a CUDA GPU a tiny CPU configuration is selected automatically (smoke runs in CI).
-The run ends with the summary block ("---" then "key: value" lines) that the harness parses.
+The run ends with `hand_off(model, ...)`: prepare exports the model and val_bpb is computed in
+a separate process (by the harness, or right away when run by hand). The summary block that
+follows ("---" then "key: value" lines) reports the training; it never carries val_bpb.
 """
 
 # ruff: noqa: E402  (the clock starts before the heavy imports, on purpose)
@@ -25,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import DEVICE, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader
+from prepare import DEVICE, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, hand_off, make_dataloader
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters (edit these directly)
@@ -43,7 +45,7 @@ LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap): keeps early training 
 VE_GATE_CHANNELS = 32  # input channels the value-embedding gate looks at
 TOTAL_BATCH_SIZE = 2**19  # tokens per optimizer step (524,288), reached by gradient accumulation
 DEVICE_BATCH_SIZE = 64  # sequences per forward/backward pass (128 is ~1% faster but needs ~47 GB)
-EVAL_BATCH_SIZE = 64  # sequences per forward pass in evaluate_bpb
+EVAL_BATCH_SIZE = 64  # sequences per forward pass of the evaluation (prepare caps it for small profiles)
 
 EMBEDDING_LR = 0.6  # AdamW lr of the token and value embeddings (before width scaling)
 UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (before width scaling)
@@ -258,7 +260,7 @@ class Block(nn.Module):
 
 
 def head_logits(x, weight):
-    """Final norm, lm_head and the soft-cap; float32 logits (what evaluate_bpb consumes)."""
+    """Final norm, lm_head and the soft-cap; float32 logits (what the evaluator consumes)."""
     logits = F.linear(norm(x), weight).float()
     return LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
 
@@ -323,7 +325,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         x = self.hidden(idx)
         if targets is None:
-            return head_logits(x, self.lm_head.weight)  # what evaluate_bpb consumes
+            return head_logits(x, self.lm_head.weight)  # what the evaluator consumes
         return self.head_loss(x, self.lm_head.weight, targets)
 
     def compile_regions(self):
@@ -589,18 +591,18 @@ def main():
             break
 
     # ---------------------------------------------------------------------------------------
-    # Evaluation (by prepare's immutable evaluate_bpb) and the summary block
+    # Hand-off: prepare exports the model; val_bpb is computed in a separate, clean process
     # ---------------------------------------------------------------------------------------
-    model.eval()
-    with autocast:
-        val_bpb = evaluate_bpb(model, tokenizer, EVAL_BATCH_SIZE)
+    model.backend = "sdpa"  # FlexAttention graphs do not export; SDPA with the same band masks computes the same
+    build_attention_masks("sdpa", MAX_SEQ_LEN, model.windows, device)
+    with autocast:  # the exported program computes in the dtypes the model trained in
+        hand_off(model, EVAL_BATCH_SIZE)
     total_tokens = step * TOTAL_BATCH_SIZE
     timed_steps = step - UNTIMED_STEPS
     mean_tok_per_sec = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
     mfu = 100 * flops_per_token * mean_tok_per_sec / peak_flops if peak_flops else 0.0
     peak_mb = torch.cuda.max_memory_allocated() / 1024**2 if USE_CUDA else 0.0
     print("---")
-    print(f"val_bpb:          {val_bpb:.6f}")
     print(f"training_seconds: {training_time:.1f}")
     print(f"total_seconds:    {time.time() - T0:.1f}")
     print(f"peak_vram_mb:     {peak_mb:.1f}")

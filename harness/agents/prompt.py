@@ -10,7 +10,9 @@ The sections are `harness.agents.history`'s, each bounded, so the prompt stays b
 number of attempts (BENCHMARKS.md has the sizes over a 200-attempt night).
 
 A reflection prompt shows the same history and the notes and asks for the notes rewritten.
-Values of secret environment variables (API keys, tokens) are redacted from everything sent.
+Every secret of the environment (API keys, tokens, URLs with a password), in every encoding
+`harness.credentials` knows (raw, reversed, hex, base64, percent-encoded), is redacted from
+everything sent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from harness.agents import history as sections
 from harness.agents.base import Context, CrashReport
 from harness.agents.history import MAX_HISTORY_CHARS
-from harness.credentials import is_secret
+from harness.credentials import redact
 from harness.edits import REPLY_FORMAT
 from harness.store.notes import MAX_NOTES_CHARS
 
@@ -116,18 +118,6 @@ def build_reflection_prompt(
     user = "\n\n".join(p for p in parts if p)
     env = os.environ if env is None else env
     return Prompt(system=redact(system, env), user=redact(user, env))
-
-
-def redact(text: str, env: Mapping[str, str]) -> str:
-    """Replace the value of every secret-looking environment variable in `text` by [redacted]."""
-    # Longest first: a secret that contains another must not be left half-visible.
-    for name, value in sorted(env.items(), key=lambda item: -len(item[1])):
-        # The same names the experiment's environment drops, except the provider's base URL and
-        # model, which are not secrets and which the prompt may mention.
-        secret = is_secret(name) and not name.upper().endswith(("_BASE_URL", "_MODEL"))
-        if secret and len(value) >= 8 and value in text:
-            text = text.replace(value, "[redacted]")
-    return text
 
 
 def is_simple_bug(crash: CrashReport) -> bool:

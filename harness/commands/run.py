@@ -1,5 +1,9 @@
 """`autoresearch run`: resolve the settings, build the agent, prepare data, run the night, publish.
 
+`--sandbox` is settled here, before anything is written: `on` refuses to start without a
+sandbox (one line, exit 2); `auto` uses it when `harness.integrity.sandbox.probe()` works and
+otherwise says why not; `off` says what it gives up. The line is part of the settings printed at start.
+
 The flags are `harness.options.OPTIONS` (the same table resolves them and lists the
 AUTORESEARCH_* variables in `--help`). When the night ends normally and the tag's branch tracks
 a remote (after a first `autoresearch publish`), the branch and its results are published again.
@@ -12,6 +16,7 @@ command with its own tag `<tag>-<worker>`, joined to the family's shared ledger.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import threading
@@ -21,6 +26,7 @@ from types import FrameType
 from harness import settings as config
 from harness.agents import create_agent
 from harness.errors import ConfigError
+from harness.integrity.sandbox import choose
 from harness.options import OPTIONS, config_files
 from harness.review.publish import publish_if_upstream
 from harness.settings import Settings
@@ -77,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     family = link_for(settings)  # a worker of a family: its end of the shared ledger
     # Validate everything that can be bad input before anything is written.
     agent = create_agent(settings.agent, settings=settings)
+    sandboxed, why = choose(settings.sandbox)  # --sandbox on without a sandbox: ConfigError, exit 2
+    settings = dataclasses.replace(
+        settings, sandbox="on" if sandboxed else "off", reasons={**settings.reasons, "sandbox": why}
+    )
     print("autoresearch run", flush=True)
     for line in settings.describe():
         print(f"  {line}", flush=True)

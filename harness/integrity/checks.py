@@ -1,7 +1,24 @@
-"""Static checks on every edit before it runs: shortcuts that would make the metric meaningless.
+"""Static checks on every edit before it runs: what isolation cannot stop, per experiment.
 
-`check_files(files)` parses each edited Python file with `ast` and refuses (EditError, with
-feedback written for the model) an edit that:
+Isolation is the wall (the sandbox, the allow-listed environment, the harness's own budget
+clock); these checks are the last line, for what runs *inside* the train file's own process and
+what a night without the sandbox still needs. How much of them applies is experiment.toml's
+`[integrity] checks`:
+
+* **permissive** (the default, for outside repositories): no source rule at all; only the
+  secret scan below. `import subprocess`, `split="validation"` in an unrelated API or reading
+  AUTORESEARCH_TIME_BUDGET are nobody's business but the experiment's.
+* **strict** (the shipped gpt experiments): the rules below, minus those the sandbox makes
+  moot when the night has one (`MOOT_IN_SANDBOX`: writing outside the run's folder, starting
+  other programs, reading another process's environment: the run's filesystem is read-only
+  but for its scratch folder, its children live and die in its PID namespace, and /proc shows
+  nothing else).
+
+Every level refuses an edit that carries a credential of the harness's environment (in any
+encoding `harness.credentials` knows): a key that leaked into a reply must not be committed.
+
+`check_files(files, checks=..., sandboxed=...)` parses each edited Python file with `ast` and
+refuses (EditError, with feedback written for the model) an edit that, under strict checks:
 
 * **reads validation data**: a `"val"`/`"validation"` split passed to a data function or as
   `split=`, a string that names a validation shard or cache path, or any import from prepare
@@ -10,17 +27,19 @@ feedback written for the model) an edit that:
   imported from them), `setattr`/`delattr` on them, rebinds a name imported from prepare,
   defines its own `evaluate_bpb`, touches `sys.modules`, `globals()[...]`, builtins or
   importlib, or replaces the functions evaluate_bpb computes with (`F.cross_entropy = ...`);
-* **overrides the budget, sequence length or eval size**: binds TIME_BUDGET, MAX_SEQ_LEN,
-  EVAL_TOKENS, TIMEOUT itself, writes AUTORESEARCH_* environment variables (or any variable
-  through a computed name), or reads the environment wholesale (iterating os.environ would
-  find the evaluation record's path) or mentions the record variable at all;
-* **writes outside the run's folder**: opens for writing, saves, removes, moves or links a
-  path that is absolute, starts with `~`, climbs with `..` or `__file__`'s parents, or names a
-  .py/.pth/.tsv file; starts other programs (subprocess, os.system, ctypes) or runs code from
-  strings (exec, eval, compile), which would let it do all of the above unseen.
+* **overrides the sequence length or eval size**: binds MAX_SEQ_LEN or EVAL_TOKENS itself,
+  writes AUTORESEARCH_* environment variables (or any variable through a computed name), or
+  reads the environment wholesale (the budget is not here: the harness measures it, so binding
+  TIME_BUDGET or reading AUTORESEARCH_TIME_BUDGET gains nothing);
+* **runs code from strings** (exec, eval, compile, importlib, ctypes), which would let it do
+  all of the above unseen;
+* without the sandbox only: **writes outside the run's folder** (opens for writing, saves,
+  removes, moves or links a path that is absolute, starts with `~`, climbs with `..` or
+  `__file__`'s parents, or names a .py/.pth/.tsv file), **starts other programs** (subprocess,
+  os.system, os.fork), or names another process's /proc environ.
 
 What it cannot see: values computed at run time (a path or name assembled from pieces). The
-guard (harness.integrity.guard) and metric provenance (harness.integrity.provenance) catch what gets past.
+guard (harness.integrity.guard) and the evaluator (harness.integrity.evaluation) catch what gets past.
 """
 
 from __future__ import annotations
@@ -30,15 +49,22 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from harness import credentials
 from harness.errors import EditError
 
 PROTECTED_MODULES = ("prepare", "constants", "harness")
 #: what a train file may take from prepare (ARCHITECTURE.md, "prepare's API for train files")
 PREPARE_API = frozenset(
     {"MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE", "DEVICE", "TIMEOUT", "Tokenizer",
-     "make_dataloader", "make_dataloader_numpy", "evaluate_bpb"}
+     "make_dataloader", "make_dataloader_numpy", "evaluate_bpb", "hand_off"}
 )  # fmt: skip
-FIXED_NAMES = frozenset({"TIME_BUDGET", "MAX_SEQ_LEN", "EVAL_TOKENS", "TIMEOUT"})
+# TIME_BUDGET and TIMEOUT are not here: the harness measures the budget and kills at the timeout
+FIXED_NAMES = frozenset({"MAX_SEQ_LEN", "EVAL_TOKENS"})
+#: rules the sandbox makes moot (its read-only filesystem, PID namespace and private /proc)
+MOOT_IN_SANDBOX = frozenset({"write-outside", "spawn", "environ"})
+LEVELS = ("strict", "permissive")
+#: AUTORESEARCH_* names a train file may read: the budget is the harness's to measure
+READABLE_VARS = frozenset({"AUTORESEARCH_DEVICE", "AUTORESEARCH_TIME_BUDGET"})
 #: functions evaluate_bpb computes with: replacing them changes the metric from outside prepare
 ORACLE_DEPS = frozenset(
     {"cross_entropy", "log_softmax", "softmax", "nll_loss", "logsumexp", "log", "log2", "exp", "sum",
@@ -52,11 +78,12 @@ VAL_SPLITS = frozenset({"val", "valid", "validation"})
 _DATA_CALL = re.compile(r"(?i)load|data|batch|shard|packer|split|rows|token")
 _VAL_PATH = re.compile(r"(?i)(^|[/\\_.\-])val(id|idation)?([/\\_.\-]|$)|shard_06542")
 _PATHY = re.compile(r"[/\\]|\.(bin|parquet|npy|npz|pt|jsonl?|arrow|txt|idx)$")
-_EXEC_MODULES = ("subprocess", "ctypes", "pty", "importlib", "builtins", "runpy", "code")
-_EXEC_CALLS = frozenset(
+_EXEC_MODULES = ("ctypes", "importlib", "builtins", "runpy", "code")
+_SPAWN_MODULES = ("subprocess", "pty", "multiprocessing.popen_spawn_posix")
+_EXEC_CALLS = frozenset({"exec", "eval", "compile", "__import__", "globals", "vars", "locals"})
+_SPAWN_CALLS = frozenset(
     {"os.system", "os.popen", "os.execv", "os.execve", "os.execvp", "os.execl", "os.execlp", "os.spawnv",
-     "os.spawnl", "os.spawnlp", "os.spawnvp", "os.posix_spawn", "os.posix_spawnp", "os.fork", "os.forkpty",
-     "exec", "eval", "compile", "__import__", "globals", "vars", "locals"}
+     "os.spawnl", "os.spawnlp", "os.spawnvp", "os.posix_spawn", "os.posix_spawnp", "os.fork", "os.forkpty"}
 )  # fmt: skip
 _FS_CALLS = frozenset(
     {"os.remove", "os.unlink", "os.rename", "os.renames", "os.replace", "os.rmdir", "os.removedirs",
@@ -74,7 +101,7 @@ _ENV_MUTATORS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "_
 _ENV_DUMPS = frozenset({"items", "values", "keys", "copy", "__iter__"})
 _GUIDE = (
     "prepare/, constants.py, the budget and the evaluation are fixed; change only the model and "
-    "training inside the mutable file, and write files only inside the experiment folder."
+    "training inside the mutable file, and write files only to $HOME or $TMPDIR (the run's scratch folder)."
 )
 
 
@@ -84,7 +111,7 @@ class Problem:
 
     path: str
     line: int
-    rule: str  # val-data | patch-prepare | budget | write-outside | exec
+    rule: str  # val-data | patch-prepare | budget | write-outside | exec | spawn | environ | secret
     message: str
 
     def __str__(self) -> str:
@@ -189,12 +216,8 @@ class _Checker(ast.NodeVisitor):
             top = a.name.split(".")[0]
             if top == "prepare" and a.name != "prepare":
                 self.add(node, "val-data", f"`import {a.name}`: only prepare's public API may be used")
-            elif top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES:
-                self.add(
-                    node,
-                    "exec" if top in _EXEC_MODULES else "patch-prepare",
-                    f"`import {a.name}` is not allowed",
-                )
+            elif top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES or top in _SPAWN_MODULES:
+                self.add(node, _rule(top), f"`import {a.name}` is not allowed")
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         mod = node.module or ""
@@ -209,9 +232,10 @@ class _Checker(ast.NodeVisitor):
                         "val-data",
                         f"`from prepare import {a.name}`: not in prepare's API for train files",
                     )
-        elif node.level == 0 and (top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES):
-            rule = "exec" if top in _EXEC_MODULES else "patch-prepare"
-            self.add(node, rule, f"`from {mod} import ...` is not allowed")
+        elif node.level == 0 and (
+            top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES or top in _SPAWN_MODULES
+        ):
+            self.add(node, _rule(top), f"`from {mod} import ...` is not allowed")
         self.generic_visit(node)
 
     def _check_target(self, target: ast.AST, verb: str) -> None:
@@ -336,12 +360,10 @@ class _Checker(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
             s = node.value
-            if "EVAL_RECORD" in s:
-                self.add(node, "budget", "the evaluation record belongs to prepare; do not reference it")
-            elif s.startswith("AUTORESEARCH_") and s not in READABLE_VARS:
+            if s.startswith("AUTORESEARCH_") and s not in READABLE_VARS:
                 self.add(node, "budget", f"{s!r}: the harness's variables are read through prepare only")
             elif "/proc/" in s and "environ" in s:
-                self.add(node, "budget", "reading another process's environment is not allowed")
+                self.add(node, "environ", "reading another process's environment is not allowed")
             elif _PATHY.search(s) and _VAL_PATH.search(s):
                 self.add(node, "val-data", f"{s!r} looks like a validation data path")
 
@@ -360,9 +382,12 @@ class _Checker(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         q = self.qualname(node.func)
         name = q.rsplit(".", 1)[-1] if q else (node.func.attr if isinstance(node.func, ast.Attribute) else "")
-        exec_like = q in _EXEC_CALLS or (q is not None and q.split(".")[0] in _EXEC_MODULES)
+        top = q.split(".")[0] if q is not None else ""
+        exec_like = q in _EXEC_CALLS or top in _EXEC_MODULES
         if exec_like and (q not in ("vars", "locals", "globals") or node.args):
             self.add(node, "exec", f"`{q}(...)` is not allowed in a train file")
+        elif q in _SPAWN_CALLS or top in _SPAWN_MODULES:
+            self.add(node, "spawn", f"`{q}(...)` is not allowed in a train file without the sandbox")
         if q in ("setattr", "delattr") and node.args:
             target = self.root_qualname(node.args[0])
             attr = node.args[1] if len(node.args) > 1 else None
@@ -487,19 +512,51 @@ def find_problems(source: str, path: str = "train.py") -> list[Problem]:
     return unique
 
 
-def check_files(files: Mapping[str, str]) -> None:
-    """Refuse an edit whose Python files contain a shortcut; EditError feedback lists each one.
+def _rule(top: str) -> str:
+    """The rule an import of module `top` breaks."""
+    if top in _EXEC_MODULES:
+        return "exec"
+    return "spawn" if top in _SPAWN_MODULES else "patch-prepare"
 
-    `files` maps a mutable path to its new content; non-Python files are skipped. Syntax
-    errors are left to the run (the model gets the traceback), so they are not refused here.
+
+def find_secrets(files: Mapping[str, str], env: Mapping[str, str] | None = None) -> list[Problem]:
+    """A problem for every file that holds a credential of `env` (default os.environ), in any encoding."""
+    redact = credentials.redactor(env)
+    out = []
+    for path, text in files.items():
+        if redact and redact(text) != text:
+            line = next((i for i, ln in enumerate(text.splitlines(), 1) if redact(ln) != ln), 0)
+            out.append(
+                Problem(path, line, "secret", "this file holds a credential of the harness's environment")
+            )
+    return out
+
+
+def check_files(
+    files: Mapping[str, str],
+    *,
+    checks: str = "strict",
+    sandboxed: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse an edit whose files break the experiment's rules; EditError feedback lists each one.
+
+    `files` maps a mutable path to its new content. `checks` is experiment.toml's level
+    ("strict" or "permissive"); `sandboxed` drops the rules the sandbox makes moot; `env` is the
+    environment whose secrets no file may hold (default os.environ). Only Python files get the
+    source rules. Syntax errors are left to the run (the model gets the traceback).
     """
-    problems = [
-        p
-        for path, text in files.items()
-        if path.endswith(".py")
-        for p in find_problems(text, path)
-        if p.rule != "syntax"
-    ]
+    if checks not in LEVELS:
+        raise ValueError(f"checks must be one of {LEVELS}, not {checks!r}")
+    problems = find_secrets(files, env)
+    if checks == "strict":
+        problems += [
+            p
+            for path, text in files.items()
+            if path.endswith(".py")
+            for p in find_problems(text, path)
+            if p.rule != "syntax" and not (sandboxed and p.rule in MOOT_IN_SANDBOX)
+        ]
     if not problems:
         return
     lines = "\n".join(f"- {p} [{p.rule}]" for p in problems[:10])

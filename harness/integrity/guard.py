@@ -5,14 +5,19 @@ writing to prepare/ (the evaluator), constants.py (the budget), program.md, the 
 experiment.toml, the harness package itself or the results TSV. The guard makes such a write
 useless and visible:
 
-* `Guard.snapshot()` (before the run) records the bytes and mode of every protected file: the
-  protected trees and files of the worktree, the installed harness package, the git hooks
-  (git runs hooks inside the harness), and the results TSV.
-* `Guard.check()` (after the run) compares, restores every changed, added or deleted file
-  from the snapshot with its mode (the harness's own copy: for the worktree that is the
-  committed content, the TSV is cut back to what the harness wrote; a changed mode alone is a
-  change too), and returns a `Tampering` report; the loop
-  logs the attempt as a crash with reason `tampered: <paths>`.
+* `Guard.snapshot()` (once, when the night opens its worktree) records the bytes and mode of
+  every protected file: the protected trees and files of the worktree, the installed harness
+  package, the git hooks (git runs hooks inside the harness). These never change during a
+  night, so the snapshot is never taken again: a file patched *between* two runs (by a process
+  an earlier run left behind) is found by the check before the next run, not adopted as the
+  new normal.
+* `Guard.rebase()` (right before each run) records the files the harness itself writes
+  between runs: the results TSV and the journal (pending.json).
+* `Guard.check()` (right before each run, and after it once nothing of the run is alive)
+  compares, restores every changed, added or deleted file from the snapshot with its mode (the
+  harness's own copy: for the worktree that is the committed content, the TSV is cut back to
+  what the harness wrote; a changed mode alone is a change too), and returns a `Tampering`
+  report; after a run the loop logs the attempt as a crash with reason `tampered: <paths>`.
 
 Also caught: files a run drops next to the train file that would shadow a protected module
 on the next run (`prepare.py`, `constants.py`, `sitecustomize.py`, `*.pth`, ...), since the
@@ -29,7 +34,8 @@ person's concurrent edits, so the guard protects the worktree's copy (the one a 
 
 Not contained: a run can still do anything the user can outside these paths (that is what
 the static checks of harness.integrity.checks refuse up front), and it can change a protected file and
-change it back within the run (the in-process part is what provenance checks).
+change it back within the run (which is why the metric is computed after the run, by the
+evaluator, from a copy of prepare/ taken after this check: harness.integrity.evaluation).
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class _Snapshot:
     files: dict[Path, _File] = field(default_factory=dict)
     pyc: dict[Path, tuple[int, int]] = field(default_factory=dict)  # path -> (mtime_ns, size)
     shadows: set[Path] = field(default_factory=set)
-    ledger: _File | None = None
+    own: dict[Path, _File | None] = field(default_factory=dict)  # the harness's files; None: absent
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -160,12 +166,15 @@ class Guard:
         *,
         experiment_dir: Path | None = None,
         ledger: Path | None = None,
+        journal: Path | None = None,
     ) -> None:
         """`roots`: protected files or folders (absolute). `experiment_dir`: where shadowing
-        modules must not appear. `ledger`: the results TSV only the harness appends to."""
+        modules must not appear. `ledger`, `journal`: the results TSV and pending.json, which
+        only the harness writes (between runs)."""
         self.roots = [Path(r) for r in roots]
         self.experiment_dir = experiment_dir
         self.ledger = ledger
+        self.own = [p for p in (ledger, journal) if p is not None]
         self._snap: _Snapshot | None = None
 
     @classmethod
@@ -176,6 +185,7 @@ class Guard:
         ledger: Path | None,
         *,
         repo_root: Path | None = None,
+        journal: Path | None = None,
     ) -> Guard:
         """The standard protection: DEFAULT_PROTECTED in the worktree, experiment.toml and
         program.md of the experiment, the installed harness package, the repo's git hooks."""
@@ -196,12 +206,12 @@ class Guard:
         unique: dict[Path, None] = {}
         for r in roots:
             unique.setdefault(r.resolve() if r.exists() else r, None)
-        return cls(list(unique), experiment_dir=experiment_dir, ledger=ledger)
+        return cls(list(unique), experiment_dir=experiment_dir, ledger=ledger, journal=journal)
 
     # -- before the run -----------------------------------------------------------------
 
     def snapshot(self) -> None:
-        """Record every protected file's bytes and mode (and the TSV's) as they are now."""
+        """Record every protected file's bytes and mode (and the harness's own files) as they are now."""
         snap = _Snapshot()
         for root in self.roots:
             for path in _walk(root):
@@ -216,9 +226,19 @@ class Guard:
                 snap.pyc[pyc] = (st.st_mtime_ns, st.st_size)
         if self.experiment_dir is not None:
             snap.shadows = set(self._shadows())
-        if self.ledger is not None:
-            snap.ledger = _read(self.ledger) or _File(b"", 0o644)
         self._snap = snap
+        self.rebase()
+
+    def rebase(self) -> None:
+        """Record the harness's own files (TSV, journal) as they are now: it wrote them since."""
+        if self._snap is None:
+            raise RuntimeError("Guard.rebase() before Guard.snapshot()")
+        self._snap.own = {p: self._read_own(p) for p in self.own}
+
+    def _read_own(self, path: Path) -> _File | None:
+        if path == self.ledger:  # the ledger's absence and emptiness are the same state
+            return _read(path) or _File(b"", 0o644)
+        return _read(path) if path.exists() or path.is_symlink() else None
 
     def _shadows(self) -> list[Path]:
         assert self.experiment_dir is not None
@@ -266,13 +286,13 @@ class Guard:
                 if shadow not in snap.shadows:
                     added.append(shadow)
                     _remove(shadow)
-        if (
-            self.ledger is not None
-            and snap.ledger is not None
-            and (_read(self.ledger) or _File(b"", 0o644)) != snap.ledger
-        ):
-            changed.append(self.ledger)
-            _restore(self.ledger, snap.ledger)
+        for path, before in snap.own.items():
+            if self._read_own(path) != before:
+                changed.append(path)
+                if before is None:
+                    _remove(path)
+                else:
+                    _restore(path, before)
         return Tampering(
             changed=tuple(self._show(p) for p in changed),
             added=tuple(self._show(p) for p in added),

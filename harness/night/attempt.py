@@ -7,7 +7,10 @@ file contents or why the edit did not apply); the loop numbers it, commits it (`
 rebuilt from the journal (`from_journal`).
 
 `row()` folds all runs of one commit (baseline repeats, confirmation runs) into its single
-row: the metric is their mean, `runs` lists the values, `spread` is max - min of them.
+row: the metric is their mean, `runs` lists the values, `spread` is max - min of them. The
+per-run columns (`training_s`, `startup_s` and `tokens_per_s` as the harness measured them,
+`num_steps` as the run printed it) list one value per run of `runs`, in the same order (for a
+crash: the crashed run's).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +124,7 @@ class Attempt:
         if not crashed and summary and isinstance(summary.get("peak_vram_mb"), float):
             memory = round(float(summary["peak_vram_mb"]) / 1024.0, 1)
         reply = self.reply or Reply("")
+        measured = [r for r in self.runs if r.value is not None] or self.runs[-1:]
         extra = {
             "n": str(self.n),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -127,8 +132,14 @@ class Attempt:
             "spread": f"{max(values) - min(values):.6f}" if len(values) > 1 else "",
             "budget_s": _g(budget_s),
             "wall_s": f"{sum(r.result.wall_seconds for r in self.runs):.1f}" if self.runs else "",
-            "training_s": _g(summary.get("training_seconds")) if summary else "",
-            "num_steps": _g(summary.get("num_steps")) if summary else "",
+            "training_s": _per_run(
+                measured, lambda r: r.measured.training_s if r.measured else None, "{:.1f}"
+            ),
+            "num_steps": _per_run(measured, lambda r: (r.summary or {}).get("num_steps"), "{:g}"),
+            "startup_s": _per_run(measured, lambda r: r.measured.startup_s if r.measured else None, "{:.1f}"),
+            "tokens_per_s": _per_run(
+                measured, lambda r: r.measured.tokens_per_s if r.measured else None, "{:.0f}"
+            ),
             "agent": self.agent,
             "model": reply.model,
             "input_tokens": str(reply.input_tokens) if reply.input_tokens else "",
@@ -167,6 +178,14 @@ class Attempt:
             summary=dict(run.summary or {}) if run is not None else {},
             log_tail=attempts.tail(log_text),
         )
+
+
+def _per_run(runs: list[RunRecord], get: Callable[[RunRecord], object], spec: str) -> str:
+    """One value per run, comma-separated; empty when no run has it."""
+    values = [get(r) for r in runs]
+    if all(v is None for v in values):
+        return ""
+    return ",".join(spec.format(v) if isinstance(v, int | float) else "" for v in values)
 
 
 def _g(value: float | str | None) -> str:

@@ -1,6 +1,7 @@
 """What a person sees while the night runs: a rich Live panel on a terminal, log lines otherwise.
 
-`make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
+Everything a view shows goes through `harness.credentials.redact` (run lines are redacted by the
+runner already). `make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
 description and which run of it this is, e.g. "baseline (run 2 of 3)", a budget progress bar
 fed by the run's `(<pct>%)` progress lines, the last loss, the best so far and the last rows),
 `PlainView` for nohup/tmux logs (one timestamped line per event, progress at most every 10 % of
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from harness.credentials import redact
 from harness.night.metrics import last_loss, progress_pct
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ class PlainView:
 
     def _say(self, text: str) -> None:
         with self._lock:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {redact(text)}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         self._say(text)
@@ -162,7 +164,7 @@ class RichView:
 
         # Escaped: messages carry provider errors and log text, whose brackets are not markup.
         self._live.console.print(
-            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", markup=True, highlight=False
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(redact(text))}", markup=True, highlight=False
         )
 
     def history(self, rows: Sequence[Row], best: float | None) -> None:
@@ -172,11 +174,11 @@ class RichView:
 
     def waiting(self, text: str) -> None:
         with self._lock:
-            self._waiting, self._since = text, time.monotonic()
+            self._waiting, self._since = redact(text), time.monotonic()
 
     def start(self, n: int, description: str, budget: float) -> None:
         with self._lock:
-            self._n, self._description, self._budget = n, description, budget
+            self._n, self._description, self._budget = n, redact(description), budget
             self._pct, self._loss, self._waiting = 0.0, None, ""
 
     def line(self, text: str) -> None:

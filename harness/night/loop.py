@@ -20,6 +20,7 @@ the tag lock), and the `View` a person watches.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -31,6 +32,7 @@ from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
 from harness.detect import describe_hardware
 from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
+from harness.integrity.sandbox import choose
 from harness.night.adopt import Adopter
 from harness.night.attempt import Attempt
 from harness.night.deadline import Deadline
@@ -62,6 +64,8 @@ class Night:
     proposer: Proposer
 
     def __init__(self, settings: Settings, agent: Agent, family: Link | None = None) -> None:
+        if settings.sandbox == "auto":  # `autoresearch run` settles it (and says so) before
+            settings = dataclasses.replace(settings, sandbox="on" if choose("auto")[0] else "off")
         self.s = settings
         self.paths = settings.paths
         self.agent = QueuedAgent(agent, self.paths.queue)  # transplanted replies first
@@ -93,7 +97,7 @@ class Night:
             self._open(lock)
             try:
                 self._resume()
-                if not self.best_values and self._in_time(self.judge.baseline_runs):
+                if not self.best_values and self._in_time(self.judge.baseline_runs + int(self.s.warmup_run)):
                     self._baseline()
                 while self.best_values and self._may_continue():
                     self.remeasure_best()
@@ -160,7 +164,9 @@ class Night:
         except BaseException:
             lock.release()
             raise
-        self.measurer = Measurer(self.s, self.paths, self.ratchet.worktree, self.env, self.view.line)
+        self.measurer = Measurer(
+            self.s, self.paths, self.ratchet.worktree, self.env, self.view.line, notify=self.view.message
+        )
         self.registry.release_owner()  # what a killed harness of this tag left in flight
         memory = Memory(
             self.paths, self.s.tag, reflect_every=self.s.reflect_every, llm=self.llm, notify=self.view.message
@@ -296,6 +302,13 @@ class Night:
         self.ratchet.mark_attempt(attempt.n, head)
         self.proposer.started(attempt)
         self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
+        if self.s.warmup_run:
+            # A cold first run (compilation caches, page cache, GPU clocks) is slower, trains fewer
+            # steps and scores worse; it must not be a noise sample of the baseline.
+            self.view.start(attempt.n, "warm-up (discarded)", self.s.budget)
+            warm = self._run(attempt.n, 0, warmup=True)
+            shown = warm.reason or f"{self.s.metric} {warm.value:.6f}"
+            self.view.message(f"warm-up run done ({shown}); not a sample, the baseline runs next")
         journal.write_pending(self.paths.pending, attempt.journal())
         if self.family is not None:
             self.family.started(attempt.journal())
@@ -375,8 +388,8 @@ class Night:
             self.view.message(f"#{attempt.n} repeat: {verdict.reason}")
         return self._log(attempt)
 
-    def _run(self, n: int, k: int) -> RunRecord:
-        record = self.measurer.run(n, k)
+    def _run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
+        record = self.measurer.run(n, k, warmup=warmup)
         if self.deadline is not None:
             self.deadline.record_run(record.result.wall_seconds)
         return record

@@ -1,43 +1,71 @@
-"""Measuring one run: start it under the guard, read its summary, check its metric, name its crash.
+"""Measuring one run: start it under the guard, in the sandbox, read its summary, name its crash.
 
 `Measurer.run(n, k)` runs the worktree's current commit once (log `runs/<n>.log`, repeats
-`<n>.r<k>.log`) in the environment of one run (`env`), snapshots the protected paths before
-and checks them after (`harness.integrity.guard`), verifies the printed metric against the
-evaluation record when the experiment asks for it (`harness.integrity.provenance`), and
-returns a `RunRecord`: the metric, or the crash reason, and the run's diagnostics (time split,
-throughput, loss curve: `harness.night.diagnostics`, watched while the run prints).
+`<n>.r<k>.log`, the warm-up `<n>.warmup.log`):
+
+1. the guard checks the protected paths against the night's snapshot (restoring anything a
+   leftover process changed between runs) and records the harness's own files;
+2. the run starts in its sandbox (`harness.integrity.sandbox`, when the night has one), with
+   the allow-listed environment (`harness.integrity.environment`), a fresh scratch folder as
+   HOME and TMPDIR, its log redacted (`harness.credentials`), and the harness's budget clock
+   (`harness.integrity.budget`) able to kill it;
+3. once nothing of it is alive (the runner makes sure), the guard checks again and the budget
+   is measured from the marker lines;
+4. for an experiment with an evaluator (`[integrity] evaluator`), the harness starts it on the
+   model the run handed off (`harness.integrity.evaluation`): in its own sandbox, from a copy
+   of prepare/ taken after the guard's check, with the validation data visible (the train run
+   had it hidden); its output is appended to the run's log and its val_bpb is the metric.
+   Otherwise the metric is the one the run printed.
+
+It returns a `RunRecord`: the metric or the crash reason, the harness's measurements, and the
+run's diagnostics (time split, throughput, loss curve: `harness.night.diagnostics`, watched
+while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
-crash (syntax error / exception: <last exception line> / timeout / nan / loss / log flood /
-no metric), or None for a run that reported a usable metric. Tampering wins over any other
-reason.
+crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
+log flood / no metric), or None for a run that ended well. Tampering wins over any other
+reason, then the budget, then the evaluator's verdict.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.integrity import provenance
-from harness.integrity.guard import Guard
+from harness import credentials
+from harness.integrity import budget, evaluation
+from harness.integrity.environment import run_environment
+from harness.integrity.guard import Guard, Tampering
+from harness.integrity.sandbox import Sandbox
 from harness.night.diagnostics import Progress
-from harness.night.metrics import metric_value, read_summary, typed
-from harness.night.runner import RunResult, child_env, resolve_python
+from harness.night.metrics import metric_value, read_summary
+from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
-from harness.settings import Settings
+from harness.settings import Settings, validation_files
 from harness.store.attempts import Diagnostics
-from harness.store.paths import TagPaths, eval_record
+from harness.store.paths import TagPaths
 
-_KILL_REASONS = {"timeout": "timeout", "nan": "nan", "loss": "loss", "log_flood": "log flood"}
+_KILL_REASONS = {
+    "timeout": "timeout",
+    "over_budget": "over budget",
+    "nan": "nan",
+    "loss": "loss",
+    "log_flood": "log flood",
+}
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
 _EXC_LINE = re.compile(
     r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)|AssertionError)\b(:.*)?$"
 )
 _TAIL_BYTES = 1 << 16
+EVAL_MIN_SECONDS = 120.0  # the evaluator's kill timeout is the run's unused time, at least this
 
 
 @dataclass(frozen=True)
@@ -48,6 +76,7 @@ class RunRecord:
     summary: dict[str, float | str] | None
     value: float | None  # None when the run crashed
     reason: str | None
+    measured: budget.Measured | None = None  # start-up, training and tokens by the harness's clock
     diagnostics: Diagnostics | None = None
 
 
@@ -64,8 +93,10 @@ def log_tail(path: Path, lines: int = 50) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, metric: str) -> str | None:
-    """The crash reason of one run, or None when it produced a usable metric."""
+def crash_reason(
+    result: RunResult, summary: Mapping[str, float | str] | None, metric: str | None
+) -> str | None:
+    """The crash reason of one run, or None when it ended well (and printed `metric`, unless None)."""
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
     tail = log_tail(result.log_path, 60).splitlines()
@@ -83,6 +114,8 @@ def crash_reason(result: RunResult, summary: Mapping[str, float | str] | None, m
                 return f"exception: {stripped[:200]}"
         last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
         return f"exception: exit code {result.exit_code}" + (f", last line: {last[:160]}" if last else "")
+    if metric is None:
+        return None
     raw = summary.get(metric) if summary else None
     if isinstance(raw, float) and math.isnan(raw):
         return "nan"
@@ -101,71 +134,225 @@ class Measurer:
         worktree: Path,
         base_env: Mapping[str, str],
         on_line: Callable[[str], None],
+        notify: Callable[[str], None] | None = None,
     ) -> None:
+        """`settings.sandbox` is "on" or "off" here (the night settles "auto" before)."""
         self.s = settings
         self.paths = paths
         self.worktree = worktree
         self.base_env = base_env
         self.on_line = on_line
-        self.guard = Guard.for_worktree(
-            worktree, worktree / settings.experiment_rel, paths.tsv, repo_root=settings.repo_root
+        self.notify = notify or on_line
+        self.sandboxed = settings.sandbox == "on"
+        self.redact = credentials.redactor(base_env)
+        self.limits = budget.Limits(
+            budget=settings.budget,
+            tolerance=settings.budget_tolerance,
+            warmup=settings.warmup_allowance,
+            startup=settings.startup_max,
+            require_markers=settings.checks == "strict",
         )
+        self.guard = Guard.for_worktree(
+            worktree,
+            worktree / settings.experiment_rel,
+            paths.tsv,
+            repo_root=settings.repo_root,
+            journal=paths.pending,
+        )
+        self._snapshot_taken = False
+        # the validation data a train run must not see when an evaluator computes the metric
+        self.hidden = validation_files(settings) if settings.evaluator else ()
 
-    def run(self, n: int, k: int) -> RunRecord:
-        """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`."""
-        log_path = self.paths.log(n, k)
-        self.guard.snapshot()
-        env = self.env(log_path)
-        record = provenance.EvalRecord.create() if self.s.verify_metric else None
-        env.update(record.env() if record else {})
+    def run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
+        """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`; with `warmup`, the
+        discarded warm-up run logged to `paths.warmup_log(n)`."""
+        log_path = self.paths.warmup_log(n) if warmup else self.paths.log(n, k)
+        if not self._snapshot_taken:
+            # the protected trees as the night's first run finds them (after --resume's reset):
+            # never re-taken, so a change between two runs is found, not adopted
+            self.guard.snapshot()
+            self._snapshot_taken = True
+        if FIXED_SNAPSHOT:
+            self.guard.rebase()
+            between = self.guard.check()
+        else:
+            self.guard.snapshot()
+            between = Tampering()
+        if between:
+            self.notify(
+                f"restored protected files changed between runs ({between.reason}); running #{n} on the originals"
+            )
+        scratch = self._scratch(log_path)
+        # where prepare.hand_off writes the model: always given, so a train file never starts the
+        # evaluator itself inside a judged run (it does only when run by hand)
+        handoff = scratch / "hand-off"
+        handoff.mkdir()
+        env = self.env(scratch, handoff)
         progress = Progress()
 
         def on_line(text: str) -> None:
             progress.line(text)
             self.on_line(text)
 
-        result = run_command(
-            resolve_python(self.s.run),
-            cwd=self.worktree / self.s.experiment_rel,
-            env=env,
-            log_path=log_path,
-            timeout=self.s.timeout,
-            on_line=on_line,
-        )
-        tampering = self.guard.check()
-        printed = read_summary(log_path, raw=True)  # one read: the metric as printed, for provenance
-        summary = typed(printed)
-        reason = crash_reason(result, summary, self.s.metric)
+        sandbox = self.sandbox(scratch) if self.sandboxed else None
+        try:
+            result = run_command(
+                self.s.run,
+                cwd=self.worktree / self.s.experiment_rel,
+                env=env,
+                log_path=log_path,
+                timeout=self.s.timeout,
+                on_line=on_line,
+                sandbox=sandbox,
+                redact=self.redact if self.redact else None,
+                deadline=functools.partial(budget.deadline, limits=self.limits),
+            )
+        finally:
+            tampering = self.guard.check()
+        summary = read_summary(log_path)
+        evaluated = self.s.evaluator is not None
+        reason = crash_reason(result, summary, None if evaluated else self.s.metric)
+        measured = budget.measure(result.markers, result.wall_seconds, self.limits, reported=reason is None)
+        value = None if evaluated else metric_value(summary, self.s.metric)
         if tampering:
             reason = tampering.reason
-        elif record is not None and reason is None:
-            tokens = provenance.expected_eval_tokens(self.s.profile)
-            reason = record.verify(
-                provenance.printed_metric(printed, self.s.metric), expected_eval_tokens=tokens
-            )
-        if record is not None:
-            record.archive(eval_record(log_path))
-        value = None if reason else metric_value(summary, self.s.metric)
-        return RunRecord(result, summary, value, reason, progress.diagnostics(summary, result.wall_seconds))
+        elif result.kill_reason == "over_budget" or (reason is None and measured.reason):
+            reason = measured.reason or "over budget: killed past the training time the harness allows"
+        elif reason is None and evaluated:
+            outcome, result = self._evaluate(handoff, env, result, summary)
+            reason, value = outcome.reason, outcome.value
+            if value is not None:
+                summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
+        shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
+        diagnostics = progress.diagnostics(summary, result.wall_seconds)
+        return RunRecord(result, summary, None if reason else value, reason, measured, diagnostics)
 
-    def env(self, log_path: Path) -> dict[str, str]:
-        """The environment of one run (secrets are dropped by `runner.child_env`).
+    def _evaluate(
+        self,
+        handoff: Path,
+        run_env: Mapping[str, str],
+        result: RunResult,
+        summary: Mapping[str, float | str] | None,
+    ) -> tuple[evaluation.Outcome, RunResult]:
+        """Start the evaluator on the handed-off model; its output goes to the end of the run's log."""
+        assert self.s.evaluator is not None
+        if not evaluation.handed_off(handoff):
+            reason = "no hand-off: the run ended without prepare.hand_off(model, batch_size)"
+            return evaluation.Outcome(None, reason), result
+        printed = evaluation.printed_metric(summary, self.s.metric)
+        if printed:
+            return evaluation.Outcome(None, printed), result
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            self.on_line(line)
+
+        log_path = result.log_path
+        eval_log = log_path.with_name(log_path.name + ".evaluator")
+        with tempfile.TemporaryDirectory(prefix="ar-evaluator-") as tmp:
+            code, home = evaluation.stage(self.worktree, Path(tmp) / "code"), Path(tmp) / "home"
+            home.mkdir()
+            sandbox = self.evaluator_sandbox(home, code, handoff) if self.sandboxed else None
+            evaluated = run_command(
+                evaluation.command(self.s.evaluator, handoff),
+                cwd=code,
+                env={
+                    **evaluation.environment(self.base_env, run_env),
+                    "HOME": str(home),
+                    "TMPDIR": str(home),
+                },
+                log_path=eval_log,
+                timeout=max(EVAL_MIN_SECONDS, self.s.timeout - result.wall_seconds),
+                on_line=on_line,
+                sandbox=sandbox,
+                redact=self.redact if self.redact else None,
+            )
+        with open(log_path, "ab") as log, open(eval_log, "rb") as out:
+            log.write(f"[autoresearch] evaluator: {evaluation.module(self.s.evaluator)}\n".encode())
+            shutil.copyfileobj(out, log)
+        eval_log.unlink()
+        outcome = evaluation.read_outcome(lines, evaluated.exit_code, evaluated.kill_reason)
+        return outcome, dataclasses.replace(result, wall_seconds=result.wall_seconds + evaluated.wall_seconds)
+
+    def _scratch(self, log_path: Path) -> Path:
+        """A fresh, empty scratch folder for this run; the previous run's goes."""
+        shutil.rmtree(self.paths.scratch, ignore_errors=True)
+        scratch = self.paths.scratch / log_path.stem
+        scratch.mkdir(parents=True)
+        return scratch
+
+    def sandbox(self, scratch: Path) -> Sandbox:
+        """What a run may see: the worktree and the data cache read-only (the validation data hidden
+        when an evaluator computes the metric), the compile cache writable, experiment.toml's extra
+        paths, nothing of the checkout."""
+        read: list[Path] = [self.worktree, self.s.cache_root, *self.s.read]
+        for var in ("PYTHONPATH", "LD_LIBRARY_PATH"):
+            for entry in self.base_env.get(var, "").split(os.pathsep):
+                path = Path(entry) if entry else None
+                # never the person's checkout (its results, .git): runs import the worktree's copy
+                if path is not None and path.is_absolute() and not _overlaps(path, self.s.repo_root):
+                    read.append(path)
+        writable = [self.paths.compile_cache]
+        writable += [Path(self.base_env[v]) for v in _CACHE_VARS if v in self.base_env]
+        return Sandbox(
+            scratch=scratch,
+            read_only=tuple(read),
+            writable=tuple(writable),
+            hidden=self.hidden,
+            network=self.s.network,
+            gpu=self.gpu,
+        )
+
+    def evaluator_sandbox(self, home: Path, code: Path, handoff: Path) -> Sandbox:
+        """What the evaluator may see: its copy of prepare/, the handed-off model and the data cache,
+        all read-only; no network; nothing of the worktree, the checkout or the compile caches."""
+        return Sandbox(scratch=home, read_only=(code, handoff, self.s.cache_root), gpu=self.gpu)
+
+    @property
+    def gpu(self) -> bool:
+        return self.s.profile == "cuda" or self.s.device == "cuda"
+
+    def env(self, scratch: Path, handoff: Path) -> dict[str, str]:
+        """The environment of one run: the allow-list of `harness.integrity.environment` plus
+        what the harness sets for it.
 
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
-        cache and where evaluate_bpb records what it computed.
+        cache and the folder prepare.hand_off writes the model to; the compile caches are the
+        tag's, so the second run of a night starts warm.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
         ]
-        extra = {
+        harness_vars = {
             "PYTHONPATH": os.pathsep.join(pythonpath),
             "PYTHONUNBUFFERED": "1",
             "AUTORESEARCH_DEVICE": self.s.profile,
             "AUTORESEARCH_TIME_BUDGET": f"{self.s.budget:g}",
             "AUTORESEARCH_CACHE": str(self.s.cache_root),
-            "AUTORESEARCH_EVAL_RECORD": str(eval_record(log_path)),
         }
+        harness_vars[evaluation.HAND_OFF_ENV] = str(handoff)
         if self.s.dataset != "none":
-            extra["AUTORESEARCH_DATASET"] = self.s.dataset
-        return child_env(self.base_env, extra)
+            harness_vars["AUTORESEARCH_DATASET"] = self.s.dataset
+        for var, sub in zip(_CACHE_VARS, ("inductor", "triton"), strict=True):
+            if var not in self.base_env:
+                harness_vars[var] = str(self.paths.compile_cache / sub)
+        self.paths.compile_cache.mkdir(parents=True, exist_ok=True)
+        return run_environment(self.base_env, harness_vars, scratch=scratch, extra_names=self.s.env_names)
+
+
+_CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+#: turned off only by the planted-cheat tests: the guard then re-takes its snapshot before every
+#: run, adopting whatever a process left behind by an earlier run changed in between (the race
+#: the fixed snapshot closes)
+FIXED_SNAPSHOT = True
+
+
+def _overlaps(path: Path, root: Path) -> bool:
+    """Whether `path` is `root`, inside it, or holds it."""
+    try:
+        p, r = path.resolve(), root.resolve()
+    except OSError:
+        return True
+    return p == r or p.is_relative_to(r) or r.is_relative_to(p)

@@ -86,6 +86,8 @@ class Memory:
         self.records[attempt.n] = record
         if attempt.note:
             result = row.status if row.status == "crash" else f"{row.status}, {row.metric:.6f}"
+            if attempt.duplicate_of is not None:  # its result is the earlier attempt's
+                result = f"{attempt.reason}, {result}"
             self.notes.append(f"#{attempt.n} ({result}): {clean_note(attempt.note)}")
 
     # --- reflection ----------------------------------------------------------------------

@@ -44,11 +44,8 @@ def _value(text: str) -> float | str:
         return text
 
 
-def parse_summary(text: str, *, raw: bool = False) -> dict[str, float | str] | None:
-    """The last summary block in ``text`` as a dict, or None when there is none.
-
-    ``raw=True`` keeps every value as the printed text (provenance compares to printed precision).
-    """
+def parse_summary(text: str) -> dict[str, float | str] | None:
+    """The last summary block in ``text`` as a dict, or None when there is none."""
     lines = text.splitlines()
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].strip() != "---":
@@ -60,30 +57,25 @@ def parse_summary(text: str, *, raw: bool = False) -> dict[str, float | str] | N
             m = _KEY_VALUE.match(line)
             if m is None:
                 break  # the block ends at the first line that is not `key: value`
-            block[m.group(1)] = m.group(2) if raw else _value(m.group(2))
+            block[m.group(1)] = _value(m.group(2))
         if block:
             return block
     return None
 
 
-def read_summary(log_path: Path, *, raw: bool = False) -> dict[str, float | str] | None:
+def read_summary(log_path: Path) -> dict[str, float | str] | None:
     """The last summary block of the log at ``log_path``, reading only as much of its tail as needed.
 
-    A missing log reads as no block (the run never started). ``raw`` as in `parse_summary`.
+    A missing log reads as no block (the run never started).
     """
     try:
         with open(log_path, "rb") as f:
-            return _tail_summary(f, raw)
+            return _tail_summary(f)
     except FileNotFoundError:
         return None
 
 
-def typed(block: dict[str, float | str] | None) -> dict[str, float | str] | None:
-    """A raw block with its numbers made floats, as `parse_summary` returns it."""
-    return None if block is None else {k: _value(v) if isinstance(v, str) else v for k, v in block.items()}
-
-
-def _tail_summary(f: BinaryIO, raw: bool) -> dict[str, float | str] | None:
+def _tail_summary(f: BinaryIO) -> dict[str, float | str] | None:
     size = os.fstat(f.fileno()).st_size
     window = _TAIL_BYTES
     while True:
@@ -96,7 +88,7 @@ def _tail_summary(f: BinaryIO, raw: bool) -> dict[str, float | str] | None:
             data = data[cut + 1 :] if cut >= 0 else b""
         # Any `---` inside the window comes after everything outside it, so the last
         # parseable block inside the window is the last one of the file.
-        block = parse_summary(data.decode("utf-8", "replace"), raw=raw)
+        block = parse_summary(data.decode("utf-8", "replace"))
         if block is not None or start == 0:
             return block
         window *= 4

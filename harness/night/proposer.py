@@ -320,6 +320,10 @@ class Proposer:
         if not attempt.repair:
             self.repairs_left = MAX_REPAIRS  # a fresh crash: up to two fixes
 
+    def _check(self, files: dict[str, str]) -> None:
+        """The experiment's integrity checks (EditError when refused)."""
+        checks.check_files(files, checks=self.s.checks, sandboxed=self.s.sandbox == "on")
+
     # --- sweeps ----------------------------------------------------------------------------
 
     def _start_sweep(self, request: Attempt) -> None:
@@ -350,7 +354,7 @@ class Proposer:
             parsed = parse_reply(attempt.reply.text)
             base = self._base(parsed, dict(ctx.files))
             files = _changed(base, apply_reply(parsed, base, self.s.mutable), ctx.files)
-            checks.check_files(files)
+            self._check(files)
         except EditError:
             if attempt.key and attempt.duplicate_of is None:
                 self.registry.release(attempt.key)
@@ -429,7 +433,7 @@ class Proposer:
                         "Your edit undoes the parent's change: the files equal the current ones. "
                         "Propose a change that actually modifies the code.",
                     )
-                checks.check_files(files)  # refused shortcuts go back to the model like bad edits
+                self._check(files)  # refused shortcuts go back to the model like bad edits
                 if parsed.parent is not None:
                     description = f"on #{parsed.parent}: {description}"
                 key = change_key(best, {**ctx.files, **files})

@@ -14,39 +14,62 @@ What is contained:
   * the log size: past ``max_log_bytes`` the log keeps its head plus one marker line.
   * optionally the address space (``memory_limit_bytes`` -> RLIMIT_AS in the child), for a
     runaway allocation on CPU. Do not use it with CUDA: the driver reserves huge virtual ranges.
-  * secrets: `child_env()` builds an environment without API keys, tokens and passwords.
+  * with a `Sandbox` (harness.integrity.sandbox): everything else too. The command runs inside
+    bubblewrap namespaces: a read-only view of what it needs, one writable scratch folder, no
+    network, its own PID namespace. When the run ends, the runner checks that no process of
+    that namespace is left (the kernel kills them when its first process exits; stragglers are
+    SIGKILLed and counted in `RunResult.stragglers`).
+  * without a sandbox, a process that left the group on purpose (``setsid``, a double fork into
+    a new session) but kept its environment: every run carries a random AUTORESEARCH_RUN_ID, and
+    processes that still carry it after the run are SIGKILLed (and counted as stragglers).
+  * marker lines: a line starting with ``@@autoresearch <name>`` (prepare's dataloader prints
+    ``first-batch``, the evaluation ``hand-off``) is timestamped on receipt by the harness's own
+    clock (`RunResult.markers`), which is how the budget is measured outside the train file.
 
-What is NOT contained:
-  * a process that leaves the group on purpose (``setsid``, a double fork into a new session,
-    a systemd-run unit): it is neither killed nor waited for (the log stops 2 s after the leader).
+What is NOT contained without a sandbox:
+  * a process that leaves the group and scrubs its environment (``env -i``) or asks another
+    service to run it (a systemd-run unit): it is neither killed nor waited for.
   * GPU memory held by a process outside the group, files the child writes, network access.
   * the harness itself being kill -9'ed: the group keeps running; the pid file ``<log>.pid``
     (pgid + create time, so a reused pid is never hit) lets the next harness `kill_leftover()` it.
+    (With the sandbox the run dies with the harness: bwrap's --die-with-parent.)
+
+The processes themselves (groups, what is left after a run, the pid file) are
+`harness.night.reaper`'s; this module streams, watches and decides when to kill.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
+import re
 import resource
+import secrets
 import selectors
 import shlex
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psutil
-
-from harness.credentials import is_secret
+from harness.integrity.budget import Marker
+from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import last_loss as parse_loss
-from harness.store.atomic import write_atomic
+from harness.night.reaper import (
+    RUN_ID_ENV,
+    close,
+    end_of_run,
+    kill_group,
+    kill_leftover,
+    pid_file,
+    write_pid_file,
+)
+
+__all__ = ["Marker", "RunResult", "kill_leftover", "pid_file", "resolve_python", "run"]
 
 # A progress line whose loss is above this is diverging; the run is killed (kill_reason "loss").
 LOSS_LIMIT = 100.0
@@ -56,6 +79,11 @@ MAX_LINE_BYTES = 1 << 20
 # After the leader exits, how long to keep reading output held open by stray processes.
 DRAIN_SECONDS = 2.0
 _READ_CHUNK = 1 << 16
+#: a line the harness timestamps on receipt: ``@@autoresearch <name> [<payload>]``
+MARKER_PREFIX = b"@@autoresearch "
+MAX_MARKERS = 64  # a run printing markers in a loop cannot grow the harness's memory
+# `python`, `python3` or `python3.12` as the first word of a run command
+_PYTHON = re.compile(r"^python(3(\.\d+)?)?(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -64,42 +92,25 @@ class RunResult:
 
     exit_code: int | None
     timed_out: bool
-    kill_reason: str | None  # "timeout" | "nan" | "loss" | "log_flood" | None
+    kill_reason: str | None  # "timeout" | "over_budget" | "nan" | "loss" | "log_flood" | None
     wall_seconds: float
     log_path: Path
     last_loss: float | None
-
-
-def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The experiment's environment: ``base`` overlaid with ``extra``, minus every secret.
-
-    Secrets are names ending in _KEY, _TOKEN or _CREDENTIALS, names containing SECRET, PASSWORD
-    or PASSWD, and anything starting with ANTHROPIC_ or OPENAI_ (base URLs included: the
-    experiment has no business talking to the agent's provider). They are dropped from ``extra`` too.
-    PYTHONUNBUFFERED=1 is set unless given, so lines reach the log as they are printed.
-    """
-    env = {k: v for k, v in base.items() if not is_secret(k)}
-    env.update({k: v for k, v in extra.items() if not is_secret(k)})
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    markers: tuple[Marker, ...] = ()
+    stragglers: int = 0  # processes of the run still alive after it ended (then killed)
+    sandboxed: bool = False
 
 
 def resolve_python(command: str) -> str:
-    """``command`` with a leading ``python``/``python3`` replaced by the harness's own interpreter.
+    """The run command with a leading `python` replaced by the harness's own interpreter.
 
-    Under cron, systemd, pipx or an un-activated virtual environment, the ``python`` on PATH is
-    missing or another interpreter without torch; the one running the harness has the project's
-    packages. Any other command (``./bench.sh``, ``/opt/py/bin/python x.py``) is left alone.
-    """
-    head, sep, rest = command.lstrip().partition(" ")
-    if head in ("python", "python3"):
-        return shlex.quote(sys.executable) + sep + rest
-    return command
-
-
-def pid_file(log_path: Path) -> Path:
-    """Where the running child's process group is recorded: ``<log>.pid``."""
-    return log_path.with_name(log_path.name + ".pid")
+    A run must use the interpreter (and packages) the harness was installed with, not whatever
+    `python` a person's PATH or a pyenv shim finds first (and a shim needs $HOME, which a
+    sandboxed run does not see)."""
+    stripped = command.lstrip()
+    if not _PYTHON.match(stripped):
+        return command
+    return shlex.quote(sys.executable) + _PYTHON.sub("", stripped, count=1)
 
 
 def run(
@@ -113,50 +124,75 @@ def run(
     on_line: Callable[[str], None] | None = None,
     memory_limit_bytes: int | None = None,
     kill_grace: float = 5.0,
+    sandbox: Sandbox | None = None,
+    redact: Callable[[str], str] | None = None,
+    deadline: Callable[[Sequence[Marker]], float | None] | None = None,
 ) -> RunResult:
     """Run ``command`` (a shell command line) in ``cwd`` and wait for it, at most ``timeout`` s.
 
-    ``env`` is passed as is (build it with `child_env`). The log at ``log_path`` is created
-    (parents included) and truncated. ``on_line`` gets every line, without its terminator;
-    ``\\r``-separated progress updates count as lines. KeyboardInterrupt (or an exception from
-    ``on_line``) kills the group, notes it in the log and is re-raised.
+    ``env`` is passed as is (build it with `harness.integrity.environment`), plus a fresh
+    AUTORESEARCH_RUN_ID. With ``sandbox``, the command runs inside it (None: as the harness's
+    user, with the whole filesystem). A leading ``python`` is the harness's interpreter
+    (`resolve_python`). The log at ``log_path`` is created (parents included) and truncated;
+    ``redact`` (when given) is applied to every line before it reaches the log and ``on_line``.
+    ``on_line`` gets every line, without its terminator; ``\\r``-separated progress updates count
+    as lines. ``deadline`` maps the markers seen so far to the time (seconds after the start)
+    at which the run is over budget, or None; past it the run is killed (kill_reason
+    "over_budget"). KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it
+    in the log and is re-raised.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     preexec = _limit_memory(memory_limit_bytes) if memory_limit_bytes else None
+    command = resolve_python(command)
+    run_id = secrets.token_hex(16)
+    info_r = info_w = -1
+    argv: str | list[str] = command
+    if sandbox is not None:
+        info_r, info_w = os.pipe()
+        argv = sandbox.wrap(["/bin/sh", "-c", command], cwd=cwd, info_fd=info_w)
     start = time.monotonic()
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(
-                command,
-                shell=True,
+                argv,
+                shell=sandbox is None,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, RUN_ID_ENV: run_id},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=(info_w,) if sandbox is not None else (),
             )
         except OSError as exc:  # e.g. cwd missing: the run failed, the harness did not
             log.write(f"[autoresearch] could not start {command!r} in {cwd}: {exc}\n".encode())
+            close(info_r, info_w)
             return RunResult(127, False, None, time.monotonic() - start, log_path, None)
-        _write_pid_file(log_path, proc.pid, command)
-        stream = _Stream(log, max_log_bytes, on_line)
+        close(info_w)
+        write_pid_file(log_path, proc.pid, command)
+        stream = _Stream(log, max_log_bytes, on_line, start, redact)
         try:
-            kill_reason = _supervise(proc, stream, start + timeout, kill_grace)
+            kill_reason = _supervise(proc, stream, start + timeout, kill_grace, deadline)
         except BaseException:
-            _kill_group(proc.pid, kill_grace, proc)
-            stream.marker("interrupted: the harness stopped; the process group was killed")
+            kill_group(proc.pid, kill_grace, proc)
+            end_of_run(run_id, info_r)
+            stream.marker("interrupted: the harness stopped; the run was killed")
             raise
         finally:
             assert proc.stdout is not None
             proc.stdout.close()
             with contextlib.suppress(OSError):
                 pid_file(log_path).unlink()
+        stragglers = end_of_run(run_id, info_r)
         if kill_reason == "timeout":
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
+        elif kill_reason == "over_budget":
+            stream.marker("killed (over budget): past the training time the harness allows")
         elif kill_reason in ("nan", "loss"):
             stream.marker(f"killed ({kill_reason}): loss {stream.last_loss} on a progress line")
+        if stragglers:
+            stream.marker(f"killed {stragglers} process(es) of the run still alive after it ended")
         exit_code = None if kill_reason else proc.returncode
     return RunResult(
         exit_code=exit_code,
@@ -165,49 +201,32 @@ def run(
         wall_seconds=time.monotonic() - start,
         log_path=log_path,
         last_loss=stream.last_loss,
+        markers=tuple(stream.markers),
+        stragglers=stragglers,
+        sandboxed=sandbox is not None,
     )
-
-
-def kill_leftover(log_path: Path) -> bool:
-    """Kill the process group recorded in ``<log>.pid`` by a harness that died; True if any was.
-
-    The group is only killed when its members are the ones recorded: the leader's create time
-    must match, or, with the leader gone, the members must have been born after it (a pid can
-    be reused; a live process group id cannot). The pid file is removed either way.
-    """
-    path = pid_file(log_path)
-    try:
-        record = json.loads(path.read_text())
-        pgid = int(record["pgid"])
-        created = float(record["create_time"])
-    except (OSError, ValueError, KeyError, TypeError):
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return False
-    members = _group_members(pgid)
-    ours = [p for p in members if _created(p) >= created - 0.01]
-    leader = next((p for p in members if p.pid == pgid), None)
-    if leader is not None and abs(_created(leader) - created) > 0.01:
-        ours = []  # the pgid now belongs to an unrelated process that reused the pid
-    killed = False
-    if ours:
-        killed = True
-        _kill_group(pgid, 5.0, None)
-    with contextlib.suppress(OSError):
-        path.unlink()
-    return killed
 
 
 # --- streaming -------------------------------------------------------------------------------
 
 
 class _Stream:
-    """Splits the child's bytes into lines, writes them to the log, watches the loss."""
+    """Splits the child's bytes into lines, writes them to the log, watches the loss, times markers."""
 
-    def __init__(self, log: BinaryIO, max_bytes: int, on_line: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        log: BinaryIO,
+        max_bytes: int,
+        on_line: Callable[[str], None] | None,
+        start: float = 0.0,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.log = log
         self.max_bytes = max_bytes
         self.on_line = on_line
+        self.start = start
+        self.redact = redact
+        self.markers: list[Marker] = []
         self.written = 0
         self.flooded = False
         self.last_loss: float | None = None
@@ -242,6 +261,11 @@ class _Stream:
     def _line(self, body: bytes, term: bytes) -> None:
         if self.flooded:
             return
+        if body.startswith(MARKER_PREFIX) and len(self.markers) < MAX_MARKERS:
+            name, _, payload = body[len(MARKER_PREFIX) :].decode("utf-8", "replace").strip().partition(" ")
+            self.markers.append(Marker(time.monotonic() - self.start, name, payload.strip()))
+        if self.redact is not None:
+            body = self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
         raw = body + term
         if self.written + len(raw) > self.max_bytes:
             self.flooded = True
@@ -269,7 +293,13 @@ class _Stream:
             self.log.flush()
 
 
-def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, grace: float) -> str | None:
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    stream: _Stream,
+    deadline: float,
+    grace: float,
+    budget: Callable[[Sequence[Marker]], float | None] | None = None,
+) -> str | None:
     """Pump output until the child is done or must be killed; returns the kill reason."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -300,13 +330,17 @@ def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, 
                 reason = stream.bad_loss
             elif time.monotonic() >= deadline and proc.poll() is None:
                 reason = "timeout"
+            elif budget is not None and proc.poll() is None:
+                limit = budget(stream.markers)
+                if limit is not None and time.monotonic() - stream.start > limit:
+                    reason = "over_budget"
             if reason is not None:
-                _kill_group(proc.pid, grace, proc)
+                kill_group(proc.pid, grace, proc)
                 break
             if drain_until is None and proc.poll() is not None:
                 # The leader is done; anything left in its group is a stray. Kill it so the pipe
                 # closes, and read what is still buffered for a short while.
-                _kill_group(proc.pid, 0.5, proc)
+                kill_group(proc.pid, 0.5, proc)
                 drain_until = time.monotonic() + DRAIN_SECONDS
     finally:
         sel.close()
@@ -314,72 +348,6 @@ def _supervise(proc: subprocess.Popen[bytes], stream: _Stream, deadline: float, 
         stream.feed(b"", eof=True)
     proc.wait()
     return reason
-
-
-# --- process groups --------------------------------------------------------------------------
-
-
-def _kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM the group, wait up to ``grace`` s for it to go, then SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            break
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            if proc is not None:
-                proc.poll()  # reap the leader so it does not linger as a zombie
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.05)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5.0)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in the group."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return any(p.status() != psutil.STATUS_ZOMBIE for p in _group_members(pgid) if _exists(p))
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                members.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return members
-
-
-def _exists(p: psutil.Process) -> bool:
-    try:
-        return p.is_running()
-    except psutil.Error:
-        return False
-
-
-def _created(p: psutil.Process) -> float:
-    try:
-        return float(p.create_time())
-    except psutil.Error:
-        return -1.0
-
-
-def _write_pid_file(log_path: Path, pid: int, command: str) -> None:
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        created = time.time()
-    write_atomic(pid_file(log_path), json.dumps({"pgid": pid, "create_time": created, "command": command}))
 
 
 def _limit_memory(limit: int) -> Callable[[], None]:

@@ -110,6 +110,18 @@ def _fmt(x: float | None, spec: str = ".6f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _pace(steps: float | None, tokens_per_s: float | None) -> str:
+    """ "953 steps, 1.66M tok/s": what a run got through in its budget (empty when not recorded)."""
+    parts = []
+    if steps is not None:
+        parts.append(f"{steps:.0f} steps")
+    if tokens_per_s is not None:
+        parts.append(
+            f"{tokens_per_s / 1e6:.2f}M tok/s" if tokens_per_s >= 1e5 else f"{tokens_per_s:,.0f} tok/s"
+        )
+    return ", ".join(parts)
+
+
 def counts_line(s: Summary) -> str:
     """Attempts and outcomes, the baseline counted apart: "baseline + 9 attempts | kept 2 | ..."."""
     rate = "-" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"
@@ -155,12 +167,16 @@ def hours_line(s: Summary) -> str:
 def render_text(s: Summary) -> str:
     """The summary as the person reads it in a terminal."""
     lines = [f"{s.source}  ({s.metric}, {s.direction})", counts_line(s), best_line(s)]
+    pace = _pace(s.baseline_steps, s.baseline_tokens_per_s)
+    if pace:
+        lines.append(f"baseline pace: {pace} (tokens/s by the harness's clock)")
     if hours_line(s):
         lines.append(hours_line(s))
     if s.improvements:
         lines += ["", "Kept improvements, in order:"]
         lines += [
             f"  #{st.n:<4} {st.commit:8} {st.metric:.6f} {st.delta:+.6f}  {st.description}"
+            + (f"  [{pace}]" if (pace := _pace(st.num_steps, st.tokens_per_s)) else "")
             for st in s.improvements
         ]
     if s.biggest_hits:

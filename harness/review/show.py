@@ -89,8 +89,13 @@ def gather(view: Repo, tag: str, n: int, *, log_lines: int = 30) -> Shown:
             text = view.show(ref, f"results/{tag}/attempts/{n}.json")
             record = attempts.parse(text) if text is not None else None
     sha, ref = attempt_commit(view, tag, n)
+    change_of = sha  # a duplicate was never committed: its change is the one it repeated
+    if sha is None and record is not None and record.duplicate_of is not None:
+        change_of, _ = attempt_commit(view, tag, record.duplicate_of)
     diff = (
-        view.git("diff", f"{sha}^", sha, strip=False) if sha is not None and view.resolve(f"{sha}^") else ""
+        view.git("diff", f"{change_of}^", change_of, strip=False)
+        if change_of is not None and view.resolve(f"{change_of}^")
+        else ""
     )
     log_path = paths.log(n)
     if log_lines == 0:
@@ -139,12 +144,19 @@ def render(shown: Shown, metric: str = "") -> str:
             lines.append(f"built on: #{record.built_on}")
         if record.note:
             lines.append(f"note: {record.note}")
+    duplicate_of = record.duplicate_of if record is not None else None
     if s.commit is not None:
         lines.append(f"commit: {s.commit[:7]} ({s.commit_ref})")
+    elif duplicate_of is not None:
+        lines.append(f"commit: none (a duplicate, never committed or run: the change is #{duplicate_of}'s)")
     else:
-        lines.append("commit: none (the attempt never became a commit: a bad edit or a duplicate)")
+        lines.append("commit: none (the attempt never became a commit: a bad edit)")
     lines.append("")
-    lines.append("diff (against the best it was tried on):" if s.diff else "diff: none")
+    if s.diff:
+        whose = f"#{duplicate_of}'s, " if s.commit is None and duplicate_of is not None else ""
+        lines.append(f"diff ({whose}against the best it was tried on):")
+    else:
+        lines.append("diff: none")
     if s.diff:
         lines.append(s.diff.rstrip())
     summary = dict(record.summary) if record is not None and record.summary else {}

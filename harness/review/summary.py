@@ -40,6 +40,8 @@ class Step:
     delta: float  # metric - previous best (negative is better when minimizing)
     delta_pct: float  # improvement in percent of the previous best (positive is better)
     description: str
+    num_steps: float | None = None  # mean over its runs, as the runs printed it
+    tokens_per_s: float | None = None  # mean over its runs, by the harness's clock
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Summary:
     keep_rate: float | None  # kept_attempts / attempts
     baseline: float | None
     baseline_commit: str | None
+    baseline_steps: float | None  # mean over the baseline's runs
+    baseline_tokens_per_s: float | None  # by the harness's clock (training tokens / training seconds)
     best: float | None
     best_commit: str | None
     best_description: str | None
@@ -96,6 +100,12 @@ def _float(value: str | None) -> float | None:
     except ValueError:
         return None
     return x if x is not None and math.isfinite(x) else None
+
+
+def per_run_mean(row: Row, column: str) -> float | None:
+    """The mean of a per-run column ("953,949,951": one value per run), or None when it has none."""
+    values = [v for v in (_float(x) for x in (row.extra.get(column) or "").split(",")) if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _pct(new: float, old: float, direction: str) -> float:
@@ -140,7 +150,16 @@ def summarize(
             continue
         prev = running if running is not None else r.metric
         steps.append(
-            Step(i, r.commit, r.metric, r.metric - prev, _pct(r.metric, prev, direction), r.description)
+            Step(
+                i,
+                r.commit,
+                r.metric,
+                r.metric - prev,
+                _pct(r.metric, prev, direction),
+                r.description,
+                per_run_mean(r, "num_steps"),
+                per_run_mean(r, "tokens_per_s"),
+            )  # fmt: skip
         )
         if running is None or better(r.metric, running, direction):
             running, best_row = r.metric, r
@@ -178,6 +197,8 @@ def summarize(
         keep_rate=kept_attempts / attempts if attempts > 0 else None,
         baseline=baseline,
         baseline_commit=rows[b].commit if b is not None else None,
+        baseline_steps=per_run_mean(rows[b], "num_steps") if b is not None else None,
+        baseline_tokens_per_s=per_run_mean(rows[b], "tokens_per_s") if b is not None else None,
         best=best,
         best_commit=best_row.commit if best_row is not None else None,
         best_description=best_row.description if best_row is not None else None,

@@ -30,6 +30,7 @@ import git
 from gitdb.base import IStream
 from gitdb.exc import BadName, BadObject, ODBError
 
+from harness.credentials import redact
 from harness.errors import ConfigError, EditError, RepoError
 from harness.store.paths import WORKTREES, checkout_of
 
@@ -327,6 +328,7 @@ class Repo:
         self.git("add", "--", *paths)
         if not self.git("diff", "--cached", "--name-only", "--", *paths):
             return None
+        message = redact(message)  # a description may carry a leaked key in some encoding
         self.git("commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message, env=self.identity())
         return self.head()
 

@@ -29,13 +29,15 @@ from typing import Any
 
 import filelock
 
+from harness.credentials import redact
 from harness.errors import DataError, RepoError
 from harness.store.atomic import file_lock, fsync_dir, write_atomic
 from harness.store.paths import TagPaths
 
 
 def write_pending(path: Path, record: Mapping[str, Any]) -> None:
-    write_atomic(path, json.dumps(dict(record), indent=1))
+    """Record the attempt in flight (its text fields with the harness's secrets redacted)."""
+    write_atomic(path, redact(json.dumps(dict(record), indent=1)))
 
 
 def read_pending(path: Path) -> dict[str, Any] | None:

@@ -26,13 +26,14 @@ from typing import Literal
 
 import filelock
 
+from harness.credentials import redact
 from harness.errors import ConfigError, DataError
 from harness.store.atomic import file_lock, write_atomic
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
     "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
-    "parent", "summary", "device", "hardware",
+    "parent", "summary", "device", "hardware", "startup_s", "tokens_per_s",
 )  # fmt: skip
 # A headerless line this wide is a harness ledger (its columns up to `summary` predate the rest).
 HEADERLESS_MIN_EXTRA = EXTRA_COLUMNS.index("summary") + 1
@@ -92,8 +93,9 @@ class Row:
 
 
 def clean(text: str) -> str:
-    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces."""
-    return str(text).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
+    """A field safe for a TSV cell: tabs, newlines and carriage returns become spaces, and every
+    secret of the harness's environment (in any encoding `harness.credentials` knows) is redacted."""
+    return redact(str(text)).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip()
 
 
 def _format(row: Row, header: list[str]) -> str:

@@ -2,7 +2,12 @@
 
     results/<tag>.tsv                 the ledger (one row per attempt; <tag>.tsv.lock its lock)
     results/<tag>/runs/<n>.log        the log of attempt n (n = 0 is the baseline; repeats <n>.r<k>.log),
-                                      with <log>.pid while it runs and <log>.eval.jsonl (provenance)
+                                      with <log>.pid while it runs; the evaluator's output is appended;
+                                      <n>.warmup.log: the discarded warm-up run before the baseline
+    results/<tag>/scratch/<log name>/ the last run's scratch folder (its HOME and TMPDIR; the only
+                                      place a sandboxed run may write), with hand-off/: the model the
+                                      run hands to the evaluator; removed when the next run starts
+    results/<tag>/compile-cache/      torch.compile / Triton caches shared by the tag's runs
     results/<tag>/pending.json        the attempt in flight (for --resume)
     results/<tag>/lock                the tag lock (lock.pid: who holds it)
     results/<tag>/queue.jsonl         transplanted replies (queue.jsonl.served, queue.jsonl.lock)
@@ -52,6 +57,8 @@ class TagPaths:
         self.attempts = self.dir / "attempts"
         self.notes = self.dir / "notes.md"
         self.novelty = self.dir / "novelty.jsonl"
+        self.scratch = self.dir / "scratch"
+        self.compile_cache = self.dir / "compile-cache"
         self.worktree = root / WORKTREES / tag
 
     def log(self, n: int, k: int = 0) -> Path:
@@ -61,6 +68,10 @@ class TagPaths:
     def record(self, n: int) -> Path:
         """The record of attempt n (`harness.store.attempts`)."""
         return self.attempts / f"{n}.json"
+
+    def warmup_log(self, n: int) -> Path:
+        """The log of the discarded warm-up run before the baseline (attempt n)."""
+        return self.runs / f"{n}.warmup.log"
 
     def logs_of(self, n: int) -> list[Path]:
         """Every log of attempt n, in name order."""
@@ -73,8 +84,3 @@ class TagPaths:
             return True
         lock_files = (self.lock, self.lock_owner)
         return self.dir.is_dir() and any(p not in lock_files for p in self.dir.iterdir())
-
-
-def eval_record(log: Path) -> Path:
-    """Where the evaluation record of the run logged at `log` is kept."""
-    return log.with_name(log.name + ".eval.jsonl")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.commands.main import main
+from harness.integrity import sandbox
 from tests.conftest import TOY, Toy, git
 
 
@@ -223,6 +224,7 @@ def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
         "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
         "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
         "--until", "06:30", "--plateau", "7", "--reflect-every", "4",
+        "--warmup", "on", "--sandbox", "off",
     ]  # fmt: skip
     hidden = {"--device", "--worker", "--family", "--coordinator", "--ray"}  # --ray: its own test
     assert {a for a in given if a.startswith("--")} | hidden == {opt.flag for opt in OPTIONS if opt.flag}, (
@@ -257,6 +259,44 @@ def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str
             assert opt.flag in out
     assert "--worker" not in out and "--family" not in out and "--coordinator" not in out
     assert "--ray ADDRESS|auto" in out
+
+
+def test_sandbox_on_without_a_sandbox_refuses_to_start(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(toy_experiment.repo)
+    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")  # a machine without bubblewrap
+    err = fails(
+        capsys, ["run", "--device", "cpu", "--tag", "x", "--sandbox", "on"], "--sandbox on", "bubblewrap"
+    )
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(toy_experiment.repo) == before
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("auto", "off (auto: bubblewrap (bwrap) is not installed"),
+        ("off", "off (--sandbox off): runs see the whole filesystem"),
+    ],
+)
+def test_a_night_without_the_sandbox_says_so_at_start(
+    toy_experiment: Toy,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    said: str,
+) -> None:
+    if mode == "auto":
+        monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
+    replay = toy_experiment.replay_file([])
+    assert (
+        main(["run", "--device", "cpu", "--tag", "x", "--agent", f"replay:{replay}", "--sandbox", mode]) == 0
+    )
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("sandbox:"))
+    assert said in line, line
+    assert toy_experiment.tsv("x")[0]["status"] == "keep"  # today's guards: the night runs
 
 
 def _has_cuda() -> bool:

@@ -1,9 +1,10 @@
 """experiments/gpt/train.py: the CPU smoke run end to end, and its parts on tiny shapes.
 
 The smoke run is a real child process started the way the harness starts it (cwd = the
-experiment folder, PYTHONPATH = the repo root, AUTORESEARCH_* set) on the `arithmetic`
-dataset; it must end with a summary block holding the 9 keys, and its val_bpb must be the
-one prepare.evaluate_bpb recorded. The unit tests import train.py as a module (its training
+experiment folder, PYTHONPATH = the repo root, AUTORESEARCH_* set, a hand-off folder) on the
+`arithmetic` dataset; it must hand its model off and end with a summary block holding the 8
+training keys, and the evaluator (its own process, as the harness starts it) must score the
+handed-off model. The unit tests import train.py as a module (its training
 loop only runs under __main__). GPU-only checks are marked `gpu` and skip without CUDA.
 """
 
@@ -27,8 +28,7 @@ from prepare.datasets import prepare_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "gpt"
-SUMMARY_KEYS = (
-    "val_bpb",
+SUMMARY_KEYS = (  # the train run's summary: val_bpb is the evaluator's
     "training_seconds",
     "total_seconds",
     "peak_vram_mb",
@@ -67,7 +67,7 @@ def run_env(cache_root: Path, tmp_path: Path, budget: float) -> dict[str, str]:
         AUTORESEARCH_TIME_BUDGET=str(budget),
         AUTORESEARCH_DATASET="arithmetic",
         AUTORESEARCH_CACHE=str(cache_root),
-        AUTORESEARCH_EVAL_RECORD=str(tmp_path / "eval.jsonl"),
+        AUTORESEARCH_HAND_OFF=str(tmp_path / "hand-off"),
     )
     return env
 
@@ -78,7 +78,7 @@ def run_env(cache_root: Path, tmp_path: Path, budget: float) -> dict[str, str]:
 
 
 @pytest.mark.slow  # over 20 s on a 2-core machine
-def test_cpu_smoke_run_ends_with_the_nine_key_summary(cache_root: Path, tmp_path: Path) -> None:
+def test_cpu_smoke_run_hands_off_and_the_evaluator_scores_it(cache_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "train.py"],
         cwd=EXPERIMENT,
@@ -96,11 +96,15 @@ def test_cpu_smoke_run_ends_with_the_nine_key_summary(cache_root: Path, tmp_path
     assert summary["num_steps"] >= 2
     assert 9.5 <= summary["training_seconds"] < 60  # the budget was honoured, not skipped
     assert summary["total_seconds"] >= summary["training_seconds"]
-    # the reported val_bpb is the one evaluate_bpb computed (the provenance hook)
-    records = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert len(records) == 1
-    assert abs(records[0]["val_bpb"] - summary["val_bpb"]) < 1e-6
-    assert 0 < summary["val_bpb"] < 8  # bytes of arithmetic text: log2(260) is ~8 bits at chance
+    assert "val_bpb" not in summary and "@@autoresearch hand-off" in proc.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "prepare.evaluate_program", str(tmp_path / "hand-off")],
+        cwd=ROOT, env=run_env(cache_root, tmp_path, 10), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 2)[2])
+    assert 0 < result["val_bpb"] < 8  # bytes of arithmetic text: log2(260) is ~8 bits at chance
+    assert result["probes"] == 4 and result["max_probe_diff"] == 0.0  # the real GPT is causal
     progress = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
     assert progress and all("loss: " in line and "%)" in line for line in progress)
 

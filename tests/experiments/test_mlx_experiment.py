@@ -33,9 +33,10 @@ from tests.conftest import PROJECT  # noqa: E402
 TRAIN = PROJECT / "experiments" / "gpt-mlx" / "train.py"
 # The runs' device profile (see the module docstring): "mlx" once that profile is CPU-sized without Metal.
 PROFILE = "cpu"
+# the train run's summary: val_bpb is not among them, the evaluator computes it
 SUMMARY_KEYS = {
-    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
-    "total_tokens_M", "num_steps", "num_params_M", "depth",
+    "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent", "total_tokens_M", "num_steps",
+    "num_params_M", "depth",
 }  # fmt: skip
 PROGRESS = re.compile(
     r"^step \d{5} \(\d+\.\d%\) \| loss: \d+\.\d{6} \| lrm: .* \| mfu: 0\.0% \| .*remaining: \d+s$"
@@ -78,7 +79,7 @@ def child_env(cache: Path, tmp_path: Path) -> dict[str, str]:
         AUTORESEARCH_DATASET="arithmetic",
         AUTORESEARCH_CACHE=str(cache),
         AUTORESEARCH_TIME_BUDGET="5",
-        AUTORESEARCH_EVAL_RECORD=str(tmp_path / "eval.jsonl"),
+        AUTORESEARCH_HAND_OFF=str(tmp_path / "hand-off"),  # as the harness runs it
     )
     return env
 
@@ -265,10 +266,15 @@ def test_train_file_runs_to_a_valid_summary(cache: Path, tmp_path: Path) -> None
     assert progress and all(PROGRESS.match(line) for line in progress), progress[:3]
     assert float(summary["training_seconds"]) >= 5.0 and int(summary["num_steps"]) == len(progress)
     assert float(summary["peak_vram_mb"]) > 0 and float(summary["mfu_percent"]) == 0.0
-    # the printed metric is exactly the one evaluate_bpb recorded
-    (record,) = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert f"{record['val_bpb']:.6f}" == f"{float(summary['val_bpb']):.6f}"
-    assert 0 < record["val_bpb"] < 8.1  # below ln(260)/ln(2)/1 byte: it learned something
+    assert "val_bpb" not in summary and "@@autoresearch hand-off" in out.stdout
+    # the handed-off model, scored by the evaluator in its own process
+    done = subprocess.run(
+        [sys.executable, "-m", "prepare.evaluate_program", str(tmp_path / "hand-off")],
+        cwd=PROJECT, env=child_env(cache, tmp_path), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 2)[2])
+    assert 0 < result["val_bpb"] < 8.1 and result["probes"] >= 4  # below ln(260)/ln(2)/1 byte: it learned
 
 
 def test_a_diverging_run_prints_fail_and_exits_1(cache: Path, tmp_path: Path) -> None:
@@ -304,8 +310,9 @@ def test_loop_runs_gpt_mlx_with_the_search_agent(project_repo: Path) -> None:
     rows = [line.split("\t") for line in lines[1:]]
     assert len(rows) == 3 and rows[0][4] == "baseline"
     assert all(row[4].startswith("search: ") for row in rows[1:])
-    for n in range(3):
+    for n, row in enumerate(rows):
         log = project_repo / "results" / "mlx" / "runs" / f"{n}.log"
-        summary = read_summary(log)
-        assert summary is not None and set(summary) >= SUMMARY_KEYS, log.read_text()[-2000:]
-        assert log.read_text().rstrip().splitlines()[-len(summary) - 1] == "---"
+        summary = json.loads(row[-1])  # the run's summary and the evaluator's keys, as the TSV keeps them
+        assert set(summary) >= {*SUMMARY_KEYS, "val_bpb", "causal_probes"}, log.read_text()[-2000:]
+        assert float(row[1]) == pytest.approx(summary["val_bpb"], abs=1e-6)
+        assert "[autoresearch] evaluator: prepare.evaluate_program" in log.read_text()

@@ -44,7 +44,6 @@ REFUSED = {
     "budget via env": ("os.environ['AUTORESEARCH_TIME_BUDGET'] = '900'\n", "budget"),
     "budget via env update": ("os.environ.update(AUTORESEARCH_TIME_BUDGET='900')\n", "budget"),
     "budget via putenv": ("os.putenv('AUTORESEARCH_DEVICE', 'cuda')\n", "budget"),
-    "shadow TIME_BUDGET": ("TIME_BUDGET = 900\n", "budget"),
     "shadow MAX_SEQ_LEN in a function": (
         "def f():\n    MAX_SEQ_LEN = 4096\n    return MAX_SEQ_LEN\n",
         "budget",
@@ -63,8 +62,9 @@ REFUSED = {
         "write-outside",
     ),
     "write a module": ("open('prepare.py', 'w').write('')\n", "write-outside"),
-    "subprocess": ("import subprocess\nsubprocess.run(['sh', '-c', 'true'])\n", "exec"),
-    "os.system": ("os.system('echo hi >> ../x')\n", "exec"),
+    "subprocess": ("import subprocess\nsubprocess.run(['sh', '-c', 'true'])\n", "spawn"),
+    "os.system": ("os.system('echo hi >> ../x')\n", "spawn"),
+    "another process's environment": ("e = open('/proc/1/environ').read()\n", "environ"),
     "exec of a string": ("exec('x = 1')\n", "exec"),
 }
 
@@ -89,6 +89,8 @@ ALLOWED = [
     "torch.save(model.state_dict(), 'ckpt.pt')\n",
     '"""A docstring may talk about ../val/shards and AUTORESEARCH_TIME_BUDGET."""\n',
     "model.eval()\nsplit = 'train'\n",
+    # the harness measures the budget: a train file may read it from the environment or rebind it
+    "stop_at = 4 * TIME_BUDGET\nb = float(os.environ.get('AUTORESEARCH_TIME_BUDGET', '300'))\n",
 ]
 
 
@@ -109,3 +111,41 @@ def test_non_python_and_syntax_errors_are_left_alone() -> None:
     check_files(
         {"experiments/toy/config.json": "../../results/x.tsv", "experiments/toy/train.py": "def (:\n"}
     )
+
+
+OUTSIDE_REPO = (
+    "import os, subprocess\n"
+    "budget = float(os.environ['AUTORESEARCH_TIME_BUDGET'])\n"
+    "ds = load_dataset('glue', 'mrpc', split='validation')\n"
+    "subprocess.run(['nvidia-smi'])\n"
+    "open('/tmp/out.json', 'w').write('{}')\n"
+)
+
+
+def test_permissive_checks_refuse_no_source_pattern() -> None:
+    """An outside repository's honest code: every rule of the strict list would fire."""
+    rules = {p.rule for p in find_problems(OUTSIDE_REPO)}
+    assert {"val-data", "spawn", "write-outside"} <= rules
+    check_files({"train.py": OUTSIDE_REPO}, checks="permissive")  # nothing raised
+
+
+def test_the_sandbox_makes_some_strict_rules_moot() -> None:
+    body = HEAD + "import subprocess\nsubprocess.run(['true'])\nopen('/tmp/x', 'w').write('1')\n"
+    with pytest.raises(EditError):
+        check_files({"train.py": body}, checks="strict", sandboxed=False)
+    check_files({"train.py": body}, checks="strict", sandboxed=True)
+    # what the sandbox cannot see is still refused: patching prepare inside the process
+    with pytest.raises(EditError, match="patch-prepare"):
+        check_files({"train.py": HEAD + "import prepare\nprepare.evaluate_bpb = None\n"}, sandboxed=True)
+
+
+@pytest.mark.parametrize("checks", ["strict", "permissive"])
+def test_an_edit_holding_a_credential_is_refused_at_every_level(checks: str) -> None:
+    import base64
+
+    env = {"GITHUB_PAT": "ghp_0123456789abcdefghijklmnopqrstuvwxyz", "PATH": "/usr/bin"}
+    leaked = base64.b64encode(b"pat=" + env["GITHUB_PAT"].encode()).decode()
+    with pytest.raises(EditError, match="secret") as info:
+        check_files({"train.py": f"NOTE = {leaked!r}\n"}, checks=checks, env=env)
+    assert "credential" in info.value.feedback
+    check_files({"train.py": "NOTE = 'nothing secret here'\n"}, checks=checks, env=env)

@@ -89,7 +89,7 @@ def _check_ledger(toy: Toy, tag: str, replies: int) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow  # over 20 s on a 2-core machine
-def test_kill_9_at_random_points_then_resume(toy_experiment: Toy) -> None:
+def test_kill_9_at_random_points_then_resume(toy_experiment: Toy, no_sandbox: None) -> None:
     """20 kill -9s of the harness at random instants; each time --resume carries on."""
     toy = toy_experiment
     _commit_toy(toy, train=_with(MODE="slow", SLEEP=0.15))
@@ -137,7 +137,7 @@ def test_kill_9_at_random_points_then_resume(toy_experiment: Toy) -> None:
     assert sum(r["reason"] == "interrupted" for r in rows) >= 1
 
 
-def test_hung_run_is_killed_at_the_timeout(toy_experiment: Toy) -> None:
+def test_hung_run_is_killed_at_the_timeout(toy_experiment: Toy, no_sandbox: None) -> None:
     toy = toy_experiment
     _commit_toy(toy, toml={"budget_seconds": "1", "timeout_seconds": "3"})
     replies = [
@@ -193,7 +193,7 @@ os._exit(0)  # leave without joining: the worker outlives its parent
 """
 
 
-def test_grandchildren_are_killed_with_the_group(toy_experiment: Toy) -> None:
+def test_grandchildren_are_killed_with_the_group(toy_experiment: Toy, no_sandbox: None) -> None:
     toy = toy_experiment
     replies = [
         _whole_file(toy, "attempt 0", _prefixed(GRANDCHILD, VAL_BPB=0.7)),

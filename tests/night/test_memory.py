@@ -37,7 +37,10 @@ def test_a_night_with_duplicates_parents_notes_and_refs(
         ),
         toy.reply("raise it", "VAL_BPB = 0.900000", "VAL_BPB = 0.950000"),
         # The same change again, written differently (spacing, a comment, another description).
-        toy.reply("raise it once more", "VAL_BPB = 0.900000", "VAL_BPB   =   0.950000   # again"),
+        toy.reply("raise it once more", "VAL_BPB = 0.900000", "VAL_BPB   =   0.950000   # again").replace(
+            "Description: raise it once more\n",
+            "Description: raise it once more\nNote: raising was not tried?\n",
+        ),
         # Build on #2 (a discard) and change one more thing: both land on the best.
         "Description: more steps on top of the raise\nParent: #2\n"
         + toy.reply("x", "STEPS = 4", "STEPS = 5").split("\n", 1)[1],
@@ -80,6 +83,7 @@ def test_a_night_with_duplicates_parents_notes_and_refs(
     assert records[4].built_on == 2 and records[2].key and records[2].key != records[4].key
     notes = (toy.repo / "results" / "m1" / "notes.md").read_text()
     assert "- #1 (keep, 0.900000): lower VAL_BPB helps" in notes
+    assert "- #3 (duplicate of #2, discard, 0.950000): raising was not tried?" in notes
 
     # `show` prints a discarded attempt's diff, summary and log tail.
     capsys.readouterr()
@@ -88,7 +92,9 @@ def test_a_night_with_duplicates_parents_notes_and_refs(
     assert "#2 of m1: discard" in out and "-VAL_BPB = 0.900000" in out and "+VAL_BPB = 0.950000" in out
     assert "val_bpb: 0.95" in out and "step 00003 (100.0%)" in out
     assert main(["show", "m1", "3"]) == 0
-    assert "duplicate of #2" in capsys.readouterr().out
+    dup_shown = capsys.readouterr().out
+    assert "duplicate of #2" in dup_shown and "the change is #2's" in dup_shown
+    assert "diff (#2's, against" in dup_shown and "+VAL_BPB = 0.950000" in dup_shown
     assert main(["show", "m1", "99"]) == 2
     assert "no attempt #99" in capsys.readouterr().err
     assert main(["show", "m1", "2", "--log-lines", "2"]) == 0

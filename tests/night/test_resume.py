@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
+from support.sandboxing import needs_sandbox
 
 from harness.commands.main import main
 from harness.store.journal import TagLock
@@ -33,7 +36,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_kill_9_during_a_run_then_resume(toy_experiment: Toy) -> None:
+def test_kill_9_during_a_run_then_resume(toy_experiment: Toy, no_sandbox: None) -> None:
     toy = toy_experiment
     replies = [
         toy.reply("lower the constant", "VAL_BPB = 1.000000", "VAL_BPB = 0.900000"),
@@ -88,6 +91,41 @@ def test_kill_9_during_a_run_then_resume(toy_experiment: Toy) -> None:
     ]  # fmt: skip
     assert not (toy.repo / "results" / "k9" / "pending.json").exists()
     assert git(toy.repo, "status", "--porcelain") == ""
+
+
+@needs_sandbox
+def test_a_sandboxed_run_dies_with_a_kill_9ed_harness(toy_experiment: Toy) -> None:
+    """With the sandbox, nothing is left for --resume to kill: bwrap's --die-with-parent ends the
+    run (and its PID namespace, so everything it started) with the harness."""
+    toy = toy_experiment
+    path = toy.replay_file([_slow_reply(toy, "a slow run that gets killed")])
+    cmd = [sys.executable, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "s9",
+           "--agent", f"replay:{path}", "--sandbox", "on"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=toy.repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = toy.repo / "results" / "s9" / "runs" / "1.log"
+    deadline = time.monotonic() + 90
+    while not (log.exists() and "step 00001" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the slow run did not start"
+        time.sleep(0.1)
+    exp_dir = str(toy.repo / ".autoresearch" / "worktrees" / "s9" / "experiments" / "toy")
+
+    def runs() -> list[int]:  # host processes working in the run's folder
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if p.cwd() == exp_dir:
+                    found.append(p.pid)
+        return found
+
+    assert runs(), "the run should be visible from the host while it runs"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while runs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs() == [], "the sandboxed run outlived its harness"
+    assert main(["run", "--device", "cpu", "--tag", "s9", "--agent", f"replay:{path}", "--resume"]) == 0
+    assert [(r["status"], r["reason"]) for r in toy.tsv("s9")] == [("keep", ""), ("crash", "interrupted")]
 
 
 def test_resume_when_the_row_was_written_but_not_the_reset(toy_experiment: Toy) -> None:
@@ -151,7 +189,9 @@ def test_killed_before_the_branch_was_made_starts_afresh(toy_experiment: Toy, ca
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
-def test_a_closed_terminal_or_kill_logs_the_attempt_in_flight(toy_experiment: Toy, sig: int) -> None:
+def test_a_closed_terminal_or_kill_logs_the_attempt_in_flight(
+    toy_experiment: Toy, no_sandbox: None, sig: int
+) -> None:
     """Closing the terminal (SIGHUP) or `kill` (SIGTERM) stops like Ctrl-C: the attempt in flight
     gets its row (`interrupted`), its run is killed, exit 130, and --resume goes on from there."""
     toy = toy_experiment

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.night.runner import RunResult, child_env, kill_leftover, pid_file, run
+from harness.night.runner import RunResult, kill_leftover, pid_file, run
 
 PY = sys.executable
 
@@ -29,7 +29,7 @@ def script(tmp_path: Path, body: str, name: str = "train.py") -> str:
 
 def go(tmp_path: Path, command: str, **kw: object) -> RunResult:
     kw.setdefault("timeout", 60.0)
-    env = child_env(os.environ, {})
+    env = dict(os.environ)
     return run(command, tmp_path, env, tmp_path / "runs" / "0.log", **kw)  # type: ignore[arg-type]
 
 
@@ -323,47 +323,3 @@ def test_kill_leftover_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
-
-
-def test_child_env_drops_secrets_in_a_real_child(tmp_path: Path) -> None:
-    base = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "ANTHROPIC_API_KEY": "sk-ant-secret",
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
-        "OPENAI_API_KEY": "sk-secret",
-        "OPENAI_ORG_ID": "org-1",
-        "GITHUB_TOKEN": "ghp_secret",
-        "HF_AUTH_TOKEN": "hf_secret",
-        "DB_PASSWORD": "hunter2",
-        "AWS_SECRET": "aws",
-        "AWS_SECRET_ACCESS_KEY": "aws-access",
-        "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/sa.json",
-        "PGPASSWORD_FILE": "/home/me/.pgpass",
-        "together_api_key": "lower",
-        "LANG": "C.UTF-8",
-    }
-    extra = {"AUTORESEARCH_DEVICE": "cpu", "AUTORESEARCH_TIME_BUDGET": "5.0", "MY_TOKEN": "x"}
-    env = child_env(base, extra)
-    cmd = script(tmp_path, "import json, os\nprint(json.dumps(dict(os.environ)))\n", "env.py")
-    res = run(cmd, tmp_path, env, tmp_path / "env.log", timeout=60)
-    seen = json.loads(res.log_path.read_text().strip().splitlines()[-1])
-    for name in ("LANG", "HOME", "PATH", "AUTORESEARCH_DEVICE", "AUTORESEARCH_TIME_BUDGET"):
-        assert seen[name] == {**base, **extra}[name]
-    assert seen["PYTHONUNBUFFERED"] == "1"
-    secrets = {v for k, v in base.items() if k not in ("PATH", "HOME", "LANG")}
-    leaked = [k for k in seen if seen[k] in secrets or k.startswith(("ANTHROPIC_", "OPENAI_"))]
-    assert leaked == []
-    for name in (
-        "GITHUB_TOKEN",
-        "HF_AUTH_TOKEN",
-        "DB_PASSWORD",
-        "AWS_SECRET",
-        "AWS_SECRET_ACCESS_KEY",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "PGPASSWORD_FILE",
-        "together_api_key",
-        "MY_TOKEN",
-    ):
-        assert name not in seen
-    assert "hunter2" not in res.log_path.read_text()

@@ -222,6 +222,25 @@ def test_pandas_api(tmp_path: Path) -> None:
     assert math.isclose(df["wall_s"].iloc[0], 300.5)
 
 
+def test_steps_and_tokens_per_second_are_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The per-run columns (one value per run) are averaged: a kept change that trained fewer
+    steps in the same budget shows it next to its gain."""
+    header = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tn\truns\ttraining_s\tnum_steps\ttokens_per_s"
+    tsv = tmp_path / "pace.tsv"
+    tsv.write_text(
+        header + "\n"
+        "aaaaaaa\t1.000000\t40.0\tkeep\tbaseline\t0\t1.0,1.0\t300.1,300.3\t801,799\t1660000,1650000\n"
+        "bbbbbbb\t0.990000\t40.0\tkeep\twider model\t1\t0.99\t300.2\t700\t1450000\n"
+    )
+    code, out, err = report(capsys, "--tsv", str(tsv))
+    assert code == 0, err
+    assert "baseline pace: 800 steps, 1.66M tok/s" in out
+    assert "wider model  [700 steps, 1.45M tok/s]" in out
+    code, out, _ = report(capsys, "--tsv", str(tsv), "--json")
+    data = json.loads(out)
+    assert data["baseline_steps"] == 800 and data["improvements"][0]["num_steps"] == 700
+
+
 def test_plot_labels_overlap_nothing_and_stay_in_the_frame() -> None:
     """The real night's plot: x from 0, a baseline line, and labels that overlap neither each
     other, the legend nor the title, all inside the axes."""

@@ -1,10 +1,7 @@
-"""Shared pieces of the evaluate_bpb tests (torch and MLX paths): a table model and readers for
-the validation rows and the eval records."""
+"""Shared pieces of the evaluation tests (torch and MLX paths): a table model and a reader for
+the validation rows."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +24,3 @@ class TorchTable(torch.nn.Module):
 def all_rows(tok: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = zip(*evalset.eval_batches_numpy(tok, 1000), strict=True)
     return np.concatenate(xs), np.concatenate(ys)
-
-
-def records(tmp_path: Path) -> list[dict]:
-    return [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
