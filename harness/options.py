@@ -292,9 +292,13 @@ OPTIONS: tuple[Option[Any], ...] = (
     Option("sandbox", _text, "run each experiment in a bubblewrap sandbox: auto (when it works here), on "
            "(refuse to start without it), off (default: auto)", flag="--sandbox", env="AUTORESEARCH_SANDBOX",
            choices=SANDBOX_MODES),
-    Option("worker", _text, "set by the --gpus supervisor for its workers", flag="--worker", hidden=True),
-    Option("novelty_file", _path, "set by the --gpus supervisor: the novelty registry its workers share",
-           flag="--novelty-file", hidden=True),
+    Option("ray", _text, "one worker per GPU of the Ray cluster at ADDRESS (auto: the cluster this host "
+           "belongs to); code moves through the git remote origin", flag="--ray", metavar="ADDRESS|auto"),
+    Option("worker", _text, "set by the --gpus or --ray driver for its workers", flag="--worker", hidden=True),
+    Option("family", _text, "set by the --gpus or --ray driver: the tag whose shared ledger the worker joins",
+           flag="--family", hidden=True),
+    Option("coordinator", _text, "set by the --ray driver: the Ray cluster whose coordinator actor holds the "
+           "family's ledger (empty: the family's files, --gpus)", flag="--coordinator", hidden=True),
     # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.
     Option("llm_timeout", _seconds, "seconds one LLM call may take", env="AUTORESEARCH_LLM_TIMEOUT",
            show=_seconds_shown),

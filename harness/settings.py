@@ -89,10 +89,10 @@ class Settings:
     reflect_every: int = 10  # attempts between reflections on the notes (LLM agents); 0: never
     resume: bool = False
     gpus: tuple[int, ...] = ()
-    worker: str = ""
-    novelty_file: Path | None = (
-        None  # a registry shared with other workers; None: results/<tag>/novelty.jsonl
-    )
+    ray: str = ""  # --ray ADDRESS|auto: the driver of a night on a Ray cluster
+    worker: str = ""  # a worker of a family (--gpus, --ray): its name, e.g. gpu0
+    family: str = ""  # the family tag a worker belongs to (its shared ledger: harness.store.family)
+    coordinator: str = ""  # a Ray worker: the cluster address of the family's coordinator actor
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
     prune: float = 0.05  # --prune: abort a candidate this far (relative loss) behind the best; 0 off

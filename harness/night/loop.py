@@ -33,6 +33,7 @@ from harness.agents.queue import QueuedAgent
 from harness.detect import describe_hardware
 from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.integrity.sandbox import choose
+from harness.night.adopt import Adopter
 from harness.night.attempt import Attempt
 from harness.night.deadline import Deadline
 from harness.night.judge import Judge, make_judge, mean
@@ -44,6 +45,7 @@ from harness.night.prune import Pruner, curve_of_log
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
+from harness.store.family import Link
 from harness.store.git import Ratchet
 from harness.store.ledger import PRUNED, Ledger, Row, header_metric, rename_metric
 from harness.store.novelty import FileRegistry
@@ -62,7 +64,7 @@ class Night:
     measurer: Measurer
     proposer: Proposer
 
-    def __init__(self, settings: Settings, agent: Agent) -> None:
+    def __init__(self, settings: Settings, agent: Agent, family: Link | None = None) -> None:
         if settings.sandbox == "auto":  # `autoresearch run` settles it (and says so) before
             settings = dataclasses.replace(settings, sandbox="on" if choose("auto")[0] else "off")
         self.s = settings
@@ -75,7 +77,12 @@ class Night:
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
         self.deadline = Deadline(settings.until, settings.timeout) if settings.until is not None else None
-        self.registry = FileRegistry(settings.novelty_file or self.paths.novelty, owner=settings.tag)
+        # A worker of a family claims through the family's shared ledger (harness.store.family).
+        self.family = family
+        self.registry: FileRegistry | Link = (
+            family if family is not None else FileRegistry(self.paths.novelty, owner=settings.tag)
+        )
+        self.adopter: Adopter | None = None
         self.hardware = describe_hardware(settings.device)  # the `hardware` column of every row
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)
         self.since_remeasure = 0  # attempts since the best was last re-run
@@ -95,6 +102,10 @@ class Night:
                     self._baseline()
                 while self.best_values and self._may_continue():
                     self.remeasure_best()
+                    adoption = self.adopter.next(mean(self.best_values)) if self.adopter else None
+                    if adoption is not None and self._in_time(1):
+                        self.attempt(adoption)
+                        continue
                     if self.llm is not None:
                         self.view.waiting(f"waiting for the model ({self.llm.model})")
                     asked = time.monotonic()
@@ -168,6 +179,12 @@ class Night:
         if self.llm is not None:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
+        if self.family is not None:
+            for row in self.ledger.rows():  # rows a lost connection kept from the shared ledger
+                self.family.logged(row)
+            self.adopter = Adopter(
+                self.family, self.s.family, self.ratchet, self.ledger, self.s.direction, self.view.message
+            )
         self.opened = True
 
     def _follow_metric_rename(self) -> None:
@@ -271,6 +288,8 @@ class Night:
             return self._bad_edit(attempt, str(exc))
         self.ratchet.mark_attempt(attempt.n, attempt.commit)
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
         self.proposer.started(attempt)
         started = time.monotonic()
         row = self._measure(attempt, baseline=False)
@@ -292,6 +311,8 @@ class Night:
             shown = warm.reason or f"{self.s.metric} {warm.value:.6f}"
             self.view.message(f"warm-up run done ({shown}); not a sample, the baseline runs next")
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
             raise HarnessError(self._baseline_crash_message(attempt))
@@ -391,9 +412,13 @@ class Night:
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
         row = self.ledger.append(attempt.row(**self._row_context()))
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
+            if self.family is not None and self.family.remote is not None:
+                self.ratchet.push_branch(self.family.remote)  # where the other workers adopt it from
         elif attempt.commit:
             self.ratchet.revert()
         journal.clear_pending(self.paths.pending)
@@ -456,6 +481,8 @@ class Night:
         row = self.ledger.find(attempt.n)
         if row is None:
             row = self.ledger.append(attempt.crash("interrupted").row(**self._row_context()))
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:

@@ -118,10 +118,32 @@ def load_results(view: Repo, ref: str, tag: str | None) -> tuple[Summary | None,
     return summary, label if summary is not None else f"{label} has no readable rows"
 
 
+def family_members(view: Repo, ref: str) -> list[str]:
+    """The worker branches of the family `ref` names (`[remote/]autoresearch/<tag>` whose merged
+    ledger results/<tag>.tsv is here with a `worker` column), in the order they first wrote a row;
+    [] when `ref` is not a family or none of its workers' branches is here. A local ref falls
+    back to the workers' branches on `origin` (a Ray family pushes them there)."""
+    tag = tag_of(ref)
+    tsv = TagPaths(view.root, tag).tsv if tag else None
+    if tag is None or tsv is None or not tsv.is_file():
+        return []
+    rows, _ = read_any_tsv(tsv)
+    workers = list(dict.fromkeys(w for r in rows if (w := r.extra.get("worker", ""))))
+    prefix = ref[: len(ref) - len(tag)]
+    prefixes = [prefix, f"origin/{prefix}"] if prefix == BRANCH_PREFIX else [prefix]
+    members = []
+    for w in workers:
+        found = next((p + f"{tag}-{w}" for p in prefixes if view.resolve(p + f"{tag}-{w}") is not None), None)
+        if found is not None:
+            members.append(found)
+    return members
+
+
 def compare(view: Repo, refs: Sequence[str]) -> tuple[str, list[Side]]:
-    """The common base of all refs and one Side per ref."""
+    """The common base of all refs and one Side per ref; a family's ref stands for its workers' branches."""
     if not refs:
         raise ConfigError("name at least one ref, e.g. `autoresearch compare origin/autoresearch/<tag>`")
+    refs = [member for ref in refs for member in (family_members(view, ref) or [ref])]
     heads = [view.require(ref) for ref in refs]
     base = view.merge_base(heads)
     if base is None:

@@ -157,6 +157,14 @@ class Repo:
             )
         return repo
 
+    @classmethod
+    def clone(cls, url: str, dest: Path) -> Repo:
+        """A fresh clone of `url` at `dest` (a Ray worker's checkout of the family's remote)."""
+        try:
+            return cls(git.Repo.clone_from(url, dest))
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"cannot clone {url} into {dest}: {exc}") from exc
+
     def git(self, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
         """Run one git command here; a failure becomes a RepoError quoting git."""
         try:
@@ -517,6 +525,10 @@ class Ratchet:
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
         self.tree.git("reset", "-q", "--hard", self.best())
+
+    def push_branch(self, remote: str) -> None:
+        """Push the branch (its head is the best) to `remote`, forced: a restarted tag rewrites it."""
+        self.repo.push(remote, [f"+refs/heads/{self.branch}:refs/heads/{self.branch}"])
 
     # -- every attempt's code -----------------------------------------------------------------
 
