@@ -2,9 +2,8 @@
 
     from prepare.kernels import usable, relu2_mlp, linear_softcap_cross_entropy
 
-    if usable(x):   # Triton can run on x (CUDA, or the interpreter) and nobody is exporting
-        y = relu2_mlp(x, c_fc.weight, c_proj.weight)                       # c_proj(relu(c_fc(x))^2)
-        loss = linear_softcap_cross_entropy(h, lm_head.weight, targets, 15.0)  # mean CE of cap*tanh(h W^T / cap)
+    y = relu2_mlp(x, c_fc.weight, c_proj.weight)                         # c_proj(relu(c_fc(x))^2)
+    loss = linear_softcap_cross_entropy(h, lm_head.weight, targets, 15.0)  # mean CE of cap*tanh(h W^T / cap)
 
 * `relu2_mlp` computes the MLP's first matmul with ReLU^2 in its epilogue (the pre-activation is
   kept for the backward, whose gradient matmul applies 2 * relu(h) in its epilogue): the hidden
@@ -16,18 +15,23 @@
 
 Both are `torch.library` custom operators (opaque to torch.compile, so a compiled block calls
 them as they are) with their backward registered. They are immutable like the rest of prepare,
-and they are for *training* only: `hand_off` exports the model while `torch.compiler.is_exporting()`
-is true, so a model that asks `usable(x)` before each fused call exports its plain PyTorch path
-(the evaluator refuses custom operators and computes the metric from the plain logits).
+and they are for *training* only. Each function runs its fused kernels only when `usable(x)`:
+triton is installed, x is on CUDA (or on the CPU under TRITON_INTERPRET=1), and torch.export is
+not tracing. Otherwise it computes the same thing in plain PyTorch, so a CPU run and the model
+`hand_off` exports (the evaluator refuses custom operators and computes the metric from the
+plain logits) never see a kernel.
 
-`import prepare.kernels` imports torch but not triton; the first call of a kernel imports triton.
+`import prepare.kernels` imports neither torch nor triton; the first fused call imports both.
 TRITON_INTERPRET=1 runs the kernels on CPU tensors (slowly: for tests on small shapes).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
+
+_HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 __all__ = ["usable", "relu2_mlp", "linear_softcap_cross_entropy"]
 
@@ -38,42 +42,48 @@ def interpreting() -> bool:
 
 
 def usable(x: Any) -> bool:
-    """Whether the fused kernels can run on tensor `x` now: on CUDA (or under Triton's
-    interpreter), with triton importable, and not while torch.export traces the model."""
+    """Whether the fused kernels run on tensor `x` now: triton is installed, x is on CUDA (or on
+    the CPU under Triton's interpreter), and torch.export is not tracing the model."""
     import torch
 
-    if torch.compiler.is_exporting():
+    if torch.compiler.is_exporting() or not _HAVE_TRITON:
         return False
-    if not (x.is_cuda or (interpreting() and x.device.type == "cpu")):
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return bool(x.is_cuda) or (x.device.type == "cpu" and interpreting())
 
 
 def relu2_mlp(x: Any, w_fc: Any, w_proj: Any) -> Any:
-    """`F.linear(F.relu(F.linear(x, w_fc)).square(), w_proj)` with ReLU^2 fused into the matmuls.
+    """`F.linear(F.relu(F.linear(x, w_fc)).square(), w_proj)`, with ReLU^2 fused into the matmuls
+    when `usable(x)`, else exactly that PyTorch expression.
 
-    x (..., dim); w_fc (hidden, dim); w_proj (dim, hidden). Computes in x's dtype (bf16 under
-    the train file's autocast); the weights' gradients come back in their own dtype.
+    x (..., dim); w_fc (hidden, dim); w_proj (dim, hidden). The fused path computes in x's dtype
+    (bf16 under the train file's autocast); the weights' gradients come back in their own dtype.
     """
-    from prepare.kernels.relu2 import relu2_mlp as impl
+    if not usable(x):
+        import torch.nn.functional as F
 
-    return impl(x, w_fc, w_proj)
+        return F.linear(F.relu(F.linear(x, w_fc)).square(), w_proj)
+    from prepare.kernels.relu2 import relu2_mlp as fused
+
+    return fused(x, w_fc, w_proj)
 
 
 def linear_softcap_cross_entropy(
     x: Any, weight: Any, targets: Any, softcap: float, ignore_index: int = -1, chunk_rows: int = 0
 ) -> Any:
-    """Mean cross-entropy of `softcap * tanh((x @ weight.T) / softcap)` against `targets`.
+    """Mean cross-entropy of `softcap * tanh(F.linear(x, weight).float() / softcap)` against
+    `targets`, fused when `usable(x)`, else exactly that PyTorch expression.
 
     x (..., dim), weight (vocab, dim), targets (...) int64; rows whose target is `ignore_index`
-    count neither in the loss nor in the mean. The logits are float32 from x's dtype (like
-    `F.linear(x, w).float()` under autocast). `chunk_rows` rows are computed at a time (0: a
-    slice of about 32 MB of logits, which stays in the GPU's L2 cache between the kernels).
+    count neither in the loss nor in the mean. The fused path computes `chunk_rows` rows at a
+    time (0: as many as make 64 MB of logits in x's dtype).
     """
-    from prepare.kernels.cross_entropy import linear_softcap_cross_entropy as impl
+    if not usable(x):
+        import torch
+        import torch.nn.functional as F
 
-    return impl(x, weight, targets, softcap, ignore_index, chunk_rows)
+        logits = F.linear(x, weight).float()
+        logits = softcap * torch.tanh(logits / softcap)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
+    from prepare.kernels.cross_entropy import linear_softcap_cross_entropy as fused
+
+    return fused(x, weight, targets, softcap, ignore_index, chunk_rows)
