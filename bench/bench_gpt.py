@@ -38,6 +38,7 @@ TRAIN = ROOT / "experiments" / "gpt" / "train.py"
 
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
+    "plain": {"FUSED_KERNELS": False},
     "sdpa": {"ATTENTION": "sdpa"},
     "b64": {"DEVICE_BATCH_SIZE": 64},
     "b128": {"DEVICE_BATCH_SIZE": 128},
@@ -57,6 +58,7 @@ def synthetic_prepare(seq_len: int, vocab: int) -> types.ModuleType:
     import torch
 
     mod = types.ModuleType("prepare")
+    mod.__path__ = [str(ROOT / "prepare")]  # type: ignore[attr-defined]  # submodules (prepare.kernels) stay real
     mod.DEVICE = "cuda"  # type: ignore[attr-defined]
     mod.MAX_SEQ_LEN = seq_len  # type: ignore[attr-defined]
     mod.TIME_BUDGET = 300.0  # type: ignore[attr-defined]

@@ -21,7 +21,8 @@ not tracing. Otherwise it computes the same thing in plain PyTorch, so a CPU run
 `hand_off` exports (the evaluator refuses custom operators and computes the metric from the
 plain logits) never see a kernel.
 
-`import prepare.kernels` imports neither torch nor triton; the first fused call imports both.
+`import prepare.kernels` imports torch and, when installed, triton, and defines the kernels then
+(not inside a torch.compile trace); `import prepare` imports none of it.
 TRITON_INTERPRET=1 runs the kernels on CPU tensors (slowly: for tests on small shapes).
 """
 
@@ -62,9 +63,7 @@ def relu2_mlp(x: Any, w_fc: Any, w_proj: Any) -> Any:
         import torch.nn.functional as F
 
         return F.linear(F.relu(F.linear(x, w_fc)).square(), w_proj)
-    from prepare.kernels.relu2 import relu2_mlp as fused
-
-    return fused(x, w_fc, w_proj)
+    return _relu2.relu2_mlp(x, w_fc, w_proj)
 
 
 def linear_softcap_cross_entropy(
@@ -83,7 +82,12 @@ def linear_softcap_cross_entropy(
 
         logits = F.linear(x, weight).float()
         logits = softcap * torch.tanh(logits / softcap)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
-    from prepare.kernels.cross_entropy import linear_softcap_cross_entropy as fused
+        return F.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index
+        )
+    return _cross_entropy.linear_softcap_cross_entropy(x, weight, targets, softcap, ignore_index, chunk_rows)
 
-    return fused(x, weight, targets, softcap, ignore_index, chunk_rows)
+
+if _HAVE_TRITON:  # define the kernels and operators now, never inside a torch.compile trace
+    from prepare.kernels import cross_entropy as _cross_entropy
+    from prepare.kernels import relu2 as _relu2

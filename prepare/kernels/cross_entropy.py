@@ -92,7 +92,12 @@ def _slice_rows(n_rows: int, vocab: int, itemsize: int, chunk_rows: int) -> int:
 
 @torch.library.custom_op("autoresearch::softcap_cross_entropy", mutates_args=())
 def softcap_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, ignore_index: int, chunk_rows: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    softcap: float,
+    ignore_index: int,
+    chunk_rows: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean loss as a 0-d float32 tensor, d loss / d x, d loss / d weight) for x (rows, dim)."""
     with torch.autocast(x.device.type, enabled=False):  # every operand is already in x's dtype
@@ -100,7 +105,12 @@ def softcap_cross_entropy(
 
 
 def _forward(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, ignore_index: int, chunk_rows: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    softcap: float,
+    ignore_index: int,
+    chunk_rows: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n_rows, _ = x.shape
     vocab = weight.size(0)
@@ -138,7 +148,7 @@ def _forward(
 
 
 @softcap_cross_entropy.register_fake
-def _(x, weight, targets, softcap, ignore_index, chunk_rows):  # type: ignore[no-untyped-def]
+def _(x, weight, targets, softcap, ignore_index, chunk_rows):
     return x.new_empty((), dtype=torch.float32), torch.empty_like(x), torch.empty_like(weight)
 
 
@@ -155,10 +165,20 @@ softcap_cross_entropy.register_autograd(_backward, setup_context=_setup)
 
 
 def linear_softcap_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, ignore_index: int, chunk_rows: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    softcap: float,
+    ignore_index: int,
+    chunk_rows: int,
 ) -> torch.Tensor:
     """The public entry (prepare.kernels.linear_softcap_cross_entropy): flattens the rows."""
     loss, _, _ = softcap_cross_entropy(
-        x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), float(softcap), int(ignore_index), int(chunk_rows)
+        x.reshape(-1, x.size(-1)),
+        weight,
+        targets.reshape(-1),
+        float(softcap),
+        int(ignore_index),
+        int(chunk_rows),
     )
     return loss

@@ -97,10 +97,23 @@ def mm_relu2(a: torch.Tensor, b: torch.Tensor, aux: torch.Tensor, epilogue: int)
     M, K = a.shape
     N = b.size(1)
     out = torch.empty((M, N), dtype=a.dtype, device=a.device)
-    args = (a, b, out, aux, M, N, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1))
+    args = (
+        a,
+        b,
+        out,
+        aux,
+        M,
+        N,
+        a.stride(0),
+        a.stride(1),
+        b.stride(0),
+        b.stride(1),
+        out.stride(0),
+        out.stride(1),
+    )
     if interpreting():  # one small tile: the autotuner times configs with CUDA events
-        grid = (triton.cdiv(M, 32) * triton.cdiv(N, 32),)
-        _mm_relu2[grid](*args, K=K, EPILOGUE=epilogue, BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4)
+        tiles = (triton.cdiv(M, 32) * triton.cdiv(N, 32),)
+        _mm_relu2[tiles](*args, K=K, EPILOGUE=epilogue, BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4)
     else:
 
         def grid(meta: dict[str, Any]) -> tuple[int]:
@@ -123,14 +136,19 @@ def relu2_mlp_op(
 
 
 @relu2_mlp_op.register_fake
-def _(x, w_fc, w_proj):  # type: ignore[no-untyped-def]
+def _(x, w_fc, w_proj):
     hidden = x.new_empty((x.size(0), w_fc.size(0)))
     return x.new_empty((x.size(0), w_proj.size(0))), hidden, torch.empty_like(hidden)
 
 
 @torch.library.custom_op("autoresearch::relu2_mlp_backward", mutates_args=())
 def relu2_mlp_backward(
-    grad_y: torch.Tensor, x: torch.Tensor, w_fc: torch.Tensor, w_proj: torch.Tensor, h: torch.Tensor, u: torch.Tensor
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    w_fc: torch.Tensor,
+    w_proj: torch.Tensor,
+    h: torch.Tensor,
+    u: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x, grad_w_fc, grad_w_proj); the weight gradients in the weights' dtypes."""
     with torch.autocast(x.device.type, enabled=False):
@@ -144,7 +162,7 @@ def relu2_mlp_backward(
 
 
 @relu2_mlp_backward.register_fake
-def _(grad_y, x, w_fc, w_proj, h, u):  # type: ignore[no-untyped-def]
+def _(grad_y, x, w_fc, w_proj, h, u):
     return torch.empty_like(x), torch.empty_like(w_fc), torch.empty_like(w_proj)
 
 

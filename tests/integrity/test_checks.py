@@ -22,7 +22,10 @@ REFUSED = {
     "prepare internals": ("from prepare.evalset import eval_batches_numpy\n", "val-data"),
     "a kernel module's internals": ("from prepare.kernels.relu2 import mm_relu2\n", "val-data"),
     "a name prepare.kernels does not offer": ("from prepare.kernels import interpreting\n", "val-data"),
-    "prepare internals through the kernels": ("import prepare.kernels\nprepare.kernels.relu2.mm_relu2\n", "val-data"),
+    "prepare internals through the kernels": (
+        "import prepare.kernels\nprepare.kernels.relu2.mm_relu2\n",
+        "val-data",
+    ),
     "private prepare attribute": (
         "import prepare\nrows = prepare.dataloader.make_packer(tok, 256, 'x')\n",
         "val-data",
