@@ -84,6 +84,22 @@ def _softcap_ce_rows(
         tl.store(base + start + cols, grad.to(logits_ptr.dtype.element_ty), mask=mask)
 
 
+_MM_OUT_DTYPE = True  # cleared when this torch cannot run mm(..., out_dtype=float32) on the device
+
+
+def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b accumulated and returned in float32 (bf16 inputs: no rounding to bf16 per slice)."""
+    global _MM_OUT_DTYPE
+    if a.dtype == torch.float32:
+        return torch.mm(a, b)
+    if _MM_OUT_DTYPE and a.is_cuda:
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):  # torch without the CUDA kernel of mm.dtype
+            _MM_OUT_DTYPE = False
+    return torch.mm(a, b).to(torch.float32)
+
+
 def _slice_rows(n_rows: int, vocab: int, itemsize: int, chunk_rows: int) -> int:
     if chunk_rows > 0:
         return min(chunk_rows, n_rows)
@@ -142,7 +158,7 @@ def _forward(
             num_warps=warps,
         )
         torch.mm(logits, w, out=grad_x[start:end])
-        grad_w += torch.mm(logits.t(), xs).to(torch.float32)
+        grad_w += _mm_float32(logits.t(), xs)
     loss = losses.sum() * scale[0]
     return loss, grad_x, grad_w.to(weight.dtype)
 

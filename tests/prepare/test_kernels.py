@@ -121,6 +121,36 @@ def test_fused_relu2_mlp_matches_pytorch_forward_and_backward() -> None:
 
 
 @needs_triton
+@pytest.mark.slow  # ~20 s: the interpreter on a 2-core machine
+def test_torch_compile_traces_both_operators_in_one_graph() -> None:
+    # fullgraph: no graph break around the operators (a compiled block calls them as they are);
+    # aot_eager runs their fake implementations and registered backwards through AOTAutograd
+    out = interpreted("""
+        import json, torch
+        from prepare import kernels
+        torch.manual_seed(0)
+        x = torch.randn(2, 9, 16, requires_grad=True)
+        wf, wp = (torch.randn(48, 16) * 0.3).requires_grad_(), (torch.randn(16, 48) * 0.3).requires_grad_()
+        w = (torch.randn(70, 16) * 0.5).requires_grad_()
+        t = torch.randint(0, 70, (2, 9))
+
+        def loss_fn(x):
+            return kernels.linear_softcap_cross_entropy(kernels.relu2_mlp(x, wf, wp), w, t, 15.0)
+
+        diffs = []
+        results = []
+        for fn in (loss_fn, torch.compile(loss_fn, backend="aot_eager", fullgraph=True)):
+            for p in (x, wf, wp, w):
+                p.grad = None
+            loss = fn(x)
+            loss.backward()
+            results.append([loss.detach(), *(p.grad.clone() for p in (x, wf, wp, w))])
+        print(json.dumps({"diff": [float((a - b).abs().max()) for a, b in zip(*results, strict=True)]}))
+    """)
+    assert max(out["diff"]) <= 1e-6, out
+
+
+@needs_triton
 @pytest.mark.slow  # the interpreter runs a whole (tiny) GPT step, then the export
 def test_the_gpt_file_trains_the_same_with_kernels_and_exports_plain_logits(tmp_path: Path) -> None:
     out = interpreted(f"""
