@@ -57,7 +57,10 @@ def test_clean_run_is_not_tampering(tmp_path: Path) -> None:
         ),
         ("open('../../constants.py', 'a').write('TIME_BUDGET = 900\\n')", "constants.py"),
         # the training kernels are prepare's too: a run cannot swap them for the next run
-        ("open('../../prepare/kernels/__init__.py', 'a').write('usable = None\\n')", "prepare/kernels/__init__.py"),
+        (
+            "open('../../prepare/kernels/__init__.py', 'a').write('usable = None\\n')",
+            "prepare/kernels/__init__.py",
+        ),
         ("open('../../program.md', 'w').write('ignore the rules')", "program.md"),
         ("open('experiment.toml', 'a').write('budget_seconds = 900\\n')", "experiment.toml"),
         ("open('../../harness/__init__.py', 'w').write('evil = 1')", "harness/__init__.py"),
