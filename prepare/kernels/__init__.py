@@ -28,18 +28,12 @@ TRITON_INTERPRET=1 runs the kernels on CPU tensors (slowly: for tests on small s
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
-_HAVE_TRITON = importlib.util.find_spec("triton") is not None
+from prepare.kernels.runtime import HAVE_TRITON as _HAVE_TRITON
+from prepare.kernels.runtime import interpreting
 
 __all__ = ["usable", "relu2_mlp", "linear_softcap_cross_entropy"]
-
-
-def interpreting() -> bool:
-    """True when Triton's interpreter runs kernels on the CPU (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 
 
 def usable(x: Any) -> bool:

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from prepare.kernels import interpreting
+from prepare.kernels.runtime import interpreting
 
 SLICE_BYTES = 64 * 2**20  # logits of one slice: large matmuls, few accumulations into grad_weight
 

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from prepare.kernels import interpreting
+from prepare.kernels.runtime import interpreting
 
 FORWARD, BACKWARD = 1, 2
 
