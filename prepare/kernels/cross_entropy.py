@@ -57,18 +57,17 @@ def _softcap_ce_rows(
     target = tl.load(targets_ptr + row).to(tl.int64)
     valid = target != ignore_index
     cols = tl.arange(0, BLOCK)
-    # pass 1: per-lane online log-sum-exp (finite start: masked lanes stay at exp(.) = 0, no inf - inf)
-    m = tl.full((BLOCK,), -1.0e30, tl.float32)
-    s = tl.zeros((BLOCK,), tl.float32)
+    # pass 1: online log-sum-exp with one running max per row (one exp per logit besides tanh's)
+    m = tl.max(tl.full((BLOCK,), -1.0e30, tl.float32), 0)
+    s = tl.sum(tl.zeros((BLOCK,), tl.float32), 0)
     for start in range(0, N_COLS, BLOCK):
         mask = start + cols < N_COLS
         raw = tl.load(base + start + cols, mask=mask, other=0.0).to(tl.float32)
         z = tl.where(mask, softcap * _tanh(raw / softcap), -float("inf"))
-        m_new = tl.maximum(m, z)
-        s = s * tl.exp(m - m_new) + tl.exp(z - m_new)
+        m_new = tl.maximum(m, tl.max(z, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
         m = m_new
-    m_max = tl.max(m, 0)
-    lse = m_max + tl.log(tl.sum(s * tl.exp(m - m_max), 0))
+    lse = m + tl.log(s)
     safe_target = tl.where(valid, target, 0)
     z_target = softcap * _tanh(tl.load(base + safe_target).to(tl.float32) / softcap)
     tl.store(loss_ptr + row, tl.where(valid, lse - z_target, 0.0))

@@ -182,6 +182,49 @@ def test_the_gpt_file_trains_the_same_with_kernels_and_exports_plain_logits(tmp_
     assert out["ops"] and all(op.startswith("aten.") for op in out["ops"]), out["ops"]  # no kernel exported
 
 
+@needs_triton
+@pytest.mark.slow  # ~1-2 min: LLVM and ptxas for every configuration the autotuner may pick
+def test_the_kernels_compile_for_hopper_and_ampere_without_a_gpu() -> None:
+    # the interpreter accepts code the compiler refuses; Triton's bundled LLVM and ptxas compile
+    # every kernel configuration to a cubin here, so a kernel that cannot build fails in CI,
+    # not on the GPU machine
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import json, triton
+            from triton.backends.compiler import GPUTarget
+            from triton.compiler import ASTSource
+            from prepare.kernels import cross_entropy, relu2
+
+            def build(fn, types, constants, arch, **options):
+                names = fn.arg_names
+                signature = {n: types.get(n, "constexpr") for n in names}
+                constexprs = {(names.index(k),): v for k, v in constants.items()}
+                src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+                return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options).metadata.shared
+
+            built = []
+            mm_types = dict(a_ptr="*bf16", b_ptr="*bf16", out_ptr="*bf16", aux_ptr="*bf16", M="i32", N="i32")
+            mm_types.update({n: "i32" for n in relu2._mm_relu2.arg_names if n.startswith("stride")})
+            for arch in (90, 80):
+                for epilogue in (relu2.FORWARD, relu2.BACKWARD):
+                    for cfg in relu2._CONFIGS if arch == 90 else relu2._CONFIGS[:1]:  # Hopper: all
+                        constants = dict(cfg.kwargs, K=512, EPILOGUE=epilogue)
+                        build(relu2._mm_relu2, mm_types, constants, arch, num_warps=cfg.num_warps,
+                              num_stages=cfg.num_stages)
+                        built.append(("mm", arch, epilogue))
+                ce_types = dict(logits_ptr="*bf16", stride_row="i32", targets_ptr="*i64", loss_ptr="*fp32",
+                                scale_ptr="*fp32", softcap="fp32", ignore_index="i32")
+                build(cross_entropy._softcap_ce_rows, ce_types, dict(N_COLS=8192, BLOCK=4096), arch, num_warps=8)
+                built.append(("ce", arch))
+            print(json.dumps(len(built)))
+        """)],
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == (2 * 6 + 1) + (2 * 1 + 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # this process: where the kernels cannot run, the functions are the plain PyTorch expressions
 # ---------------------------------------------------------------------------------------------
