@@ -216,13 +216,14 @@ def test_the_kernels_compile_for_hopper_and_ampere_without_a_gpu() -> None:
                                 scale_ptr="*fp32", softcap="fp32", ignore_index="i32")
                 build(cross_entropy._softcap_ce_rows, ce_types, dict(N_COLS=8192, BLOCK=4096), arch, num_warps=8)
                 built.append(("ce", arch))
-            print(json.dumps(len(built)))
+            print(json.dumps([len(built), len(relu2._CONFIGS)]))
         """)],
         cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == (2 * 6 + 1) + (2 * 1 + 1)
+    built, configs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert configs >= 2 and built == (2 * configs + 1) + (2 * 1 + 1)
 
 
 # ---------------------------------------------------------------------------------------------
