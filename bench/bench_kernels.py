@@ -197,19 +197,31 @@ def markov_batches(seed: int, n: int, batch: int, seq_len: int) -> Any:
     return tokens.reshape(n, batch, seq_len + 1)
 
 
-def train_one(fused: bool, seed: int, timed_steps: int, curve_steps: int, out: Path, name: str) -> None:
+def train_one(
+    fused: bool,
+    seed: int,
+    timed_steps: int,
+    curve_steps: int,
+    out: Path,
+    name: str,
+    device_name: str = "cuda",
+) -> None:
+    """One run (see the module docstring); `device_name` cpu runs the script's logic on the file's
+    tiny CPU configuration (a smoke test of this script, not a measurement)."""
     import torch
     from bench_gpt import load_train, synthetic_prepare
 
     t_start = time.time()
-    sys.modules["prepare"] = synthetic_prepare(2048, VOCAB)
+    on_cuda = device_name == "cuda"
+    seq_len = 2048 if on_cuda else 64
+    sys.modules["prepare"] = synthetic_prepare(seq_len, VOCAB, device_name)
     train = load_train({"FUSED_KERNELS": fused, "SEED": seed})
-    device = torch.device("cuda")
+    device = torch.device(device_name)
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
     torch.manual_seed(seed)
-    torch.cuda.manual_seed(seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    autocast = torch.autocast(device_type=device_name, dtype=torch.bfloat16, enabled=on_cuda)
     model = train.build_model(VOCAB, device)
     optimizers = train.build_optimizers(model)
     if train.COMPILE == "model":
@@ -239,26 +251,27 @@ def train_one(fused: bool, seed: int, timed_steps: int, curve_steps: int, out: P
     t0 = time.time()
     for _ in range(train.UNTIMED_STEPS):
         step(grad_accum, 0.0, random_tokens)
-    torch.cuda.synchronize()
+    sync()
     warm_s = time.time() - t0
     dts = []
     for _i in range(timed_steps):
-        torch.cuda.synchronize()
+        sync()
         t = time.time()
         step(grad_accum, 0.1, random_tokens)
         dts.append(time.time() - t)
     dt = statistics.median(dts)
     tok_s = train.TOTAL_BATCH_SIZE / dt
-    peak = train.gpu_peak_flops(torch.cuda.get_device_name())
+    gpu = torch.cuda.get_device_name() if on_cuda else "cpu"
+    peak = train.gpu_peak_flops(gpu) if on_cuda else 0.0
     mfu = 100 * model.num_flops_per_token() * tok_s / peak if peak else 0.0
-    peak_gb = torch.cuda.max_memory_allocated() / 1e9
+    peak_gb = torch.cuda.max_memory_allocated() / 1e9 if on_cuda else 0.0
 
     # the loss curve: fresh weights and optimizer state from the seed, learnable tokens
     torch.manual_seed(seed)
-    torch.cuda.manual_seed(seed)
     model.init_weights()
     optimizers = train.build_optimizers(model)
     pool = torch.from_numpy(markov_batches(seed, 8, train.DEVICE_BATCH_SIZE, train.MAX_SEQ_LEN)).to(device)
+    grad_accum = 1  # one micro-batch per step: 200 steps fit the device call
 
     def markov() -> Any:
         i = 0
@@ -268,9 +281,9 @@ def train_one(fused: bool, seed: int, timed_steps: int, curve_steps: int, out: P
             yield b[:, :-1], b[:, 1:]
 
     batches = markov()
-    curve = [step(1, i / curve_steps, batches) for i in range(curve_steps)]
+    curve = [step(grad_accum, i / curve_steps, batches) for i in range(curve_steps)]
     result = {
-        "name": name, "fused": fused, "seed": seed, "gpu": torch.cuda.get_device_name(),
+        "name": name, "fused": fused, "seed": seed, "gpu": gpu,
         "tokens_per_s": tok_s, "mfu_percent": mfu, "step_ms_median": dt * 1000, "step_ms_min": min(dts) * 1000,
         "peak_mem_gb": peak_gb, "untimed_steps_s": warm_s, "child_s": time.time() - t_start, "curve": curve,
     }  # fmt: skip
@@ -389,9 +402,12 @@ def main() -> int:
     ap.add_argument("--name", default="run")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--fused", action="store_true")
+    ap.add_argument("--device", default="cuda", help="train-one only: cpu smoke-tests this script's logic")
     args = ap.parse_args()
     if args.mode == "train-one":
-        train_one(args.fused, args.seed, args.timed_steps, args.curve_steps, Path(args.out), args.name)
+        train_one(
+            args.fused, args.seed, args.timed_steps, args.curve_steps, Path(args.out), args.name, args.device
+        )
         return 0
     return run_all(args)
 
