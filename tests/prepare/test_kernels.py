@@ -247,6 +247,7 @@ def test_without_cuda_or_the_interpreter_the_fallbacks_are_the_reference(
     )
 
 
+@pytest.mark.slow  # torch.export: ~20 s on a loaded 2-core machine
 def test_export_never_uses_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the kernels would be usable on this CPU tensor ...
     seen: list[bool] = []
