@@ -238,7 +238,7 @@ def print_scaled(sigma: float, gains: list[float], trials: int, baseline_runs: i
     print("|---|---|---|---|---|")
     for row in scaled_table(sigma, gains, trials, baseline_runs, seed):
         g = row["gain"]
-        kind = " (false keep)" if g <= 0 else ""
+        kind = " (false keep)" if g == 0 else " (a regression)" if g < 0 else ""
         print(
             f"| {g:+.6f}{kind} | {g / sigma:+.1f} | {row['strict']:.1%} | {row['noise3']:.1%} | {row['night']:.1%} |"
         )
