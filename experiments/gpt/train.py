@@ -539,8 +539,8 @@ def main():
     assert TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0, "TOTAL_BATCH_SIZE must be a multiple of one micro-batch"
     grad_accum = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
     print(
-        f"device: {gpu_name} | attention: {model.backend} | compile: {COMPILE} | fused: {FUSED_KERNELS} | params: {num_params / 1e6:.1f}M"
-        f" | width: {model.dim} | depth: {DEPTH} | windows: {model.windows} | grad_accum: {grad_accum}"
+        f"device: {gpu_name} | attention: {model.backend} | compile: {COMPILE} | params: {num_params / 1e6:.1f}M"
+        f" | fused kernels: {FUSED_KERNELS} | width: {model.dim} | depth: {DEPTH} | windows: {model.windows} | grad_accum: {grad_accum}"
         f" | budget: {TIME_BUDGET:.0f}s | peak_flops: {peak_flops / 1e12:.0f}T"
     )
     train_model = model
