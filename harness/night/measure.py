@@ -17,7 +17,9 @@
    had it hidden); its output is appended to the run's log and its val_bpb is the metric.
    Otherwise the metric is the one the run printed.
 
-It returns a `RunRecord`: the metric or the crash reason, and the harness's measurements.
+It returns a `RunRecord`: the metric or the crash reason, the harness's measurements, and the
+run's diagnostics (time split, throughput, loss curve: `harness.night.diagnostics`, watched
+while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
@@ -49,11 +51,13 @@ from harness.integrity import budget, evaluation
 from harness.integrity.environment import run_environment
 from harness.integrity.guard import Guard, Tampering
 from harness.integrity.sandbox import Sandbox
+from harness.night.diagnostics import Progress
 from harness.night.metrics import metric_value, read_summary
 from harness.night.prune import Pruner
 from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings, validation_files
+from harness.store.attempts import Diagnostics
 from harness.store.ledger import PRUNED
 from harness.store.paths import TagPaths, compile_cache
 from harness.store.seal import seal_path
@@ -83,6 +87,7 @@ class RunRecord:
     value: float | None  # None when the run crashed
     reason: str | None
     measured: budget.Measured | None = None  # start-up, training and tokens by the harness's clock
+    diagnostics: Diagnostics | None = None
     note: str = ""  # e.g. an abnormal exit after a complete summary (the run still counts)
 
 
@@ -221,6 +226,12 @@ class Measurer:
         handoff = scratch / "hand-off"
         handoff.mkdir()
         env = self.env(scratch, handoff)
+        progress = Progress()
+
+        def on_line(text: str) -> None:
+            progress.line(text)
+            self.on_line(text)
+
         sandbox = self.sandbox(scratch) if self.sandboxed else None
         started = time.time()
         try:
@@ -230,7 +241,7 @@ class Measurer:
                 env=env,
                 log_path=log_path,
                 timeout=self.s.timeout,
-                on_line=self.on_line,
+                on_line=on_line,
                 sandbox=sandbox,
                 redact=self.redact if self.redact else None,
                 deadline=functools.partial(budget.deadline, limits=self.limits),
@@ -263,8 +274,10 @@ class Measurer:
             _append(log_path, f"[autoresearch] pruned: {prune.why}")
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
         _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
+        diagnostics = progress.diagnostics(summary, result.wall_seconds)
         value = None if reason else value
-        return RunRecord(result, summary, value, reason, measured, exit_note if value is not None else "")
+        note = exit_note if value is not None else ""
+        return RunRecord(result, summary, value, reason, measured, diagnostics, note)
 
     def _evaluate(
         self,

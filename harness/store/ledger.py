@@ -441,6 +441,11 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         raise DataError(f"{path}: no such file; pass the path of a results TSV") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); pass the path of a results TSV") from None
+    return parse_any_tsv(text)
+
+
+def parse_any_tsv(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
+    """`read_any_tsv` of a TSV given as text (e.g. read from a results branch)."""
     lines = text.splitlines()
     rows: list[Row] = []
     skipped: list[tuple[int, str]] = []
