@@ -10,6 +10,7 @@ The generic template (every key but `mutable` and `run` is optional):
     budget_seconds = 300              # training seconds; default: constants.py's TIME_BUDGET
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
+    devices = ["cuda"]                # the devices it runs on (default: any); refused at start elsewhere
 
     [sandbox]                         # what the run may reach beyond its worktree and scratch folder
     network = false                   # true: the run may open network connections
@@ -45,6 +46,7 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
 from harness.errors import ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
+DEVICES = ("cuda", "mlx", "cpu")
 # Accepted values of [integrity] evaluator: the prepare module each one runs.
 EVALUATORS = {"bpb": "prepare.evaluate_program"}
 CHECKS = ("strict", "permissive")
@@ -60,6 +62,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "budget_seconds": ((int, float), False),
     "timeout_seconds": ((int, float), False),
     "dataset": ((str,), False),
+    "devices": ((list,), False),
     "sandbox": ((dict,), False),
     "integrity": ((dict,), False),
 }
@@ -87,6 +90,7 @@ class Experiment:
     read: tuple[Path, ...] = ()  # [sandbox] read, absolute
     env: tuple[str, ...] = ()  # [sandbox] env
     checks: str = "permissive"  # [integrity] checks
+    devices: tuple[str, ...] = ()  # the devices it runs on; empty: any
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -126,6 +130,9 @@ def load_experiment(exp_dir: Path) -> Experiment:
             raise ConfigError(f"{path}: key '{key}' must be positive, got {data[key]!r}")
     if not data["run"].strip():
         raise ConfigError(f"{path}: key 'run' is empty")
+    devices = data.get("devices", [])
+    if "devices" in data and (not devices or not all(d in DEVICES for d in devices)):
+        raise ConfigError(f"{path}: key 'devices' must be a non-empty list of {', '.join(DEVICES)}, got {devices!r}")
     sandbox, integrity = _table(path, data, "sandbox"), _table(path, data, "integrity")
     read = sandbox.get("read", [])
     names = sandbox.get("env", [])
@@ -162,6 +169,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
         read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in read),
         env=tuple(names),
         checks=checks,
+        devices=tuple(devices),
     )
 
 

@@ -21,7 +21,7 @@ It returns a `RunRecord`: the metric or the crash reason, and the harness's meas
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
-log flood / no metric), or None for a run that ended well. Tampering wins over any other
+log flood / no metric / incorrect: <why>, when the run printed an `@@autoresearch incorrect` marker), or None for a run that ended well. Tampering wins over any other
 reason, then the budget, then the evaluator's verdict.
 """
 
@@ -94,6 +94,9 @@ def crash_reason(
     """The crash reason of one run, or None when it ended well (and printed `metric`, unless None)."""
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
+    for marker in result.markers:  # an immutable correctness gate failed (prepare.kernel_bench)
+        if marker.name == "incorrect":
+            return f"incorrect: {marker.payload[:200]}"
     tail = log_tail(result.log_path, 60).splitlines()
     if result.exit_code not in (0, None):
         for line in reversed(tail):
