@@ -132,7 +132,9 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise ConfigError(f"{path}: key 'run' is empty")
     devices = data.get("devices", [])
     if "devices" in data and (not devices or not all(d in DEVICES for d in devices)):
-        raise ConfigError(f"{path}: key 'devices' must be a non-empty list of {', '.join(DEVICES)}, got {devices!r}")
+        raise ConfigError(
+            f"{path}: key 'devices' must be a non-empty list of {', '.join(DEVICES)}, got {devices!r}"
+        )
     sandbox, integrity = _table(path, data, "sandbox"), _table(path, data, "integrity")
     read = sandbox.get("read", [])
     names = sandbox.get("env", [])

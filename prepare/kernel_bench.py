@@ -147,8 +147,12 @@ def random_cases(rng: random.Random, gpu: bool) -> list[Case]:
     most_tokens, most_channels = (4096, 2048) if gpu else (80, 72)
     return [
         Case(
-            f"random {i}", rng.randint(1, 4), rng.randint(1, most_tokens), rng.randint(1, most_channels),
-            rng.randint(1, 8), rng.choice(("float32", "bfloat16")),
+            f"random {i}",
+            rng.randint(1, 4),
+            rng.randint(1, most_tokens),
+            rng.randint(1, most_channels),
+            rng.randint(1, 8),
+            rng.choice(("float32", "bfloat16")),
         )  # fmt: skip
         for i in range(RANDOM_CASES)
     ]
@@ -177,7 +181,9 @@ def bench(kernel: Callable[..., Any], case: Case, device: str, *, verify: bool, 
 
     generator = torch.Generator().manual_seed(0)
     x, weight, bias = make_inputs(case, device, generator)
-    n_buffers = max(2, min(16, ROTATING_BYTES // max(1, x.numel() * x.element_size()))) if device == "cuda" else 2
+    n_buffers = (
+        max(2, min(16, ROTATING_BYTES // max(1, x.numel() * x.element_size()))) if device == "cuda" else 2
+    )
     buffers = [x] + [torch.randn_like(x, dtype=torch.float32).to(x.dtype) for _ in range(n_buffers - 1)]
     for buf in buffers:  # warm-up: compilation, autotuning, caches
         kernel(buf, weight, bias)
@@ -201,7 +207,9 @@ def bench(kernel: Callable[..., Any], case: Case, device: str, *, verify: bool, 
             try:
                 check(kernel, case, buf, weight, bias)
             except Incorrect as exc:
-                raise Incorrect(f"{case.name} after the timing, on new data in a timed buffer: {exc}") from None
+                raise Incorrect(
+                    f"{case.name} after the timing, on new data in a timed buffer: {exc}"
+                ) from None
     return statistics.median(times)
 
 
@@ -228,7 +236,9 @@ def pick_device() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prepare.kernel_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m prepare.kernel_bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("file", nargs="?", default="kernel.py", help="the agent's kernel (default kernel.py)")
     parser.add_argument("--no-gate", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)

@@ -93,7 +93,7 @@ if not USE_CUDA:  # tiny CPU configuration: a smoke run that finishes in seconds
 # ---------------------------------------------------------------------------------------------
 
 triton = None
-if USE_CUDA or os.environ.get("TRITON_INTERPRET") == "1":  # Triton on the GPU, or its CPU interpreter (tests)
+if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":  # GPU, or the CPU interpreter (tests)
     try:
         import triton
         import triton.language as tl
