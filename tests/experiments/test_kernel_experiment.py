@@ -124,6 +124,7 @@ def test_an_incorrect_marker_is_the_crash_reason(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 10-30 s: 22 cases under Triton's interpreter, in a new process
 def test_the_shipped_kernel_passes_the_gate_and_reports_its_rate() -> None:
     pytest.importorskip("triton")
     proc = bench(EXPERIMENT)
@@ -162,6 +163,7 @@ WRONG_KERNELS = {
 }
 
 
+@pytest.mark.slow  # 20-50 s each under Triton's interpreter on a loaded 2-core machine
 @pytest.mark.parametrize("bug", list(WRONG_KERNELS))
 def test_a_wrong_kernel_is_incorrect(tmp_path: Path, bug: str) -> None:
     pytest.importorskip("triton")
