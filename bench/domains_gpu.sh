@@ -115,7 +115,7 @@ kernel() {
   mkdir -p "$OUTD/kernel"
   setup 2>&1 | tee "$OUTD/kernel/summary.txt"
   if python3 -c "import pytest" 2>/dev/null; then
-    PYTHONPATH="/tmp/site:$ROOT" timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu \
+    PYTHONPATH="/tmp/site:$ROOT" timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu \
       tests/experiments/test_kernel_experiment.py tests/experiments/test_conv_lm_experiment.py 2>&1 | tail -5 \
       | tee -a "$OUTD/kernel/summary.txt"
   fi
@@ -131,7 +131,7 @@ replies = [
     reply("read one token ahead (wrong)", "src = t - (K - 1 - k)", "src = t - (K - 1 - k) + 1"),
     reply("skip the work (wrong, fast)", "    B, T, C = x.shape\n    y = torch.empty_like(x)",
           "    return torch.zeros_like(x)\n    B, T, C = x.shape\n    y = torch.empty_like(x)"),
-    reply("wider channel tile", "BLOCK_C = 64  #", "BLOCK_C = 128  #"),
+    reply("wider channel tile", "BLOCK_C = 64  # channels per tile", "BLOCK_C = 128  # channels per tile"),
 ]
 open(out, "w").write("".join(json.dumps(r) + "\n" for r in replies))
 EOF

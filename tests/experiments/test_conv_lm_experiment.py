@@ -84,6 +84,7 @@ print(json.dumps(errors))
 """
 
 
+@pytest.mark.slow  # 10-25 s on a loaded 2-core machine
 def test_the_triton_kernel_matches_the_pytorch_path_forward_and_backward() -> None:
     pytest.importorskip("triton")
     shapes = [(2, 37, 5, 4), (1, 3, 70, 4), (2, 130, 66, 3), (1, 1, 1, 1)]
@@ -143,6 +144,7 @@ def test_the_first_chunk_reads_nothing_from_the_memory(train) -> None:
     assert out[:, 5:].abs().sum() > 0
 
 
+@pytest.mark.slow  # 10-25 s on a loaded 2-core machine
 def test_the_model_is_causal_and_the_hand_off_path_needs_no_triton(train) -> None:
     torch.manual_seed(4)
     model = train.ConvLM(50, 2, 32)
