@@ -168,6 +168,51 @@ def test_the_model_is_causal_and_the_hand_off_path_needs_no_triton(train) -> Non
     assert {op for op in ops if op not in ALLOWED_OPS and not op.startswith("_assert")} <= {"getitem"}, ops
 
 
+HAND_OFF_UNTRAINED = """
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("conv_lm_planted", sys.argv[1])
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+from prepare import Tokenizer, hand_off
+torch.manual_seed(0)
+model = train.ConvLM(Tokenizer.load().vocab_size, 1, 32)
+model.init_weights()
+with torch.no_grad():  # a non-zero output projection, so the grid branch reaches the logits
+    model.blocks[0].mixer.c_proj.weight.normal_(std=0.1)
+hand_off(model, 4)
+"""
+
+
+@pytest.mark.slow  # an export and an evaluation: 30-90 s on a loaded 2-core machine
+def test_the_evaluator_catches_a_grid_tap_one_token_ahead(tmp_path: Path) -> None:
+    """The likeliest bug of the grid branch, a current-row tap to the right, is `non-causal`."""
+    from prepare.datasets import prepare_dataset
+
+    cache = tmp_path / "cache"
+    prepare_dataset("arithmetic", cache, progress=False)
+    honest = "return taps + [(0, dc) for dc in range(-left, 1)]"
+    source = (EXPERIMENT / "train.py").read_text()
+    assert honest in source
+    planted = tmp_path / "train.py"
+    planted.write_text(source.replace(honest, "return taps + [(0, dc) for dc in range(-left, 2)]"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "TRITON_INTERPRET"))}
+    env.update(
+        PYTHONPATH=str(ROOT), AUTORESEARCH_DEVICE="cpu", AUTORESEARCH_DATASET="arithmetic",
+        AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_HAND_OFF=str(tmp_path / "hand-off"),
+    )  # fmt: skip
+    made = subprocess.run(
+        [sys.executable, "-c", HAND_OFF_UNTRAINED, str(planted)], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "prepare.evaluate_program", str(tmp_path / "hand-off")], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 2)[2])
+    assert result.get("reason", "").startswith("non-causal: the loss at position"), result
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU configuration")
 def test_cpu_configuration_follows_the_top_level_knobs(tmp_path: Path) -> None:
     source = (EXPERIMENT / "train.py").read_text()
