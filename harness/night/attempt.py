@@ -94,7 +94,7 @@ class Attempt:
 
     # -- the row ----------------------------------------------------------------------------
 
-    def row(self, *, worker: str, budget_s: float) -> Row:
+    def row(self, *, worker: str, budget_s: float, device: str = "", hardware: str = "") -> Row:
         """The one row of this attempt; a crash zeroes metric and memory."""
         values = self.values()
         last_ok = next((r for r in reversed(self.runs) if r.value is not None), None)
@@ -130,6 +130,8 @@ class Attempt:
             "reason": self.reason if crashed else "",
             "parent": self.parent[:7],
             "summary": json.dumps(summary, separators=(",", ":"), sort_keys=True) if summary else "",
+            "device": device,
+            "hardware": hardware,
         }
         commit = self.commit[:7] if self.commit else NO_COMMIT
         return Row(commit, metric, memory, self.status, self.description, extra)

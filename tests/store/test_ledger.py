@@ -208,7 +208,10 @@ def test_read_any_tsv_without_header_and_with_tabbed_descriptions(tmp_path: Path
     p = tmp_path / "bare.tsv"
     p.write_text("abc\t1.0\t2.0\tkeep\tsplit\tdescription\n")
     rows, skipped = read_any_tsv(p)
-    assert skipped == [] and rows[0].description == "split description"
+    assert rows[0].description == "split description"
+    assert skipped == [(0, skipped[0][1])] and "no header line" in skipped[0][1]  # said, not silent
+    p.write_text("abc\t1.0\t2.0\tkeep\tfive columns\n")
+    assert read_any_tsv(p)[1] == []  # the plain five columns: nothing to say
     with pytest.raises(DataError, match="no such file"):
         read_any_tsv(tmp_path / "missing.tsv")
 
