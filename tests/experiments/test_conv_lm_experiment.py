@@ -246,7 +246,7 @@ def test_a_search_night_on_the_cpu_scores_every_run_by_the_evaluator(project_rep
     argv = [
         sys.executable, "-m", "harness", "run", "--tag", "conv", "--experiment", "conv-lm", "--agent", "search",
         "--max-experiments", "2", "--device", "cpu", "--dataset", "arithmetic", "--budget", "5",
-        "--judge", "strict",
+        "--judge", "strict", "--timeout", "600",  # the evaluator alone took 70 s on a loaded machine
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=project_repo, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
