@@ -46,11 +46,11 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
 from harness.errors import ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
-DEVICES = ("cuda", "mlx", "cpu")
 # Accepted values of [integrity] evaluator: the prepare module each one runs.
 EVALUATORS = {"bpb": "prepare.evaluate_program"}
 CHECKS = ("strict", "permissive")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEVICES = ("cuda", "mlx", "cpu")  # accepted values of `devices`
 
 # key -> (accepted types, required)
 _KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
