@@ -34,8 +34,12 @@ setup() {  # wheels, bubblewrap, and a git repository holding this tree (the har
   fi
   rm -rf "$REPO" && mkdir -p "$REPO"
   cp -r constants.py program.md pyproject.toml prepare harness experiments "$REPO"/
-  (cd "$REPO" && git init -q -b main && printf '/results/\n/.autoresearch/\n__pycache__/\n' > .gitignore \
-    && git add -A && git commit -qm "bench tree")
+  if command -v git >/dev/null; then
+    (cd "$REPO" && git init -q -b main && printf '/results/\n/.autoresearch/\n__pycache__/\n' > .gitignore \
+      && git add -A && git commit -qm "bench tree")
+  else
+    echo "no git on this machine: the runs are started by hand (no harness, no sandbox, no TSV)"
+  fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
   echo "bwrap: $(command -v bwrap || echo missing) | date: $(date -u +%FT%TZ)"
@@ -86,6 +90,14 @@ for r in rows:
 EOF
 }
 
+by_hand() {  # no git (the harness needs a repository): $1 experiment; the train file, its evaluator right after
+  (cd "$REPO/experiments/$1" && PYTHONPATH="/tmp/site:$REPO" AUTORESEARCH_DEVICE=cuda \
+    AUTORESEARCH_DATASET="text:$CORPUS" timeout 560 python3 train.py) > "$OUTD/$1.by_hand.out" 2>&1
+  echo "$1 by hand: exit $? after ${SECONDS}s"
+  grep -E "^(val_bpb|training_seconds|total_seconds|num_steps|tokens_per_sec|causal_probes|eval_seconds):" \
+    "$OUTD/$1.by_hand.out"
+}
+
 night() {  # $1: tag, then the run flags
   local tag=$1
   shift
@@ -97,7 +109,9 @@ night() {  # $1: tag, then the run flags
 
 conv_lm() {
   mkdir -p "$OUTD/conv_lm"
-  { setup; corpus; } 2>&1 | tee "$OUTD/conv_lm/summary.txt"
+  { setup; corpus; } > "$OUTD/conv_lm/summary.txt" 2>&1  # not in a pipe: setup's exports must stay
+  cat "$OUTD/conv_lm/summary.txt"
+  command -v git >/dev/null || { by_hand conv-lm | tee -a "$OUTD/conv_lm/summary.txt"; return; }
   night conv --experiment conv-lm --dataset "text:$CORPUS" --agent search --max-experiments 0 \
     --judge strict --warmup off --budget 300 | tee -a "$OUTD/conv_lm/summary.txt"
   collect conv_lm conv
@@ -105,7 +119,9 @@ conv_lm() {
 
 gpt_same() {
   mkdir -p "$OUTD/gpt_same"
-  { setup; corpus; } 2>&1 | tee "$OUTD/gpt_same/summary.txt"
+  { setup; corpus; } > "$OUTD/gpt_same/summary.txt" 2>&1
+  cat "$OUTD/gpt_same/summary.txt"
+  command -v git >/dev/null || { by_hand gpt | tee -a "$OUTD/gpt_same/summary.txt"; return; }
   night gpt --experiment gpt --dataset "text:$CORPUS" --agent search --max-experiments 0 \
     --judge strict --warmup off --budget 300 | tee -a "$OUTD/gpt_same/summary.txt"
   collect gpt_same gpt
@@ -113,7 +129,8 @@ gpt_same() {
 
 kernel() {
   mkdir -p "$OUTD/kernel"
-  setup 2>&1 | tee "$OUTD/kernel/summary.txt"
+  setup > "$OUTD/kernel/summary.txt" 2>&1
+  cat "$OUTD/kernel/summary.txt"
   if python3 -c "import pytest" 2>/dev/null; then
     PYTHONPATH="/tmp/site:$ROOT" timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu \
       tests/experiments/test_kernel_experiment.py tests/experiments/test_conv_lm_experiment.py 2>&1 | tail -5 \
@@ -135,6 +152,28 @@ replies = [
 ]
 open(out, "w").write("".join(json.dumps(r) + "\n" for r in replies))
 EOF
+  if ! command -v git >/dev/null; then  # by hand: the benchmark on the shipped kernel and each reply's
+    python3 - "$OUTD/kernel/replies.jsonl" "$REPO" "$OUTD/kernel" <<'EOF' | tee -a "$OUTD/kernel/summary.txt"
+import json, os, subprocess, sys
+replies, repo, out = sys.argv[1:]
+src = open(os.path.join(repo, "experiments/kernel/kernel.py")).read()
+variants = [("shipped", src)]
+for line in open(replies):
+    text = json.loads(line)["reply"]
+    old = text.split("<<<<<<< SEARCH\n")[1].split("\n=======\n")[0]
+    new = text.split("\n=======\n")[1].split("\n>>>>>>> REPLACE")[0]
+    variants.append((text.splitlines()[0][len("Description: "):], src.replace(old, new, 1)))
+env = {**os.environ, "PYTHONPATH": "/tmp/site:" + repo}
+for i, (name, code) in enumerate(variants):
+    path = os.path.join(out, f"kernel_{i}.py")
+    open(path, "w").write(code)
+    cmd = [sys.executable, "-m", "prepare.kernel_bench", path]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    keep = [ln for ln in p.stdout.splitlines() if ln.startswith(("gbps:", "@@autoresearch incorrect", "gate:"))]
+    print(f"{name}: exit {p.returncode} | " + " | ".join(keep))
+EOF
+    return
+  fi
   night kreplay --experiment kernel --agent "replay:$OUTD/kernel/replies.jsonl" --judge strict --warmup off \
     | tee -a "$OUTD/kernel/summary.txt"
   collect kernel kreplay
