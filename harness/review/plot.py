@@ -69,7 +69,7 @@ def figure(rows: Sequence[Row], summary: Summary) -> Figure:
 
 
 def _draw(ax: Axes, rows: Sequence[Row], summary: Summary) -> None:
-    scored = [(i, r) for i, r in enumerate(rows) if r.status != "crash" and math.isfinite(r.metric)]
+    scored = [(i, r) for i, r in enumerate(rows) if r.scored]
     if not scored:
         ax.text(0.5, 0.5, "no scored experiments yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()

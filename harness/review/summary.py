@@ -116,7 +116,7 @@ def _pct(new: float, old: float, direction: str) -> float:
 
 
 def _baseline_index(rows: Sequence[Row]) -> int | None:
-    usable = [i for i, r in enumerate(rows) if r.status != "crash" and math.isfinite(r.metric)]
+    usable = [i for i, r in enumerate(rows) if r.scored]
     for i in usable:
         if rows[i].description.strip().lower() == "baseline":
             return i

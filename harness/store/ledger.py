@@ -19,6 +19,7 @@ and reported. `better` compares two metric values in an experiment's direction.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
 # A headerless line this wide is a harness ledger (its columns up to `summary` predate the rest).
 HEADERLESS_MIN_EXTRA = EXTRA_COLUMNS.index("summary") + 1
 STATUSES: tuple[str, ...] = ("keep", "discard", "crash")
+PRUNED = "pruned"  # the reason of a discard whose run was aborted early (harness.night.prune)
 NO_COMMIT = "0000000"  # the commit column of an attempt that never became a commit
 
 
@@ -79,6 +81,11 @@ class Row:
     status: str
     description: str
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the row has a metric to show: not a crash, not a pruned run, a finite value."""
+        return self.status != "crash" and self.extra.get("reason") != PRUNED and math.isfinite(self.metric)
 
     def runs(self) -> list[float]:
         """The individual run values folded into this row (its `runs` column); [] if unreadable."""
@@ -286,6 +293,11 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass the path of a results TSV") from None
+    return parse_any_tsv(text)
+
+
+def parse_any_tsv(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
+    """`read_any_tsv` of a TSV given as text (e.g. read from a results branch)."""
     lines = text.splitlines()
     rows: list[Row] = []
     skipped: list[tuple[int, str]] = []

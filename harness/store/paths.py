@@ -7,10 +7,12 @@
     results/<tag>/scratch/<log name>/ the last run's scratch folder (its HOME and TMPDIR; the only
                                       place a sandboxed run may write), with hand-off/: the model the
                                       run hands to the evaluator; removed when the next run starts
-    results/<tag>/compile-cache/      torch.compile / Triton caches shared by the tag's runs
     results/<tag>/pending.json        the attempt in flight (for --resume)
     results/<tag>/lock                the tag lock (lock.pid: who holds it)
     results/<tag>/queue.jsonl         transplanted replies (queue.jsonl.served, queue.jsonl.lock)
+    results/<tag>/attempts/<n>.json   attempt n's record: diagnostics, novelty key, note, log tail
+    results/<tag>/notes.md            the research notes (the model's and the person's; in every prompt)
+    results/<tag>/novelty.jsonl       the novelty registry: changes tried and in flight (novelty.jsonl.lock)
     results/<tag>/{progress.png,report.html,summary.json}   the report
     .autoresearch/worktrees/<tag>/    the tag's git worktree on branch autoresearch/<tag>
 
@@ -24,6 +26,14 @@ from pathlib import Path
 
 RESULTS = "results"
 WORKTREES = Path(".autoresearch") / "worktrees"
+
+
+def compile_cache(cache_root: Path) -> Path:
+    """`<cache root>/compile-cache/`: the torch.compile (inductor) and Triton caches every run
+    shares, across tags, worktrees and --gpus workers, so only a night's first compilation is
+    cold. Both libraries write their entries atomically (a temporary file, then a rename), so
+    concurrent workers neither corrupt nor half-read an entry."""
+    return cache_root / "compile-cache"
 
 
 def results_dir(root: Path) -> Path:
@@ -51,13 +61,19 @@ class TagPaths:
         self.lock = self.dir / "lock"
         self.lock_owner = self.dir / "lock.pid"
         self.queue = self.dir / "queue.jsonl"
+        self.attempts = self.dir / "attempts"
+        self.notes = self.dir / "notes.md"
+        self.novelty = self.dir / "novelty.jsonl"
         self.scratch = self.dir / "scratch"
-        self.compile_cache = self.dir / "compile-cache"
         self.worktree = root / WORKTREES / tag
 
     def log(self, n: int, k: int = 0) -> Path:
         """The log of run k of attempt n (k = 0 the first; repeats and re-measurements follow)."""
         return self.runs / (f"{n}.log" if k == 0 else f"{n}.r{k}.log")
+
+    def record(self, n: int) -> Path:
+        """The record of attempt n (`harness.store.attempts`)."""
+        return self.attempts / f"{n}.json"
 
     def warmup_log(self, n: int) -> Path:
         """The log of the discarded warm-up run before the baseline (attempt n)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError
-from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, Ledger, Row, columns, read_any_tsv
+from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, PRUNED, Ledger, Row, columns, read_any_tsv
 
 KARPATHY = Path(__file__).resolve().parents[1] / "fixtures" / "karpathy_mar8_results.tsv"
 
@@ -232,3 +232,11 @@ def test_counts_are_kept_in_memory_and_match_a_fresh_read(tmp_path: Path) -> Non
         assert view.find(7) is None
     assert again.rows()[0].values() == [1.0, 1.02, 0.98]
     assert Row("x", 0.5, 0.0, "keep", "y", {"runs": "junk,1"}).values() == [0.5]
+
+
+def test_a_pruned_discard_and_a_crash_have_no_score() -> None:
+    assert Row("abc1234", 0.99, 1.0, "discard", "d", {}).scored
+    assert Row("abc1234", 0.99, 1.0, "keep", "k", {}).scored
+    assert not Row("abc1234", 0.0, 0.0, "discard", "p", {"reason": PRUNED}).scored
+    assert not Row("abc1234", 0.0, 0.0, "crash", "c", {"reason": "nan"}).scored
+    assert not Row("abc1234", float("nan"), 0.0, "discard", "n", {}).scored
