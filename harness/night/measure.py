@@ -23,8 +23,9 @@ while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
-log flood / no metric / incorrect: <why>, when the run printed an `@@autoresearch incorrect` marker), or None for a run that ended well. Tampering wins over any other
-reason, then the budget, then the evaluator's verdict.
+log flood / no metric / incorrect: <why>, when the run printed an `@@autoresearch incorrect`
+marker), or None for a run that ended well. Tampering wins over any other reason, then the
+budget, then the evaluator's verdict.
 """
 
 from __future__ import annotations
