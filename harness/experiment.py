@@ -10,6 +10,7 @@ The generic template (every key but `mutable` and `run` is optional):
     budget_seconds = 300              # training seconds; default: constants.py's TIME_BUDGET
     timeout_seconds = 600             # hard kill; default: the budget plus constants.py's allowance
     dataset = "none"                  # an experiment that reads no dataset, or a pinned dataset spec
+    devices = ["cuda"]                # the devices it runs on (default: any); refused at start elsewhere
 
     [sandbox]                         # what the run may reach beyond its worktree and scratch folder
     network = false                   # true: the run may open network connections
@@ -50,12 +51,14 @@ DIRECTIONS = ("minimize", "maximize")
 EVALUATORS = {"bpb": "prepare.evaluate_program"}
 CHECKS = ("strict", "permissive")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEVICES = ("cuda", "mlx", "cpu")  # accepted values of `devices`
 
 # How a wrong type is named in the error (the keys of ExperimentFile and its tables).
 _WANTED = {
     "mutable": "list",
     "budget_seconds": "int or float",
     "timeout_seconds": "int or float",
+    "devices": "list",
     "sandbox": "table",
     "integrity": "table",
     "sandbox.network": "bool",
@@ -84,6 +87,7 @@ class Experiment:
     read: tuple[Path, ...] = ()  # [sandbox] read, absolute
     env: tuple[str, ...] = ()  # [sandbox] env
     checks: str = "permissive"  # [integrity] checks
+    devices: tuple[str, ...] = ()  # the devices it runs on; empty: any
 
 
 def load_experiment(exp_dir: Path) -> Experiment:
@@ -114,6 +118,11 @@ def load_experiment(exp_dir: Path) -> Experiment:
         _check_mutable(path, exp_dir, rel)
     if not parsed.run.strip():
         raise ConfigError(f"{path}: key 'run' is empty")
+    devices = parsed.devices
+    if devices is not None and (not devices or not all(d in DEVICES for d in devices)):
+        raise ConfigError(
+            f"{path}: key 'devices' must be a non-empty list of {', '.join(DEVICES)}, got {devices!r}"
+        )
     sandbox, integrity = parsed.sandbox, parsed.integrity
     if not all(sandbox.read):
         raise ConfigError(f"{path}: key 'sandbox.read' must be {_LIST_OF['sandbox.read']}")
@@ -147,6 +156,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
         read=tuple((exp_dir / Path(r).expanduser()).resolve() for r in sandbox.read),
         env=tuple(sandbox.env),
         checks=integrity.checks,
+        devices=tuple(devices or ()),
     )
 
 

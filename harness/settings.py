@@ -265,6 +265,12 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
     exp = load_experiment(exp_dir)
     if not exp_dir.is_relative_to(repo_root):
         raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
+    if exp.devices and device not in exp.devices:
+        wanted = " or ".join("a CUDA GPU" if d == "cuda" else d for d in exp.devices)
+        raise ConfigError(
+            f"experiment {exp.name} needs {wanted} (devices = {list(exp.devices)} in its experiment.toml); "
+            f"this run's device is {device} ({reasons.get('device', 'given')})"
+        )
 
     # experiment.toml is more specific than a person's config file: only a flag overrides it.
     for name, toml_value in (("budget", exp.budget_seconds), ("timeout", exp.timeout_seconds),

@@ -23,7 +23,8 @@ while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
-log flood / no metric), or None for a run that ended well. Tampering wins over any other
+log flood / no metric / incorrect: <why>, when the run printed an `@@autoresearch incorrect`
+marker), or None for a run that ended well. Tampering wins over any other
 reason, then the budget, then the evaluator's verdict. A run that printed a complete summary
 (its metric; with an evaluator, the model handed off) is judged by it even if the process then
 died (an abort at interpreter exit): the row notes the abnormal exit in its `reason` column
@@ -120,6 +121,9 @@ def crash_reason(
     """
     if result.kill_reason:
         return _KILL_REASONS.get(result.kill_reason, result.kill_reason)
+    for marker in result.markers:  # an immutable correctness gate failed (prepare.kernel_bench)
+        if marker.name == "incorrect":
+            return f"incorrect: {marker.payload[:200]}"
     value = metric_value(dict(summary) if summary else None, metric) if metric is not None else None
     tail = log_tail(result.log_path, 60).splitlines()
     if result.exit_code not in (0, None):

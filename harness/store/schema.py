@@ -136,6 +136,7 @@ class ExperimentFile(_Schema):
     budget_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     dataset: str | None = Field(default=None, max_length=4096)
+    devices: list[str] | None = Field(default=None, max_length=10)
     sandbox: SandboxTable = Field(default_factory=SandboxTable)
     integrity: IntegrityTable = Field(default_factory=IntegrityTable)
 
