@@ -113,7 +113,7 @@ conv_lm() {
   cat "$OUTD/conv_lm/summary.txt"
   command -v git >/dev/null || { by_hand conv-lm | tee -a "$OUTD/conv_lm/summary.txt"; return; }
   night conv --experiment conv-lm --dataset "text:$CORPUS" --agent search --max-experiments 0 \
-    --judge strict --warmup off --budget 300 | tee -a "$OUTD/conv_lm/summary.txt"
+    --judge strict --warmup off --budget "${BUDGET:-300}" | tee -a "$OUTD/conv_lm/summary.txt"
   collect conv_lm conv
 }
 
@@ -123,7 +123,7 @@ gpt_same() {
   cat "$OUTD/gpt_same/summary.txt"
   command -v git >/dev/null || { by_hand gpt | tee -a "$OUTD/gpt_same/summary.txt"; return; }
   night gpt --experiment gpt --dataset "text:$CORPUS" --agent search --max-experiments 0 \
-    --judge strict --warmup off --budget 300 | tee -a "$OUTD/gpt_same/summary.txt"
+    --judge strict --warmup off --budget "${BUDGET:-300}" | tee -a "$OUTD/gpt_same/summary.txt"
   collect gpt_same gpt
 }
 
