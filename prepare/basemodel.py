@@ -81,9 +81,16 @@ def build(cache_root: Path | None = None, profile: str | None = None, *, log: An
     spec = CONFIGS[profile]
     device = torch.device("cuda" if profile == "cuda" and torch.cuda.is_available() else "cpu")
     torch.manual_seed(SEED)
-    info = datasets.ensure_ready("arithmetic", Path(cache_root) if cache_root is not None else env.cache_root())
+    info = datasets.ensure_ready(
+        "arithmetic", Path(cache_root) if cache_root is not None else env.cache_root()
+    )
     tokenizer = Tokenizer.from_directory(info.tokenizer_dir)
-    config = {**spec, "vocab_size": tokenizer.vocab_size, "seq_len": SEQ_LEN, "pretrain_digits": PRETRAIN_DIGITS}
+    config = {
+        **spec,
+        "vocab_size": tokenizer.vocab_size,
+        "seq_len": SEQ_LEN,
+        "pretrain_digits": PRETRAIN_DIGITS,
+    }
     model = make_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.1)
     rows = _rows(tokenizer, random.Random(SEED))
@@ -174,7 +181,7 @@ def make_model(config: dict[str, Any]) -> Any:
 
         def forward(self, idx: Any) -> Any:
             t = idx.shape[1]
-            cos, sin = self.cos[:, :, :t], self.sin[:, :, :t]
+            cos, sin = self.get_buffer("cos")[:, :, :t], self.get_buffer("sin")[:, :, :t]
             x = self.wte(idx)
             for block in self.blocks:
                 x = block(x, cos, sin)

@@ -137,7 +137,9 @@ def evaluate(folder: Path, *, problems: int | None = None, seed: int | None = No
     device = torch.device("cuda" if env.device() == "cuda" and torch.cuda.is_available() else "cpu")
     program = load_torch(folder, device)
     if program.seq_len != DECODE_LEN:
-        raise ProgramError(f"the program takes rows of {program.seq_len} tokens; greedy decoding uses {DECODE_LEN}")
+        raise ProgramError(
+            f"the program takes rows of {program.seq_len} tokens; greedy decoding uses {DECODE_LEN}"
+        )
     tokenizer = Tokenizer.load()
     rng = random.Random(secrets.randbits(128) if seed is None else seed)
     todo = held_out(problems or problem_count(), rng)
@@ -195,7 +197,9 @@ def greedy(program: Any, prompts: list[list[int]], tokenizer: Any, device: Any) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prepare.evaluate_arith", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m prepare.evaluate_arith", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("folder", type=Path, help="the hand-off folder")
     args = parser.parse_args(argv)
     from prepare.program import ProgramError

@@ -87,7 +87,9 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin):
         b, t, c = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.n_heads, c // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.norm1(x)).view(b, t, 3, self.n_heads, c // self.n_heads).permute(2, 0, 3, 1, 4)
+        )
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
@@ -146,7 +148,9 @@ def main():
         lr=LR, betas=ADAM_BETAS, fused=USE_CUDA,
     )  # fmt: skip
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"device: {device} | params: {num_params / 1e6:.2f}M | depth: {DEPTH} | width: {DIM} | budget: {TIME_BUDGET:.0f}s")
+    print(
+        f"device: {device} | params: {num_params / 1e6:.2f}M | depth: {DEPTH} | width: {DIM} | budget: {TIME_BUDGET:.0f}s"
+    )
 
     loader = make_dataloader(tokenizer, BATCH_SIZE, SEQ_LEN, "train")
     training_time, step = 0.0, 0

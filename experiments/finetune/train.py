@@ -97,8 +97,9 @@ def training_prompts(rng, n):
 
 
 @torch.no_grad()
-def sample(model, prompts, special, temperature, device):
-    """Sampled completions of token-id prompts (stop token included when there was one)."""
+def sample(model, prompts, special, temperature, device, deadline):
+    """Sampled completions of token-id prompts (stop token included when there was one); rows
+    still open at `deadline` (time.time()) end where they are, unfinished (so: incorrect)."""
     n = len(prompts)
     rows = torch.zeros((n, SEQ_LEN), dtype=torch.long, device=device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)
@@ -106,7 +107,7 @@ def sample(model, prompts, special, temperature, device):
         rows[r, : len(p)] = torch.tensor(p, device=device)
     done = lengths >= SEQ_LEN
     index = torch.arange(n, device=device)
-    while not bool(done.all()):
+    while not bool(done.all()) and time.time() < deadline:
         logits = model(rows)[index, lengths - 1] / temperature
         nxt = torch.multinomial(F.softmax(logits.float(), dim=-1), 1).squeeze(1)
         write = ~done
@@ -121,7 +122,7 @@ def sequence_logprobs(model, sequences, starts, device):
     """Sum of log p(token) over each sequence's tokens from index `starts[i]` on."""
     rows = torch.zeros((len(sequences), SEQ_LEN + 1), dtype=torch.long, device=device)
     mask = torch.zeros((len(sequences), SEQ_LEN), dtype=torch.bool, device=device)
-    for i, (seq, start) in enumerate(zip(sequences, starts)):
+    for i, (seq, start) in enumerate(zip(sequences, starts, strict=True)):
         seq = seq[: SEQ_LEN + 1]
         rows[i, : len(seq)] = torch.tensor(seq, device=device)
         mask[i, start - 1 : len(seq) - 1] = True
@@ -152,7 +153,9 @@ def main():
     bos_id, eq_id = tokenizer.bos_id, tokenizer.encode("=")[0]
     special = torch.tensor(sorted(tokenizer.special_ids), device=device)
     base, config = load_base()
-    lora = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=LORA_TARGETS)
+    lora = LoraConfig(
+        r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=LORA_TARGETS
+    )
     peft_model = get_peft_model(base, lora).to(device)
     model = DistributedDataParallel(peft_model) if world > 1 else peft_model
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -201,24 +204,36 @@ def main():
         training_time += time.time() - t_step
         step, sft_steps = step + 1, sft_steps + 1
         if step % 10 == 0:
-            say(f"step {step:05d} ({100 * min(training_time / TIME_BUDGET, 1):.1f}%) | loss: {loss_f:.6f} | sft | epoch: {epoch}")
+            say(
+                f"step {step:05d} ({100 * min(training_time / TIME_BUDGET, 1):.1f}%) | loss: {loss_f:.6f} | sft | epoch: {epoch}"
+            )
 
     # --- DPO: online rounds on pairs of the model's own samples ---------------------------
     for group in optimizer.param_groups:
         group["lr"] = DPO_LR
     dpo_steps = pairs_total = samples_total = correct_total = 0
-    while DPO_SHARE > 0 and clock(training_time) < TIME_BUDGET:
+    while DPO_SHARE > 0 and (now := clock(training_time)) < TIME_BUDGET:
         t_step = time.time()
+        deadline = t_step + TIME_BUDGET - now  # sampling never runs past the budget
         problems = training_prompts(rng, DPO_PROMPTS)
         prompts = [[bos_id, *tokenizer.encode(f"{a}+{b}=")] for a, b in problems]
         peft_model.eval()
         with autocast:
-            completions = sample(peft_model, [p for p in prompts for _ in range(DPO_SAMPLES)], special, DPO_TEMPERATURE, device)
+            completions = sample(
+                peft_model,
+                [p for p in prompts for _ in range(DPO_SAMPLES)],
+                special,
+                DPO_TEMPERATURE,
+                device,
+                deadline,
+            )
         peft_model.train()
         chosen, rejected, starts = [], [], []
         for i, (a, b) in enumerate(problems):
             outs = completions[i * DPO_SAMPLES : (i + 1) * DPO_SAMPLES]
-            ok = [solved(tokenizer.decode([t for t in c if t not in tokenizer.special_ids]), a, b) for c in outs]
+            ok = [
+                solved(tokenizer.decode([t for t in c if t not in tokenizer.special_ids]), a, b) for c in outs
+            ]
             correct_total += sum(ok)
             samples_total += len(ok)
             if any(ok) and not all(ok):
@@ -231,7 +246,9 @@ def main():
         if int(n_pairs.item()) > 0:
             pairs_total += len(chosen)
             with torch.no_grad(), autocast:
-                ref = sequence_logprobs(peft_model, chosen, starts, device) - sequence_logprobs(peft_model, rejected, starts, device)
+                ref = sequence_logprobs(peft_model, chosen, starts, device) - sequence_logprobs(
+                    peft_model, rejected, starts, device
+                )
             for _ in range(DPO_STEPS_PER_ROUND):
                 with autocast:
                     both = sequence_logprobs(model, chosen + rejected, starts + starts, device)

@@ -138,8 +138,8 @@ def read_outcome(
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
         return Outcome(None, f"evaluation failed: exit code {exit_code}, last line: {last[:200]}")
     assert isinstance(result, dict)
-    summary = {
-        _SUMMARY_KEYS.get(key, key): float(v)
+    summary: dict[str, float] = {
+        _SUMMARY_KEYS.get(str(key), str(key)): float(v)
         for key, v in result.items()
         if key != metric and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
