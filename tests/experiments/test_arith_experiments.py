@@ -63,8 +63,12 @@ def test_held_out_problems_are_unseen_or_longer_than_training() -> None:
     short, long = [p for p in problems if not p[2]], [p for p in problems if p[2]]
     assert len(short) == 200 and len(long) == 100
     assert all(arithmetic.is_validation(a, b) for a, b, _ in short)  # never in the training split
-    assert all(len(str(a)) <= arithmetic.MAX_DIGITS and len(str(b)) <= arithmetic.MAX_DIGITS for a, b, _ in short)
-    assert all(arithmetic.MAX_DIGITS < len(str(x)) <= arithmetic.MAX_DIGITS + 2 for a, b, _ in long for x in (a, b))
+    assert all(
+        len(str(a)) <= arithmetic.MAX_DIGITS and len(str(b)) <= arithmetic.MAX_DIGITS for a, b, _ in short
+    )
+    assert all(
+        arithmetic.MAX_DIGITS < len(str(x)) <= arithmetic.MAX_DIGITS + 2 for a, b, _ in long for x in (a, b)
+    )
     longest = len(arithmetic.problem(99_999_999, 99_999_999)) + 2  # BOS and the stop token
     assert longest <= evaluate_arith.DECODE_LEN
 
@@ -77,7 +81,10 @@ def test_solved_wants_the_exact_sum_after_the_last_think() -> None:
     assert not evaluate_arith.solved("<think></think>17 ", 8, 9)
 
 
-@pytest.mark.parametrize(("offset", "max_digits", "want"), [(0, 0, (1.0, 1.0, 1.0)), (1, 0, (0.0, 0.0, 0.0)), (0, 6, (2 / 3, 1.0, 0.0))])
+@pytest.mark.parametrize(
+    ("offset", "max_digits", "want"),
+    [(0, 0, (1.0, 1.0, 1.0)), (1, 0, (0.0, 0.0, 0.0)), (0, 6, (2 / 3, 1.0, 0.0))],
+)
 def test_the_evaluator_scores_exact_answers_by_greedy_decoding(
     active: Path, tmp_path: Path, offset: int, max_digits: int, want: tuple[float, float, float]
 ) -> None:
@@ -131,7 +138,10 @@ def test_the_checkpoint_is_built_once_and_loads_back(active: Path) -> None:
     stamp = (where / "model.pt").stat().st_mtime_ns
     assert basemodel.build(active, "cpu") == where and (where / "model.pt").stat().st_mtime_ns == stamp
     model, config = basemodel.load_base(active, "cpu")
-    assert config["pretrain_digits"] == basemodel.PRETRAIN_DIGITS and config["seq_len"] == evaluate_arith.DECODE_LEN
+    assert (
+        config["pretrain_digits"] == basemodel.PRETRAIN_DIGITS
+        and config["seq_len"] == evaluate_arith.DECODE_LEN
+    )
     logits = model(torch.zeros((2, 16), dtype=torch.long))
     assert logits.shape == (2, 16, config["vocab_size"]) and logits.dtype == torch.float32
 
@@ -190,7 +200,9 @@ def test_a_maximize_metric_is_kept_and_reported_as_maximize(
     project_repo: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
-    shutil.copytree(TOY, project_repo / "experiments" / "toy-arith", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        TOY, project_repo / "experiments" / "toy-arith", ignore=shutil.ignore_patterns("__pycache__")
+    )
     subprocess.run(["git", "add", "-A"], cwd=project_repo, check=True)
     subprocess.run(["git", "commit", "-qm", "toy arith"], cwd=project_repo, check=True)
     rel = "experiments/toy-arith/train.py"
@@ -213,10 +225,17 @@ def test_a_maximize_metric_is_kept_and_reported_as_maximize(
     summary = json.loads(rows[1]["summary"])
     assert summary["accuracy"] == 1.0 and summary["accuracy_long"] == 1.0 and summary["problems"] == 32
     assert json.loads(rows[0]["summary"])["accuracy_long"] == 0.0
-    report = night(project_repo, "report", "--tag", "max", "--json", "--out", str(project_repo.parent / "rep"))
+    report = night(
+        project_repo, "report", "--tag", "max", "--json", "--out", str(project_repo.parent / "rep")
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     data = json.loads(report.stdout)
-    assert (data["metric"], data["direction"], data["baseline"], data["best"]) == ("accuracy", "maximize", 0.65625, 1.0)
+    assert (data["metric"], data["direction"], data["baseline"], data["best"]) == (
+        "accuracy",
+        "maximize",
+        0.65625,
+        1.0,
+    )
     assert data["improvement_pct"] == pytest.approx(100 * (1 - 0.65625) / 0.65625)
     compare = night(project_repo, "compare", "autoresearch/max", "--json", "--no-diff")
     assert compare.returncode == 0, compare.stdout[-2000:] + compare.stderr[-2000:]
@@ -248,3 +267,65 @@ def test_the_experiment_runs_through_the_loop_with_the_search_agent(
     if experiment == "finetune":
         assert summary["world_size"] == 2.0 and summary["sft_steps"] >= 1
         assert "launch: torchrun --standalone --nproc-per-node 2 train.py" in log
+
+
+# ---------------------------------------------------------------------------------------------
+# finetune's train file, its parts (imported as a module: the loop runs only under __main__)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetune():
+    pytest.importorskip("peft")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "finetune_train", ROOT / "experiments" / "finetune" / "train.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sft_loss_sees_only_completions(finetune) -> None:
+    text = [256, *b"12+3=<t>15", 256, *b"4+5=9", 256, *b"7+"]
+    mask = finetune.completion_mask(torch.tensor([text]), 256, ord("="))[0].tolist()
+    # the target of position t is text[t + 1]: counted from the '=' (its target is the first
+    # completion token) up to the BOS that ends the problem, never inside a prompt
+    want = [False] * 5 + [True] * 6 + [False] * 4 + [True] * 2 + [False] * 3
+    assert mask == want
+
+
+def test_dpo_steps_raise_the_chosen_over_the_rejected(finetune) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = {"depth": 1, "dim": 32, "n_heads": 2, "vocab_size": 260, "seq_len": evaluate_arith.DECODE_LEN}
+    model = get_peft_model(
+        basemodel.make_model(config), LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "fc"])
+    )
+    prompt = [256, *b"2+2="]
+    chosen, rejected = (
+        [prompt + list(b"<think>2+2=4</think>4") + [256]],
+        [prompt + list(b"<think>2+2=5</think>5") + [256]],
+    )
+    starts = [len(prompt)]
+    with torch.no_grad():
+        ref = finetune.sequence_logprobs(model, chosen, starts, "cpu") - finetune.sequence_logprobs(
+            model, rejected, starts, "cpu"
+        )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(5):
+        both = finetune.sequence_logprobs(model, chosen + rejected, starts + starts, "cpu")
+        loss = -torch.nn.functional.logsigmoid(0.1 * (both[:1] - both[1:] - ref)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        after = finetune.sequence_logprobs(model, chosen, starts, "cpu") - finetune.sequence_logprobs(
+            model, rejected, starts, "cpu"
+        )
+    assert float(after - ref) > 0.5  # the policy moved towards the correct completion
+    merged = model.merge_and_unload()  # what rank 0 hands off: a plain module, no adapters
+    assert not any("lora" in name for name, _ in merged.named_parameters())
