@@ -120,9 +120,15 @@ def test_experiment_toml_names_the_evaluator(tmp_path: Path) -> None:
 
 
 def test_the_metric_read_is_the_experiments_and_the_other_numbers_are_summary_keys() -> None:
-    line = '@@autoresearch evaluation {"accuracy": 0.75, "accuracy_long": 0.5, "problems": 32, "seconds": 1.5}'
+    line = (
+        '@@autoresearch evaluation {"accuracy": 0.75, "accuracy_long": 0.5, "problems": 32, "seconds": 1.5}'
+    )
     out = read_outcome([line], 0, None, "accuracy")
     assert out.value == 0.75 and out.reason is None
     assert out.summary == {"accuracy_long": 0.5, "problems": 32.0, "eval_seconds": 1.5}
     missing = read_outcome([line], 0, None, "val_bpb")  # the line lacks the experiment's metric
-    assert missing.value is None and missing.reason is not None and missing.reason.startswith("evaluation failed")
+    assert (
+        missing.value is None
+        and missing.reason is not None
+        and missing.reason.startswith("evaluation failed")
+    )
