@@ -181,7 +181,7 @@ def test_a_timeout_kills_every_torchrun_rank(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def night(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def night(repo: Path, *args: str, timeout: float = 1700) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness.commands.main", *args], cwd=repo, capture_output=True, text=True,
         timeout=timeout,
