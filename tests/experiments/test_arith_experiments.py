@@ -250,6 +250,7 @@ def test_the_experiment_runs_through_the_loop_with_the_search_agent(
     project_repo: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, experiment: str
 ) -> None:
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # CI machines are shared: no spinning thread pools
     if experiment == "finetune":
         basemodel.build(cache, "cpu", log=lambda _: None)
     out = night(project_repo, "run", "--tag", "ci", "--experiment", experiment, "--device", "cpu",
