@@ -95,7 +95,7 @@ def night(trials: int, seed: int, mode: str, run_budget: int = 100) -> dict[str,
     false_keeps = improvement = attempts_made = missed = bias = 0.0
     for _ in range(trials):
         true_best = 0.0
-        judge: _Judge = StrictJudge("minimize", 3) if mode == "strict" else NoiseAwareJudge("minimize")
+        judge = _make(mode)
         best = [true_best + rng.gauss(0, 1) for _ in range(3)]
         runs = 3
         i = 0
@@ -129,6 +129,119 @@ def night(trials: int, seed: int, mode: str, run_budget: int = 100) -> dict[str,
         "attempts": attempts_made / trials,
         "optimism_sigma": bias / trials,
     }
+
+
+def _make(mode: str) -> _Judge:
+    if mode == "strict":
+        return StrictJudge("minimize", 3)
+    return NoiseAwareJudge("minimize", confirm="all" if mode == "noise-confirm-all" else "contenders")
+
+
+def gpu_hour(
+    trials: int,
+    seed: int,
+    mode: str,
+    *,
+    budget: float = 300.0,
+    outside: float = 15.0,
+    prune_sigma: float | None = None,
+    mixture: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    regression_mean: float = 1.0,
+    hours: float = 8.0,
+) -> dict[str, float]:
+    """Attempts per GPU-hour over simulated nights of `hours` GPU-hours at a `budget`-second budget.
+
+    Assumptions (sigma = 1, the run-to-run noise of the final metric):
+    * every full run costs budget + `outside` seconds (start-up, compilation, evaluation: the
+      warm figure the GPU-night benchmark measures); the night starts with one warm-up run and
+      the baseline's 3 runs, and re-runs the best every 10 attempts (the loop's defaults);
+    * attempts are null changes, real gains ~Exp(1) and regressions ~Exp(`regression_mean`) in
+      the proportions of `mixture`;
+    * with `prune_sigma`, a run is pruned when its metric as seen at 35 % of its budget (its true
+      value plus noise of the same sigma as the final one) is more than `prune_sigma` behind the
+      best's true value; a pruned run costs 35 % of the budget plus half of `outside` (start-up,
+      no evaluation) and is a discard.
+    """
+    rng = random.Random(seed)
+    pruned_share = 0.35
+    totals = {"attempts": 0.0, "runs": 0.0, "false_keeps": 0.0, "pruned": 0.0, "improvement": 0.0}
+    for _ in range(trials):
+        judge = _make(mode)
+        full = budget + outside
+        spent = 4 * full
+        true_best = 0.0
+        best = [rng.gauss(0, 1) for _ in range(3)]
+        attempts = runs = 0
+        while spent < hours * 3600:
+            attempts += 1
+            u = rng.random()
+            if u < mixture[0]:
+                delta = 0.0
+            elif u < mixture[0] + mixture[1]:
+                delta = rng.expovariate(1.0)
+            else:
+                delta = -rng.expovariate(1.0 / regression_mean)
+            cand = true_best - delta
+            if prune_sigma is not None and cand + rng.gauss(0, 1) - true_best > prune_sigma:
+                spent += pruned_share * budget + outside / 2
+                runs += 1
+                totals["pruned"] += 1
+                continue
+            values = [cand + rng.gauss(0, 1)]
+            while judge.decide(values, best).status == "repeat":
+                values.append(cand + rng.gauss(0, 1))
+            verdict = judge.decide(values, best)
+            runs += len(values)
+            spent += len(values) * full
+            if verdict.status == "keep":
+                totals["false_keeps"] += delta <= 0
+                true_best, best = cand, list(values)
+            if isinstance(judge, NoiseAwareJudge) and attempts % judge.remeasure_every == 0:
+                best.append(true_best + rng.gauss(0, 1))
+                spent += full
+        totals["attempts"] += attempts
+        totals["runs"] += runs
+        totals["improvement"] += -true_best
+    return {
+        "attempts_per_gpu_hour": totals["attempts"] / trials / hours,
+        "runs_per_attempt": totals["runs"] / max(totals["attempts"], 1),
+        "false_keeps_per_night": totals["false_keeps"] / trials,
+        "pruned_share": totals["pruned"] / max(totals["attempts"], 1),
+        "true_improvement_sigma": totals["improvement"] / trials,
+    }
+
+
+def print_gpu_hour(trials: int, seed: int, budget: float) -> None:
+    print(
+        f"\nattempts per GPU-hour at a {budget:g} s budget (8-hour nights, {trials} each; assumptions in "
+        "gpu_hour's docstring)"
+    )
+    print(
+        "| judge | outside budget (s) | attempts mix | pruning | attempts/GPU-hour | runs/attempt "
+        "| false keeps/night | pruned | true improvement (sigma) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    mixes = {
+        "70/20/10, regr. ~Exp(1)": ((0.7, 0.2, 0.1), 1.0),
+        "50/20/30, regr. ~Exp(10)": ((0.5, 0.2, 0.3), 10.0),
+    }
+    for label, (mixture, regression) in mixes.items():
+        for outside in (15.0, 37.0):
+            for mode, prune in (("noise-confirm-all", None), ("noise", None), ("noise", 5.0)):
+                r = gpu_hour(
+                    trials, seed, mode, budget=budget, outside=outside, prune_sigma=prune,
+                    mixture=mixture, regression_mean=regression,
+                )  # fmt: skip
+                name = (
+                    "noise, confirm every gain (before)"
+                    if mode == "noise-confirm-all"
+                    else "noise (contenders)"
+                )
+                print(
+                    f"| {name} | {outside:g} | {label} | {'off' if prune is None else f'> {prune:g} sigma'} "
+                    f"| {r['attempts_per_gpu_hour']:.1f} | {r['runs_per_attempt']:.2f} "
+                    f"| {r['false_keeps_per_night']:.2f} | {r['pruned_share']:.0%} | {r['true_improvement_sigma']:.1f} |"
+                )
 
 
 def seed_check(results_dir: Path, baseline_runs: int, trials: int, seed: int) -> dict[str, float] | None:
@@ -238,7 +351,7 @@ def print_scaled(sigma: float, gains: list[float], trials: int, baseline_runs: i
     print("|---|---|---|---|---|")
     for row in scaled_table(sigma, gains, trials, baseline_runs, seed):
         g = row["gain"]
-        kind = " (false keep)" if g <= 0 else ""
+        kind = " (false keep)" if g == 0 else " (a regression)" if g < 0 else ""
         print(
             f"| {g:+.6f}{kind} | {g / sigma:+.1f} | {row['strict']:.1%} | {row['noise3']:.1%} | {row['night']:.1%} |"
         )
@@ -254,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma", type=float, help="run-to-run noise in the metric's units")
     parser.add_argument("--sigma-from", type=Path, metavar="TSV", help="sigma of a night's baseline runs")
     parser.add_argument("--gains", type=float, nargs="+", help="true gains in the metric's units")
+    parser.add_argument(
+        "--budget", type=float, default=300.0, help="training seconds, for attempts per GPU-hour"
+    )
     args = parser.parse_args(argv)
     if args.sigma_from is not None or args.sigma is not None:
         sigma = args.sigma
@@ -303,12 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         "| judge | attempts | noise/worse changes kept | gains > 1 sigma missed | true improvement (sigma) | best looks better than it is by (sigma) |"
     )
     print("|---|---|---|---|---|---|")
-    for mode in ("strict", "noise"):
+    for mode in ("strict", "noise-confirm-all", "noise"):
         r = night(nights, args.seed, mode)
         print(
             f"| {mode} | {r['attempts']:.0f} | {r['false_keeps']:.1f} | {r['missed_gains_over_1sigma']:.1f} "
             f"| {r['true_improvement_sigma']:.1f} | {r['optimism_sigma']:.2f} |"
         )
+    print_gpu_hour(max(args.trials // 100, 20), args.seed, args.budget)
     seed = seed_check(args.results, args.baseline_runs, args.trials, args.seed)
     if seed is None:
         print(

@@ -8,6 +8,7 @@ Nothing here changes anything on disk.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -117,6 +118,77 @@ def detect_device(env: Mapping[str, str], probe_timeout: float = 60.0) -> tuple[
         return "cuda", "torch.cuda.is_available()"
     last = (out.stderr.strip().splitlines() or ["no output"])[-1]
     return "cpu", f"importing torch failed ({last})"
+
+
+def check_device(device: str, env: Mapping[str, str]) -> None:
+    """Refuse a device this machine cannot train on, before anything runs (ConfigError)."""
+    if device == "cuda":
+        found, why = detect_device(env)
+        if found != "cuda":
+            raise ConfigError(
+                f"--device cuda, but {why}: use --device cpu, or --device auto to pick what is here"
+            )
+    elif device == "mlx" and importlib.util.find_spec("mlx") is None:
+        raise ConfigError(
+            "--device mlx, but mlx is not installed: pip install mlx (Apple silicon) or mlx[cpu]"
+        )
+
+
+def describe_hardware(device: str) -> str:
+    """What a run trains on, for the TSV's `hardware` column: the GPU (or CPU) model and the
+    framework's version, e.g. "1x NVIDIA H100 80GB HBM3 | torch 2.9.1" or
+    "AMD EPYC 7B13 (2 cores) | torch 2.13.0+cpu". Nothing is imported; each probe is bounded."""
+    if device == "cuda":
+        names = _nvidia_gpus()
+        chip = f"{len(names)}x {names[0]}" if names else "CUDA GPU (nvidia-smi not available)"
+    elif device == "mlx" and mlx_has_metal():
+        chip = _sysctl("machdep.cpu.brand_string") or "Apple silicon"
+    else:
+        chip = f"{_cpu_model()} ({os.cpu_count() or '?'} cores)"
+    framework = "mlx" if device == "mlx" else "torch"
+    try:
+        version = importlib.metadata.version(framework)
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    return f"{chip} | {framework} {version}"
+
+
+def _nvidia_gpus() -> list[str]:
+    """The names of the GPUs this process may use (CUDA_VISIBLE_DEVICES applied)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if visible and names:
+        ids = [int(i) for i in visible.split(",") if i.strip().isdigit() and int(i) < len(names)]
+        names = [names[i] for i in ids] or names
+    return names
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return _sysctl("machdep.cpu.brand_string") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _sysctl(name: str) -> str:
+    if sys.platform != "darwin":
+        return ""
+    try:
+        return subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def mlx_has_metal() -> bool:

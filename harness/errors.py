@@ -40,10 +40,13 @@ class AgentError(HarnessError):
 class ProviderError(AgentError):
     """An LLM provider call failed. Retryable ones are backed off and tried again."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, reached: bool = True
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.reached = reached  # False when no answer came back at all (connection refused, timeout)
 
 
 class EditError(HarnessError):

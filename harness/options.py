@@ -7,6 +7,11 @@ turns it into a ConfigError naming the flag or variable), its help and how `desc
 `Settings.describe()` and the argv of the `--gpus` workers, so a new knob is one entry here and
 one field of `Settings`; its default is that field's default.
 
+A person's defaults (agent, model, max cost, judge, the knobs) can live in a config file,
+`autoresearch.toml` at the repository root or in the user's config folder (`config_files`);
+its keys are the flags without their leading dashes (`max-cost = 20`) and the variables without their prefix
+(`llm-timeout = 300`). Precedence: flag > experiment.toml > config file > variable > default.
+
 The names other layers accept are data here (`AGENTS`, `JUDGES`), so settings need not import
 the agents or the night to check them; a test checks that their registries agree.
 """
@@ -27,6 +32,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
+import platformdirs
+
 from harness.errors import ConfigError
 
 DEVICES = ("cuda", "mlx", "cpu")
@@ -36,6 +43,7 @@ SANDBOX_MODES = ("auto", "on", "off")
 DATASETS = ("arithmetic", "climbmix", "none")  # and text:PATH
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 T = TypeVar("T")
+CONFIG_NAME = "autoresearch.toml"
 
 
 # --- parsers: text from a flag or a variable -> a typed value, or ValueError(why) -------------
@@ -80,6 +88,10 @@ def _whole(low: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _fraction(raw: str) -> float:
+    return _float(raw, lambda v: 0 <= v < 1, "must be a fraction from 0 (off) to below 1")
 
 
 def _path(raw: str) -> Path:
@@ -169,9 +181,25 @@ class Option(Generic[T]):
         """The argparse destination and the keyword of `resolve` for this option."""
         return self.flag[2:].replace("-", "_") if self.flag else self.field
 
-    def read(self, given: Mapping[str, object], env: Mapping[str, str]) -> tuple[T | None, str]:
-        """(value, where it came from): the flag, else the variable, else (None, "")."""
+    @property
+    def key(self) -> str | None:
+        """Its key in a config file (`max-cost`, `llm-timeout`); None for what only a flag sets."""
+        if self.switch or self.required or self.hidden:
+            return None  # --tag, --resume and the worker's flag belong to one command line
+        if self.flag:
+            return self.flag[2:]
+        return self.env.removeprefix("AUTORESEARCH_").lower().replace("_", "-") if self.env else None
+
+    def read(
+        self, given: Mapping[str, object], env: Mapping[str, str], config: Config | None = None
+    ) -> tuple[T | None, str]:
+        """(value, where it came from): the flag, else the config file, else the variable, else (None, "")."""
         raw, source = given.get(self.dest), self.flag or ""
+        key = self.key
+        if raw is None and config is not None and key is not None and key in config.values:
+            raw, source = config.values[key], str(config.source[key])
+            if isinstance(raw, dict):  # a TOML table (prices) reads like the inline JSON of the variable
+                raw = json.dumps(raw)
         if raw is None and self.env and env.get(self.env, "").strip():
             raw, source = env[self.env].strip(), self.env
         if raw is None or raw is False:
@@ -179,7 +207,12 @@ class Option(Generic[T]):
         if raw is True:  # a switch given on the command line
             return self.parse(""), source
         text = str(raw)
-        where = f"{self.flag} {text!r}" if source == self.flag else f"{self.env}={text!r}"
+        if source == self.flag:
+            where = f"{self.flag} {text!r}"
+        elif source == self.env:
+            where = f"{self.env}={text!r}"
+        else:
+            where = f"{source}: {self.key} = {text!r}"
         if self.choices and text not in self.choices:
             raise ConfigError(f"{where}: expected one of {', '.join(self.choices)}")
         try:
@@ -219,8 +252,11 @@ OPTIONS: tuple[Option[Any], ...] = (
            env="AUTORESEARCH_CACHE", metavar="DIR"),
     Option("judge", _text, "noise: keep only gains that stand out from run-to-run noise (default); "
            "strict: any gain", flag="--judge", choices=JUDGES),
-    Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, strict 1)",
+    Option("baseline_runs", _whole(1), "runs of the baseline (default: noise 3, or the profile's BASELINE_RUNS, e.g. 1 on cpu; strict 1)",
            flag="--baseline-runs", metavar="N", show=lambda v: "the judge's default" if v is None else str(v)),
+    Option("prune", _fraction, "abort a candidate's run once its loss is this fraction behind the best's at "
+           "the same budget share (a discard, reason pruned; 0: never; default 0.05)", flag="--prune",
+           env="AUTORESEARCH_PRUNE", metavar="FRACTION", show=lambda v: "off" if v == 0 else f"{v:g}"),
     Option("warmup", _text, "a discarded warm-up run before the baseline, so no noise sample is a cold "
            "run (default auto: on for cuda and mlx, off for cpu)", flag="--warmup", env="AUTORESEARCH_WARMUP",
            choices=SANDBOX_MODES),
@@ -231,6 +267,8 @@ OPTIONS: tuple[Option[Any], ...] = (
     # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.
     Option("llm_timeout", _seconds, "seconds one LLM call may take", env="AUTORESEARCH_LLM_TIMEOUT",
            show=_seconds_shown),
+    Option("llm_preflight", _seconds, "seconds the start waits for an LLM endpoint that does not answer "
+           "before it gives up (exit 2)", env="AUTORESEARCH_LLM_PREFLIGHT", show=_seconds_shown),
     Option("llm_max_tokens", _whole(1), "the longest reply asked of the LLM, in tokens",
            env="AUTORESEARCH_LLM_MAX_TOKENS"),
     Option("retry_base", _seconds, "first wait after a failed LLM call; doubles per retry",
@@ -247,3 +285,42 @@ OPTIONS: tuple[Option[Any], ...] = (
     Option("pipeline_depth", _depth, "LLM proposals in flight while a run goes on: auto or N (0: off)",
            env="AUTORESEARCH_PIPELINE_DEPTH", show=lambda v: "auto" if v is None else str(v)),
 )  # fmt: skip
+
+
+# --- the config file ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """The keys of the config files that apply, merged (the repository's over the user's)."""
+
+    values: Mapping[str, object]
+    source: Mapping[str, Path]  # key -> the file it came from
+
+
+def config_files(repo_root: Path | None) -> list[Path]:
+    """Where config files are looked for, weakest first: the user's config folder, then the repository."""
+    places = [Path(platformdirs.user_config_dir("autoresearch")) / CONFIG_NAME]
+    if repo_root is not None:
+        places.append(repo_root / CONFIG_NAME)
+    return places
+
+
+def load_config(repo_root: Path | None) -> Config:
+    """Read the config files that exist; an unknown key or a file that does not parse is a ConfigError."""
+    keys = {opt.key for opt in OPTIONS if opt.key}
+    values: dict[str, object] = {}
+    source: dict[str, Path] = {}
+    for path in config_files(repo_root):
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path} does not parse: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("_", "-")
+            if name not in keys:
+                raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(keys))}")
+            values[name], source[name] = value, path
+    return Config(values, source)

@@ -1,9 +1,10 @@
 """One typed, frozen `Settings` object from the command line, experiment.toml, the environment and the machine.
 
 `resolve()` takes what was given for the entries of `harness.options.OPTIONS` (flags as text;
-their AUTORESEARCH_* variables are read here) and works out the rest. Precedence for every
-value: command-line flag > experiment.toml > environment variable > the device profile of
-constants.py > built-in default (the default of the Settings field). Values that are detected
+the config file `autoresearch.toml` and the AUTORESEARCH_* variables are read here) and works
+out the rest. Precedence for every value: command-line flag > experiment.toml > config file >
+environment variable > the device profile of constants.py > built-in default (the default of
+the Settings field). Values that are detected
 rather than given (device, dataset, agent, budget, timeout) carry the reason they were chosen in
 `Settings.reasons`, as does every value that came from a flag or a variable, and `describe()`
 prints them all at the start of a night, so a person reading its log knows why it ran on the
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.detect import (
+    check_device,
     detect_agent,
     detect_dataset,
     detect_device,
@@ -38,7 +41,8 @@ from harness.detect import (
 )
 from harness.errors import ConfigError, DataError, RepoError
 from harness.experiment import load_experiment
-from harness.options import AGENTS, OPTIONS, check_dataset
+from harness.options import AGENTS, OPTIONS, check_dataset, load_config
+from harness.store.git import Repo
 from harness.store.paths import TagPaths
 
 __all__ = ["Settings", "default_of", "ensure_dataset", "resolve"]
@@ -85,6 +89,7 @@ class Settings:
     worker: str = ""
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
+    prune: float = 0.05  # --prune: abort a candidate this far (relative loss) behind the best; 0 off
     evaluator: str | None = None  # experiment.toml [integrity] evaluator: who computes the metric
     checks: str = "permissive"  # experiment.toml [integrity] checks: "strict" or "permissive"
     sandbox: str = "auto"  # --sandbox: auto | on | off (commands.run settles auto to on or off)
@@ -96,6 +101,7 @@ class Settings:
     warmup_allowance: float = FALLBACK_WARMUP_ALLOWANCE  # seconds of untimed warm-up inside training
     startup_max: float = FALLBACK_STARTUP_MAX  # seconds from the start to the first training batch
     llm_timeout: float = 600.0
+    llm_preflight: float = 40.0
     llm_max_tokens: int = 16_000
     retry_base: float = 2.0
     retry_cap: float = 300.0
@@ -162,6 +168,30 @@ class Settings:
                 lines.append(f"{key + ':':<20} {value}" + (f"  ({why})" if why else ""))
         return lines
 
+    def given_flags(self) -> list[str]:
+        """The flags of this night's command line (and their values), as a person would type them."""
+        argv: list[str] = []
+        for opt in OPTIONS:
+            if opt.flag is None or opt.hidden or self.reasons.get(opt.field) != opt.flag:
+                continue
+            value = getattr(self, opt.field)
+            if opt.field == "experiment":
+                value = self.experiment_rel
+            if value is True:
+                argv.append(opt.flag)
+            elif isinstance(value, tuple):
+                argv += [opt.flag, ",".join(map(str, value))]
+            else:
+                argv += [opt.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return argv
+
+    def command(self, *extra: str) -> str:
+        """This night's `autoresearch run` command with `extra` flags, e.g. `command("--resume")`."""
+        argv = ["autoresearch", "run", *self.given_flags()]
+        if "--tag" not in argv:
+            argv += ["--tag", self.tag]
+        return shlex.join([*argv, *(e for e in extra if e not in argv)])
+
 
 def default_of(name: str) -> Any:
     """The default of the Settings field `name` (what a night gets when nothing sets it)."""
@@ -188,8 +218,12 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         raise TypeError(f"resolve() got unknown settings: {', '.join(unknown)}")
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
+    try:
+        config = load_config(Repo.find(cwd).root)
+    except RepoError:
+        config = load_config(None)
     for opt in OPTIONS:  # what was not given keeps the default of its Settings field
-        value, source = opt.read(given, env)
+        value, source = opt.read(given, env, config)
         if value is not None:
             values[opt.field], reasons[opt.field] = value, source
     if "tag" not in values:
@@ -205,6 +239,8 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         else:
             device, why = detect_device(env)
             reasons["device"] = f"auto: {why}"
+    elif not values.get("gpus"):  # --gpus workers each probe their own GPU
+        check_device(device, env)
     profile, why = detect_profile(device)
     if why:
         reasons["profile"] = why
@@ -216,11 +252,18 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         names = known_experiments(cwd)
         if spec not in names and len(names) == 1:
             spec, reasons["experiment"] = names[0], "the only experiment in experiments/"
+        elif not names and _root_experiment(cwd) is not None:
+            spec, reasons["experiment"] = str(_root_experiment(cwd)), "experiment.toml at the repository root"
     exp_dir, repo_root = find_experiment(spec, cwd)
     exp = load_experiment(exp_dir)
     if not exp_dir.is_relative_to(repo_root):
         raise RepoError(f"{exp_dir} is not inside the git repository {repo_root}")
 
+    # experiment.toml is more specific than a person's config file: only a flag overrides it.
+    for name, toml_value in (("budget", exp.budget_seconds), ("timeout", exp.timeout_seconds),
+                             ("dataset", exp.dataset)):  # fmt: skip
+        if toml_value is not None and name in values and reasons[name] != f"--{name}":
+            del values[name], reasons[name]
     constants = profile_values(repo_root, profile)
     budget, timeout = _budget_and_timeout(
         values.get("budget"), values.get("timeout"), exp.budget_seconds, exp.timeout_seconds,
@@ -237,7 +280,7 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         f"constants.py, {profile} profile" if "WARMUP_ALLOWANCE" in constants else "default (no constants.py)"
     )
 
-    # Dataset: flag > experiment.toml > climbmix if prepared > arithmetic.
+    # Dataset: flag > experiment.toml > config file > climbmix if prepared > arithmetic.
     dataset = values.get("dataset")
     if dataset is None and exp.dataset is not None:
         dataset, reasons["dataset"] = exp.dataset, "experiment.toml dataset"
@@ -249,6 +292,11 @@ def resolve(*, cwd: Path | None = None, env: Mapping[str, str] | None = None, **
         dataset, why = detect_dataset(values["cache_root"])
         reasons["dataset"] = f"auto: {why}"
 
+    runs = constants.get("BASELINE_RUNS")
+    if "baseline_runs" not in values and isinstance(runs, int) and values.get("judge", "noise") == "noise":
+        # The cpu profile runs its baseline once (a first result sooner); the noise judge then
+        # measures its sigma by running an apparently better candidate a second time.
+        values["baseline_runs"], reasons["baseline_runs"] = runs, f"constants.py, {profile} profile"
     agent = values.get("agent", "auto")
     if agent == "auto":
         agent, why = detect_agent(env)
@@ -286,7 +334,8 @@ def _budget_and_timeout(
     profile_name: str,
     reasons: dict[str, str],
 ) -> tuple[float, float]:
-    """Budget: flag > experiment.toml > constants.py > default. Timeout: flag > experiment.toml >
+    """Budget: flag or config file > experiment.toml > constants.py > default (the caller drops a
+    config file's value where experiment.toml has one). Timeout: flag > experiment.toml >
     the budget plus the profile's allowance for start-up and evaluation, so it follows the budget."""
     if budget is None and toml_budget is not None:
         budget, reasons["budget"] = toml_budget, "experiment.toml budget_seconds"
@@ -308,6 +357,15 @@ def _budget_and_timeout(
             "raise the timeout or lower the budget"
         )
     return budget, timeout
+
+
+def _root_experiment(cwd: Path) -> Path | None:
+    """The repository root when it is itself the experiment (a project of one's own)."""
+    try:
+        root = Repo.find(cwd).root
+    except RepoError:
+        return None
+    return root if (root / "experiment.toml").is_file() else None
 
 
 def _check_agent(agent: str, cwd: Path) -> str:

@@ -43,6 +43,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    # The user's config folder (autoresearch.toml) must not leak a person's defaults into tests.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for var, value in (
         ("GIT_AUTHOR_NAME", "Test Harness"),
         ("GIT_AUTHOR_EMAIL", "harness@example.com"),

@@ -79,5 +79,10 @@ class Agent(ABC):
     def propose(self, ctx: Context) -> Reply | None:
         """Return the next proposal, or None when there is nothing more to try."""
 
+    def preflight(self) -> str | None:
+        """Check, before the baseline, that the agent can answer at all (one cheap call for the
+        LLM agents); raise AgentError when it cannot. Returns a line to print, or None."""
+        return None
+
     def observe(self, reply: Reply, row: Row) -> None:  # noqa: B027 - optional hook
         """Learn from the judged outcome of `reply`. Default: nothing."""

@@ -23,6 +23,7 @@ class ClaudeAgent(LLMAgent):
     name: ClassVar[str] = "claude"
     key_env_var: ClassVar[str | None] = "ANTHROPIC_API_KEY"
     default_model: ClassVar[str] = DEFAULT_MODEL
+    default_endpoint: ClassVar[str] = "https://api.anthropic.com"
 
     def __init__(
         self, model: str | None = None, *, env: Mapping[str, str] | None = None, **kwargs: Any
@@ -47,6 +48,22 @@ class ClaudeAgent(LLMAgent):
             max_retries=0,
         )
 
+    def _ping(self, timeout: float) -> str | None:
+        """The model list: it needs the key and costs nothing. A gateway without one (404, 405,
+        501) has still answered."""
+        import anthropic
+
+        try:
+            page = self._client.with_options(timeout=timeout).models.list(limit=100)
+        except anthropic.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):
+                return None
+            raise
+        ids = [str(getattr(m, "id", "")) for m in getattr(page, "data", None) or []]
+        if ids and not any(i == self.model or i.startswith(self.model + "-") for i in ids):
+            return f"note: {self.model} is not in its model list: {', '.join(ids[:8])}"
+        return None
+
     def _complete(self, prompt: Prompt) -> Completion:
         message = self._client.messages.create(
             model=self.model,
@@ -61,12 +78,17 @@ class ClaudeAgent(LLMAgent):
             str(getattr(part, "text", "") or "") for part in parts if getattr(part, "type", "") == "text"
         )
         usage = getattr(message, "usage", None)
+        cache_read = as_int(getattr(usage, "cache_read_input_tokens", 0))
+        cache_write = as_int(getattr(usage, "cache_creation_input_tokens", 0))
         return Completion(
             text=text,
             model=str(getattr(message, "model", "") or self.model),
-            input_tokens=as_int(getattr(usage, "input_tokens", 0))
-            + as_int(getattr(usage, "cache_read_input_tokens", 0))
-            + as_int(getattr(usage, "cache_creation_input_tokens", 0)),
+            input_tokens=as_int(getattr(usage, "input_tokens", 0)) + cache_read + cache_write,
             output_tokens=as_int(getattr(usage, "output_tokens", 0)),
             stop_reason=str(getattr(message, "stop_reason", "") or ""),
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
         )
+
+    def price_source(self) -> tuple[str | None, str | None]:
+        return "anthropic", None  # also through a gateway: the models are Anthropic's

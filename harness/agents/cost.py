@@ -1,90 +1,115 @@
-"""What an LLM call costs: a price table per model and the cost of one call's token usage.
+"""What an LLM call costs: the maintained `genai-prices` data, under a person's own prices.
 
-Prices are US dollars per million tokens (input, output). The built-in table covers the
-default models of the claude and openai agents and their close relatives; a model is
-looked up by the longest table key it starts with (up to a `-`, `:` or `@`), so
-"claude-sonnet-4-5-20250929" finds "claude-sonnet-4-5" and "gpt-5.5" does not find "gpt-5". A model not in the table (a local vLLM/Ollama/llama.cpp
-server) costs 0.
+Prices come from the `genai-prices` package (a maintained table of providers and models that
+ships with its data, so a price lookup needs no network), which prices cache reads and cache
+writes at their own rates instead of the full input rate. A model is looked up with the
+provider the agent talks to: `anthropic` for the claude agent, `openai` for OpenAI itself, and
+for any other OpenAI-compatible endpoint the provider whose API URL it is (a gateway such as
+OpenRouter is priced as itself). A model nobody lists (a local vLLM/Ollama/llama.cpp server)
+costs 0.
 
-A person overrides or extends the table with `Settings.prices` (AUTORESEARCH_PRICES: inline
-JSON or a .json/.toml file mapping a model prefix to `[input, output]`), e.g.
+A person overrides or extends the prices with `Settings.prices` (AUTORESEARCH_PRICES or the
+config file: inline JSON or a .json/.toml file mapping a model prefix to `[input, output]` USD
+per million tokens), e.g.
 
     AUTORESEARCH_PRICES='{"my-finetune": [0.5, 1.5], "claude-opus-4-5": [5, 25]}'
 
-The loop adds the per-call cost to each row's `cost_usd` and sums the rows for the live view
-and `--max-cost`.
+An override matches a model by the longest key it starts with, up to a `-`, `:` or `@` (so
+"gpt-5" prices "gpt-5-2025-08-07" but not "gpt-5.5"), and prices cached input tokens at its
+input rate. The loop adds the per-call cost to each row's `cost_usd` and sums the rows for the
+live view and `--max-cost`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-# USD per million tokens (input, output); list prices as published by the providers.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    # Anthropic
-    "claude-fable-5-1": (10.0, 50.0),
-    "claude-opus-5-5": (4.0, 20.0),
-    "claude-opus-5": (5.0, 25.0),
-    "claude-opus-4-8": (5.0, 25.0),
-    "claude-opus-4-7": (5.0, 25.0),
-    "claude-opus-4-6": (5.0, 25.0),
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4-1": (15.0, 75.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-5-5": (2.0, 10.0),
-    "claude-sonnet-5": (2.0, 10.0),
-    "claude-sonnet-4-6": (3.0, 15.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-sonnet-4": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    # OpenAI
-    "gpt-6.1-sol": (2.0, 10.0),
-    "gpt-6-sol": (2.0, 10.0),
-    "gpt-5.6-sol": (4.0, 20.0),
-    "gpt-5.6": (4.0, 20.0),  # the alias routes to gpt-5.6-sol
-    "gpt-5.5": (5.0, 30.0),
-    "gpt-5": (1.25, 10.0),
-    "gpt-5-mini": (0.25, 2.0),
-    "gpt-5-nano": (0.05, 0.4),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "o3": (2.0, 8.0),
-    "o4-mini": (1.1, 4.4),
-}
+if TYPE_CHECKING:
+    from genai_prices.types import PriceCalculation
+
+MILLION = 1_000_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The tokens of one call; `input_tokens` counts every input token, cached ones included."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class PriceTable:
-    """Model prefix -> (input, output) USD per million tokens."""
+    """A person's prices (model prefix -> (input, output) USD per million tokens) over genai-prices."""
 
-    prices: Mapping[str, tuple[float, float]]
+    overrides: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, overrides: Mapping[str, tuple[float, float]] | None = None) -> PriceTable:
-        """The built-in table with `overrides` (a person's prices, `Settings.prices`) on top."""
-        return cls({**DEFAULT_PRICES, **(overrides or {})})
+        return cls(dict(overrides or {}))
 
-    def lookup(self, model: str) -> tuple[float, float] | None:
-        """The price of `model` by its longest matching prefix, or None if unknown."""
-        model = model.strip().lower()
-        # Gateways prefix the provider ("anthropic/claude-sonnet-4-5"); price the model itself.
-        model = model.rsplit("/", 1)[-1]
+    def override(self, model: str) -> tuple[float, float] | None:
+        """The person's price of `model` by its longest matching prefix, or None."""
+        model = _bare(model)
         best: str | None = None
-        for key in self.prices:
+        for key in self.overrides:
             k = key.lower()
-            # A prefix counts only up to a separator: "gpt-5" prices "gpt-5-2025-08-07", not "gpt-5.5".
             if not (model == k or (model.startswith(k) and model[len(k)] in "-:@")):
                 continue
             if best is None or len(k) > len(best):
                 best = key
-        return None if best is None else self.prices[best]
+        return None if best is None else self.overrides[best]
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+    def lookup(
+        self, model: str, *, provider: str | None = None, api_url: str | None = None
+    ) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens of `model`, or None if nobody lists it."""
+        price = self.override(model)
+        if price is not None:
+            return price
+        # Priced on a thousand tokens each: a million would reach some models' long-context tier.
+        calc = _calc(model, Usage(1000, 1000), provider, api_url)
+        return None if calc is None else (float(calc.input_price) * 1000, float(calc.output_price) * 1000)
+
+    def cost(
+        self, model: str, usage: Usage, *, provider: str | None = None, api_url: str | None = None
+    ) -> float:
         """USD for one call; 0.0 for a model with no known price (e.g. a local server)."""
-        price = self.lookup(model)
-        if price is None:
-            return 0.0
-        return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+        price = self.override(model)
+        if price is not None:
+            return (usage.input_tokens * price[0] + usage.output_tokens * price[1]) / MILLION
+        calc = _calc(model, usage, provider, api_url)
+        return 0.0 if calc is None else float(calc.total_price)
+
+
+def _bare(model: str) -> str:
+    # Gateways prefix the provider ("anthropic/claude-sonnet-4-5"); price the model itself.
+    return model.strip().lower().rsplit("/", 1)[-1]
+
+
+def _calc(model: str, usage: Usage, provider: str | None, api_url: str | None) -> PriceCalculation | None:
+    """genai-prices' calculation, or None when it lists no such provider or model."""
+    # Imported on first use: it brings pydantic, and only the LLM agents price anything.
+    import genai_prices
+
+    tokens = genai_prices.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens or None,
+        cache_write_tokens=usage.cache_write_tokens or None,
+    )
+    try:
+        with warnings.catch_warnings():  # it warns when its bundled data is older than a month
+            warnings.simplefilter("ignore")
+            if provider is not None:
+                return genai_prices.calc_price(tokens, _bare(model), provider_id=provider)
+            if api_url:
+                return genai_prices.calc_price(tokens, _bare(model), provider_api_url=api_url)
+            return None  # an unknown endpoint: never guess another provider's price for its model
+    except LookupError:
+        return None

@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+import tenacity
+
 from harness.agents.base import Agent, Context, Reply
-from harness.agents.cost import PriceTable
+from harness.agents.cost import PriceTable, Usage
 from harness.agents.prompt import Prompt, build_prompt, redact
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify
 from harness.errors import ProviderError
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("harness.agents")
 
 MAX_EMPTY_RETRIES = 3
+PREFLIGHT_CALL_SECONDS = 10.0  # one preflight call may take this long (the knob bounds all of them)
 _A = TypeVar("_A", bound="LLMAgent")
 
 
@@ -41,9 +44,11 @@ class Completion:
 
     text: str
     model: str
-    input_tokens: int
+    input_tokens: int  # every input token, cached ones included
     output_tokens: int
     stop_reason: str = ""
+    cache_read_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class LLMAgent(Agent):
     """Base of the provider agents. Never raises anything but ProviderError from `propose`."""
 
     default_model: ClassVar[str]
+    default_endpoint: ClassVar[str]  # the provider's own API, when no base URL is set
 
     def __init__(
         self,
@@ -74,6 +80,8 @@ class LLMAgent(Agent):
         self.prices = prices or PriceTable.load()
         self.options = options or CallOptions()
         self.status = ProviderStatus()
+        self.preflight_seconds = 40.0  # how long the start waits for an endpoint that does not answer
+        self.base_url: str | None = None  # the endpoint, when not the provider's own (set by subclasses)
         # Where retries and outage pauses are reported; the loop points this at its live view.
         self.notify: Callable[[str], None] = log.warning
         self._empty_streak = 0
@@ -88,7 +96,61 @@ class LLMAgent(Agent):
             max_attempts=settings.retry_max_attempts,
         )
         options = CallOptions(timeout=settings.llm_timeout, max_tokens=settings.llm_max_tokens)
-        return cls(settings.model, policy=policy, prices=PriceTable.load(settings.prices), options=options)
+        agent = cls(settings.model, policy=policy, prices=PriceTable.load(settings.prices), options=options)
+        agent.preflight_seconds = settings.llm_preflight
+        return agent
+
+    def price_source(self) -> tuple[str | None, str | None]:
+        """(genai-prices provider id, API URL) that price this agent's models."""
+        return None, self.base_url
+
+    @property
+    def endpoint(self) -> str:
+        """The URL this agent talks to."""
+        return self.base_url or self.default_endpoint
+
+    def preflight(self) -> str:
+        """One cheap call before the baseline: is the endpoint there, does it take the key?
+
+        No answer at all (connection refused, timeouts) is retried for `preflight_seconds`,
+        then it is a ProviderError naming the URL; a permanent error (bad key, 404, 501) is one
+        at once; a transient one (429, 5xx) means the endpoint is there: the night will wait.
+        """
+        call_timeout = min(self.options.timeout, PREFLIGHT_CALL_SECONDS)
+
+        def ping() -> str | None:
+            try:
+                return self._ping(call_timeout)
+            except ProviderError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified like any provider call
+                raise classify(exc, key_env_var=self.key_env_var) from exc
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, ProviderError) and not e.reached),
+            stop=tenacity.stop_after_delay(self.preflight_seconds),
+            wait=tenacity.wait_exponential(multiplier=1.0, max=8.0),
+            sleep=self.policy.sleep,
+            reraise=True,
+        )
+        try:
+            note = retrying(ping)
+        except ProviderError as err:
+            message = redact(str(err), self.env)
+            if not err.reached:
+                raise ProviderError(
+                    f"cannot reach the LLM endpoint {self.endpoint} ({message}); check the URL "
+                    f"(ANTHROPIC_BASE_URL / OPENAI_BASE_URL) and that the server is up",
+                    retryable=False,
+                ) from None
+            if err.retryable:
+                return f"LLM endpoint {self.endpoint} is there but answered: {message}; the night will wait it out"
+            raise ProviderError(f"LLM endpoint {self.endpoint}: {message}", retryable=False) from None
+        return f"LLM endpoint {self.endpoint}: answers, model {self.model}" + (f" ({note})" if note else "")
+
+    def _ping(self, timeout: float) -> str | None:
+        """The cheapest call that shows the endpoint answers and takes the key; a note or None."""
+        raise NotImplementedError
 
     @abstractmethod
     def _complete(self, prompt: Prompt) -> Completion:
@@ -103,7 +165,9 @@ class LLMAgent(Agent):
             key_env_var=self.key_env_var,
             log=self.notify,
         )
-        cost = self.prices.cost(done.model or self.model, done.input_tokens, done.output_tokens)
+        usage = Usage(done.input_tokens, done.output_tokens, done.cache_read_tokens, done.cache_write_tokens)
+        provider, api_url = self.price_source()
+        cost = self.prices.cost(done.model or self.model, usage, provider=provider, api_url=api_url)
         return Reply(
             text=done.text,
             model=done.model or self.model,
@@ -120,7 +184,11 @@ class LLMAgent(Agent):
         except Exception as exc:  # noqa: BLE001 - classified here so the message can be redacted
             err = classify(exc, key_env_var=self.key_env_var)
             message = redact(str(err), self.env)
-            raise ProviderError(message, retryable=err.retryable, retry_after=err.retry_after) from exc
+            if not err.retryable:  # it ends the night: say where
+                message += f" (endpoint {self.endpoint})"
+            raise ProviderError(
+                message, retryable=err.retryable, retry_after=err.retry_after, reached=err.reached
+            ) from exc
 
     def _checked(self, prompt: Prompt) -> Completion:
         done = self._complete(prompt)

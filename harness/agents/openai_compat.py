@@ -26,6 +26,7 @@ class OpenAIAgent(LLMAgent):
     name: ClassVar[str] = "openai"
     key_env_var: ClassVar[str | None] = "OPENAI_API_KEY"
     default_model: ClassVar[str] = DEFAULT_MODEL
+    default_endpoint: ClassVar[str] = "https://api.openai.com/v1"
 
     def __init__(
         self, model: str | None = None, *, env: Mapping[str, str] | None = None, **kwargs: Any
@@ -56,19 +57,49 @@ class OpenAIAgent(LLMAgent):
 
     def _resolve_model(self) -> None:
         with self._model_lock:
-            if not self._discover:
-                return
-            ids = [str(getattr(m, "id", "")) for m in self._client.models.list()]
-            ids = [i for i in ids if i]
-            if len(ids) != 1:
-                offered = ", ".join(ids[:20]) or "none"
+            if self._discover:
+                self._pick_model([str(getattr(m, "id", "")) for m in self._client.models.list()])
+
+    def _pick_model(self, ids: list[str]) -> None:
+        """Use the server's only model (no --model was given for a custom endpoint)."""
+        ids = [i for i in ids if i]
+        if len(ids) != 1:
+            offered = ", ".join(ids[:20]) or "none"
+            raise ProviderError(
+                f"the server at {self.base_url} offers {len(ids)} models ({offered}); choose one with --model",
+                retryable=False,
+            )
+        self.model = ids[0]
+        self._discover = False
+
+    def _ping(self, timeout: float) -> str | None:
+        """The model list (and the model, when none was named); a server without one (404, 405,
+        501) gets a 1-token completion instead, which needs a model to be named."""
+        import openai
+
+        client = self._client.with_options(timeout=timeout)
+        try:
+            ids = [str(getattr(m, "id", "")) for m in client.models.list()]
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (404, 405, 501):
+                raise
+            if self._discover:
                 raise ProviderError(
-                    f"the server at {self.base_url} offers {len(ids)} models ({offered}); "
-                    "choose one with --model",
+                    f"the server at {self.base_url} has no model list (HTTP {exc.status_code}); "
+                    "name its model with --model",
                     retryable=False,
-                )
-            self.model = ids[0]
-            self._discover = False
+                ) from None
+            client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
+            )
+            return None
+        with self._model_lock:
+            if self._discover:
+                self._pick_model(ids)
+                return None
+        if ids and self.model not in ids:
+            return f"note: {self.model} is not in its model list: {', '.join(i for i in ids[:8] if i)}"
+        return None
 
     def _complete(self, prompt: Prompt) -> Completion:
         self._resolve_model()
@@ -94,10 +125,15 @@ class OpenAIAgent(LLMAgent):
         message = getattr(choices[0], "message", None) if choices else None
         content = getattr(message, "content", None)
         usage = getattr(response, "usage", None)
+        cached = as_int(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0))
         return Completion(
             text=content if isinstance(content, str) else "",
             model=str(getattr(response, "model", "") or self.model),
             input_tokens=as_int(getattr(usage, "prompt_tokens", 0)),
             output_tokens=as_int(getattr(usage, "completion_tokens", 0)),
             stop_reason=str(getattr(choices[0], "finish_reason", "") or "") if choices else "",
+            cache_read_tokens=cached,
         )
+
+    def price_source(self) -> tuple[str | None, str | None]:
+        return ("openai", None) if self._official else (None, self.base_url)

@@ -148,7 +148,7 @@ def _row_line(row: Row, metric: str) -> str:
     description = " ".join(row.description.split())
     if len(description) > _MAX_DESCRIPTION:
         description = description[: _MAX_DESCRIPTION - 3] + "..."
-    value = "-" if row.status == "crash" else _fmt_metric(row.metric)
+    value = _fmt_metric(row.metric) if row.scored else "-"
     reason = row.extra.get("reason", "")
     why = f" [{reason}]" if reason and row.status != "keep" else ""
     return f"{n:>4} | {row.commit} | {value} | {row.status:<7} | {description}{why}"

@@ -4,16 +4,17 @@ The SDKs' own retries are switched off (max_retries=0) so the policy lives here,
 place, and is testable. `classify` turns any exception an SDK call can raise into a
 `harness.errors.ProviderError` with `retryable` and `retry_after` set:
 
-    retryable      408, 409, 425, 429, 5xx, 529 (overloaded), timeouts, connection errors,
-                   malformed or empty responses
+    retryable      408, 409, 425, 429, 5xx but 501, 529 (overloaded), timeouts, connection
+                   errors, malformed or empty responses
     not retryable  400, 401, 403, 404, 413, 422 and other 4xx (bad key, unknown model,
-                   prompt too long): backing off cannot help
+                   prompt too long), 501 (the server does not implement the call): backing
+                   off cannot help, so the night stops with one line saying which
 
-`call_with_retries` runs a call under a `RetryPolicy`: exponential backoff with jitter,
-never shorter than the server's `retry-after`. Retryable failures are retried without a
-bound by default, so a night survives a provider outage: after `pause_after` seconds of
-continuous failure the `ProviderStatus` says "paused" (the live view shows it) and the
-loop simply waits, probing every `cap` seconds, until the provider answers again.
+`call_with_retries` runs a call under a `RetryPolicy` through tenacity: exponential backoff
+with jitter, never shorter than the server's `retry-after`. Retryable failures are retried
+without a bound by default, so a night survives a provider outage: after `pause_after` seconds
+of continuous failure the `ProviderStatus` says "paused" (the live view shows it) and the loop
+simply waits, probing every `cap` seconds, until the provider answers again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+
+import tenacity
 
 from harness.errors import ProviderError
 
@@ -128,6 +131,11 @@ def classify(exc: BaseException, *, key_env_var: str | None = None) -> ProviderE
         response = getattr(exc, "response", None)
         after = retry_after_seconds(getattr(response, "headers", None))
         detail = _short(str(exc))
+        if status == 501:
+            return ProviderError(
+                f"provider does not implement this call (HTTP 501; wrong base URL or API?): {detail}",
+                retryable=False,
+            )
         if status in RETRYABLE_STATUS or status >= 500:
             what = {429: "rate limited", 529: "overloaded"}.get(status, f"HTTP {status}")
             return ProviderError(f"provider {what}: {detail}", retryable=True, retry_after=after)
@@ -143,7 +151,9 @@ def classify(exc: BaseException, *, key_env_var: str | None = None) -> ProviderE
             )
         return ProviderError(f"provider rejected the request (HTTP {status}): {detail}", retryable=False)
     if "Timeout" in name or "Connection" in name or isinstance(exc, (TimeoutError, ConnectionError, OSError)):
-        return ProviderError(f"provider unreachable ({name}): {_short(str(exc))}", retryable=True)
+        return ProviderError(
+            f"provider unreachable ({name}): {_short(str(exc))}", retryable=True, reached=False
+        )
     # Response validation errors, JSON decode errors, missing fields: a malformed answer.
     return ProviderError(f"malformed provider response ({name}): {_short(str(exc))}", retryable=True)
 
@@ -162,34 +172,52 @@ def call_with_retries(
     log: Callable[[str], None] | None = None,
 ) -> T:
     """Run `call` until it succeeds; raise ProviderError when it is not retryable or attempts run out."""
-    attempt = 0
-    started: float | None = None
-    while True:
+
+    def attempt() -> T:
         try:
-            result = call()
-        except BaseException as exc:  # noqa: BLE001 - nothing from the provider may escape unclassified
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            err = classify(exc, key_env_var=key_env_var)
-            if not err.retryable:
-                status.set("ok")
-                raise err from exc
-            attempt += 1
-            if policy.max_attempts is not None and attempt >= policy.max_attempts:
-                status.set("ok")
-                raise ProviderError(
-                    f"gave up after {attempt} attempts: {err}", retryable=True, retry_after=err.retry_after
-                ) from exc
-            now = time.monotonic()
-            started = now if started is None else started
-            paused = now - started >= policy.pause_after
-            wait = policy.delay(attempt - 1, err.retry_after)
-            status.set("paused" if paused else "retrying", f"{err} (next try in {wait:.0f} s)")
-            if log is not None:
-                log(status.line() if paused else f"LLM call failed ({err}); retry {attempt} in {wait:.1f} s")
-            policy.sleep(wait)
-            continue
-        if attempt and log is not None:
-            log(f"LLM call succeeded after {attempt} retries; resuming")
+            return call()
+        except Exception as exc:  # noqa: BLE001 - nothing from the provider may escape unclassified
+            raise classify(exc, key_env_var=key_env_var) from exc
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return policy.delay(state.attempt_number - 1, _error(state).retry_after)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        err, seconds = _error(state), state.upcoming_sleep
+        paused = (state.seconds_since_start or 0.0) >= policy.pause_after
+        status.set("paused" if paused else "retrying", f"{err} (next try in {seconds:.0f} s)")
+        if log is not None:
+            n = state.attempt_number
+            log(status.line() if paused else f"LLM call failed ({err}); retry {n} in {seconds:.1f} s")
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, ProviderError) and exc.retryable),
+        stop=tenacity.stop_after_attempt(policy.max_attempts) if policy.max_attempts else tenacity.stop_never,
+        wait=wait,
+        sleep=policy.sleep,
+        before_sleep=before_sleep,
+        reraise=True,  # KeyboardInterrupt and permanent errors go through as they are
+    )
+    try:
+        result = retrying(attempt)
+    except ProviderError as err:
         status.set("ok")
-        return result
+        tries = retrying.statistics.get("attempt_number", 1)
+        if err.retryable:  # the attempts ran out
+            raise ProviderError(
+                f"gave up after {tries} attempts: {err}", retryable=True, retry_after=err.retry_after
+            ) from err
+        raise
+    tries = retrying.statistics.get("attempt_number", 1)
+    if tries > 1 and log is not None:
+        log(f"LLM call succeeded after {tries - 1} retries; resuming")
+    status.set("ok")
+    return result
+
+
+def _error(state: tenacity.RetryCallState) -> ProviderError:
+    """The ProviderError of the attempt that just failed."""
+    assert state.outcome is not None
+    exc = state.outcome.exception()
+    assert isinstance(exc, ProviderError)
+    return exc

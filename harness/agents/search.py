@@ -237,6 +237,8 @@ class SearchAgent(Agent):
             return
         if row.status == "crash":
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif not row.scored:  # pruned: aborted early, clearly behind the best
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(trial, row.metric)
 
@@ -264,9 +266,11 @@ class SearchAgent(Agent):
                 continue
             crashed = row.status == "crash"
             state = optuna.trial.TrialState.FAIL if crashed else optuna.trial.TrialState.COMPLETE
+            if not crashed and not row.scored:
+                state = optuna.trial.TrialState.PRUNED
             self.study.add_trial(
                 optuna.trial.create_trial(
-                    params=params, distributions=dists, value=None if crashed else row.metric, state=state
+                    params=params, distributions=dists, value=row.metric if row.scored else None, state=state
                 )
             )
 

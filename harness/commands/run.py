@@ -24,13 +24,14 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
 from harness import settings as config
 from harness.agents import create_agent
 from harness.integrity.sandbox import choose
-from harness.options import OPTIONS
+from harness.options import OPTIONS, config_files
 from harness.review.publish import publish_if_upstream
 from harness.settings import Settings
 
@@ -50,11 +51,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 choices=opt.choices or None, help=help_text,
             )  # fmt: skip
     knobs = [
-        f"  {opt.env:<32} {opt.help} (default: {opt.show(config.default_of(opt.field))})"
+        f"  {opt.env:<32} {opt.help} (default: {opt.show(config.default_of(opt.field))}; config: {opt.key})"
         for opt in OPTIONS
         if opt.flag is None and opt.env
     ]
-    p.epilog = "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs)
+    files = " or ".join(str(path) for path in reversed(config_files(Path("<repo>"))))
+    p.epilog = (
+        "environment variables (the resolved values are printed at start):\n" + "\n".join(knobs) + "\n\n"
+        f"config file: {files} (the repository's wins). Keys are the flags without their\n"
+        'leading dashes and the variables without AUTORESEARCH_, e.g.  agent = "claude"  max-cost = 20  llm-timeout = 300.\n'
+        "Precedence: flag > experiment.toml > config file > environment variable > default."
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
@@ -75,25 +82,39 @@ def run(args: argparse.Namespace) -> int:
     print("autoresearch run", flush=True)
     for line in settings.describe():
         print(f"  {line}", flush=True)
+    checked = agent.preflight()  # an LLM endpoint that cannot answer stops here, before anything runs
+    if checked:
+        print(checked, flush=True)
     built = config.ensure_dataset(settings)
     if built:
         print(built, flush=True)
     from harness.night.loop import Night
 
-    _sigterm_is_interrupt()
+    _stop_signals_interrupt()
     code = Night(settings, agent).run()
     if code == 0:
         publish_if_upstream(settings.repo_root, settings.tag)  # only if the branch tracks a remote
     return code
 
 
-def _sigterm_is_interrupt() -> None:
-    # `kill <pid>` / tmux kill-session: stop like Ctrl-C, so the attempt in flight gets its row.
+def _stop_signals_interrupt() -> None:
+    """SIGTERM (`kill <pid>`, tmux kill-session) and SIGHUP (the terminal closed) stop the night
+    like Ctrl-C, so the attempt in flight gets its row."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            # The terminal is gone: writing to it now fails (EIO), and the last messages and the
+            # row must still be written. Point the dead terminal's descriptors at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGHUP, handler)
 
 
 def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:

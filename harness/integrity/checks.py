@@ -71,6 +71,9 @@ ORACLE_DEPS = frozenset(
      "where", "no_grad", "inference_mode", "item", "float", "from_numpy", "tensor", "zeros",
      "zeros_like", "reshape", "evaluate_bpb", "__call__", "__getattr__"}
 )  # fmt: skip
+#: the run's variables a train file may name (to read them: writes are refused by the environ rules);
+#: an outside project without prepare reads its budget and device this way
+READABLE_VARS = frozenset({"AUTORESEARCH_TIME_BUDGET", "AUTORESEARCH_DEVICE"})
 VAL_SPLITS = frozenset({"val", "valid", "validation"})
 _DATA_CALL = re.compile(r"(?i)load|data|batch|shard|packer|split|rows|token")
 _VAL_PATH = re.compile(r"(?i)(^|[/\\_.\-])val(id|idation)?([/\\_.\-]|$)|shard_06542")

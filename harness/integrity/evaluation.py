@@ -101,9 +101,14 @@ def command(evaluator: str, folder: Path, python: str = sys.executable) -> str:
 def environment(base: Mapping[str, str], run_env: Mapping[str, str]) -> dict[str, str]:
     """The evaluator's environment: the allow-listed variables of the harness's (PATH, locale,
     accelerator: `harness.integrity.environment`) and the run's device, dataset and cache."""
-    env = {k: v for k, v in base.items() if allowed(k, v)}
+    env = {k: v for k, v in base.items() if allowed(k, v) and not k.startswith(_COMPILE_PREFIXES)}
     env.update({k: run_env[k] for k in _RUN_VARIABLES if k in run_env})
     return env
+
+
+#: the evaluator never reads a compile cache the runs write (it runs eager ATen operators;
+#: the measurer points these at its private home)
+_COMPILE_PREFIXES = ("TORCHINDUCTOR_", "TRITON_")
 
 
 def printed_metric(summary: Mapping[str, float | str] | None, metric: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 from harness.agents.base import Reply
 from harness.errors import DataError
 from harness.night.measure import RunRecord
-from harness.store.ledger import NO_COMMIT, Row
+from harness.store.ledger import NO_COMMIT, PRUNED, Row
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Attempt:
 
     # -- the row ----------------------------------------------------------------------------
 
-    def row(self, *, worker: str, budget_s: float) -> Row:
+    def row(self, *, worker: str, budget_s: float, device: str = "", hardware: str = "") -> Row:
         """The one row of this attempt; a crash zeroes metric and memory."""
         values = self.values()
         last_ok = next((r for r in reversed(self.runs) if r.value is not None), None)
@@ -127,9 +127,11 @@ class Attempt:
             "output_tokens": str(reply.output_tokens) if reply.output_tokens else "",
             "cost_usd": f"{reply.cost_usd:.4f}" if reply.cost_usd else "",
             "worker": worker,
-            "reason": self.reason if crashed else "",
+            "reason": self.reason if crashed or self.reason == PRUNED else "",
             "parent": self.parent[:7],
             "summary": json.dumps(summary, separators=(",", ":"), sort_keys=True) if summary else "",
+            "device": device,
+            "hardware": hardware,
         }
         commit = self.commit[:7] if self.commit else NO_COMMIT
         return Row(commit, metric, memory, self.status, self.description, extra)

@@ -27,17 +27,24 @@ budget). A strict rule therefore keeps about half of all changes that do nothing
   adjusted for the direction), n and m their run counts and SE = sigma * sqrt(1/n + 1/m):
   keep if d > t * SE, where t is Student's t quantile at the one-sided level of `z` (default
   2, i.e. 97.7 %) for the degrees of freedom behind sigma (so a sigma measured from three
-  runs is not trusted like a known one); otherwise, if d > repeat_z * SE (default 0.5) and
-  the candidate has fewer than `max_runs` runs (default 3), answer `repeat`; otherwise
-  discard. With a well-measured sigma and one candidate run against three baseline runs a
-  single run must beat the best by about 2.4 sigma to be kept at once; a smaller apparent
-  gain is confirmed by up to two more runs.
+  runs is not trusted like a known one); otherwise, if d > repeat_z * SE (default 0.5), the
+  candidate has fewer than `max_runs` runs (default 3) **and it could become the best**,
+  answer `repeat`; otherwise discard. "Could become the best": granted half a standard error
+  of its own mean of optimism (d + 0.5 sigma / sqrt(n)), `max_runs` runs at that mean would
+  clear the threshold (Student's t for the degrees of freedom sigma would then have). A
+  confirmation run spent on a candidate that cannot win decides nothing; the GPU time goes to
+  the next attempt instead (`confirm="all"` is the earlier rule, kept for the benchmark).
+  With a well-measured sigma and one candidate run against three baseline runs a single run
+  must beat the best by about 2.4 sigma to be kept at once; a gain of about 1.5-2.4 sigma is
+  confirmed by up to two more runs, a smaller one discarded at once.
 * **Error rates.** A change that does nothing is kept with probability 1 - Phi(z) = 2.3 % at
   the first look; the confirmation looks add to it, and `bench/bench_noise.py` measures the
-  total: about 5 % for the defaults against about 50 % for the strict rule, at about 1.5 runs
-  per attempt. Real gains of 1 sigma are kept about a quarter of the time and of 3 sigma
-  about 95 % of the time (strict: 82 % and 99.7 %): not keeping noise costs some small real
-  gains. The measured table is in BENCHMARKS.md.
+  total: about 3-4 % for the defaults against about 50 % for the strict rule, at about 1.1
+  runs per attempt (1.3-1.5 when every apparent gain was confirmed). Real gains of 1 sigma
+  are kept about a fifth of the time and of 3 sigma about 90 % of the time (strict: 80 % and
+  99.5 %): not keeping noise costs some small real gains; in a night of a fixed GPU budget
+  the extra attempts more than pay for them (bench_noise's night tables). The measured
+  tables are in BENCHMARKS.md.
 
 Without any repeated runs (baseline_runs = 1 and no confirmation yet) sigma is unknown and an
 apparently better candidate is repeated once to measure it. A floor `min_sigma` keeps a
@@ -194,6 +201,7 @@ class NoiseAwareJudge:
         remeasure_every: int = 10,
         min_sigma: float = 1e-6,
         sigma: float | None = None,
+        confirm: str = "contenders",
     ) -> None:
         if baseline_runs < 1:
             raise ConfigError(f"--baseline-runs must be at least 1, not {baseline_runs}")
@@ -209,6 +217,10 @@ class NoiseAwareJudge:
         self.remeasure_every = remeasure_every
         self.min_sigma = min_sigma
         self._fixed_sigma = sigma
+        if confirm not in ("contenders", "all"):
+            raise ConfigError(f"confirm must be 'contenders' or 'all', not {confirm!r}")
+        self.confirm = confirm
+        self.optimism = 0.5  # standard errors of its own mean a candidate is granted when projected
         # first value of a commit's runs -> all its runs seen so far (runs only ever grow)
         self._series: OrderedDict[float, tuple[float, ...]] = OrderedDict()
 
@@ -286,7 +298,19 @@ class NoiseAwareJudge:
         if score > threshold:
             return Verdict("keep", f"{detail} > {threshold:.2f}")
         if score > self.repeat_z and n < self.max_runs:
-            return Verdict("repeat", f"{detail}: within noise, confirming with another run")
+            # Confirm only a candidate that could become the best: if its remaining runs came
+            # out at the mean seen so far (and added their degrees of freedom to sigma's), would
+            # max_runs runs clear the threshold?
+            hope = d + self.optimism * sigma / math.sqrt(n)
+            projected = hope / (sigma * math.sqrt(1.0 / self.max_runs + 1.0 / m))
+            later = t_quantile(level, dof + self.max_runs - n) if dof < 10**6 else threshold
+            if self.confirm == "all" or projected > later:
+                return Verdict("repeat", f"{detail}: within noise, confirming with another run")
+            return Verdict(
+                "discard",
+                f"{detail}: within noise, and {projected:.2f} SE after {self.max_runs} runs at this "
+                f"mean would not clear {later:.2f}",
+            )
         return Verdict("discard", f"{detail} <= {threshold:.2f}: within run-to-run noise")
 
     def __repr__(self) -> str:

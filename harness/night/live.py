@@ -2,10 +2,13 @@
 
 Everything a view shows goes through `harness.credentials.redact` (run lines are redacted by the
 runner already). `make_view(stream)` picks the view: `RichView` when the stream is a TTY (experiment number,
-description, a budget progress bar fed by the run's `(<pct>%)` progress lines, the last loss,
-the best so far and the last rows), `PlainView` for nohup/tmux logs (one timestamped line per
-event, progress at most every 10 % of the budget). Both implement `View`; the loop talks to
-nothing else. `line()` is called from the runner while the child runs, so views lock.
+description and which run of it this is, e.g. "baseline (run 2 of 3)", a budget progress bar
+fed by the run's `(<pct>%)` progress lines, the last loss, the best so far and the last rows),
+`PlainView` for nohup/tmux logs (one timestamped line per event, progress at most every 10 % of
+the budget). While the loop waits for the model, the panel says so instead of showing the last
+run's bar; after --resume it starts with the tag's best and last rows (`history`). Both
+implement `View`; the loop talks to nothing else. `line()` is called from the runner while the
+child runs, so views lock.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from harness.credentials import redact
@@ -33,6 +36,8 @@ class View(Protocol):
     status_line: Callable[[], str] | None
 
     def message(self, text: str) -> None: ...
+    def history(self, rows: Sequence[Row], best: float | None) -> None: ...
+    def waiting(self, text: str) -> None: ...
     def start(self, n: int, description: str, budget: float) -> None: ...
     def line(self, text: str) -> None: ...
     def finish(self, row: Row, best: float | None) -> None: ...
@@ -60,6 +65,15 @@ class PlainView:
             print(f"[{time.strftime('%H:%M:%S')}] {redact(text)}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
+        self._say(text)
+
+    def history(self, rows: Sequence[Row], best: float | None) -> None:
+        if best is not None:
+            self._say(f"best so far {best:.6f}; last rows:")
+        for row in rows:
+            self._say(f"  {_fmt_row(row)}")
+
+    def waiting(self, text: str) -> None:
         self._say(text)
 
     def start(self, n: int, description: str, budget: float) -> None:
@@ -98,7 +112,8 @@ class RichView:
         self._pct = 0.0
         self._loss: float | None = None
         self._best: float | None = None
-        self._started = time.monotonic()
+        self._waiting = ""  # what the loop waits for between runs ("" while a run goes on)
+        self._since = time.monotonic()
         self._rows: deque[Row] = deque(maxlen=last_rows)
         self.status_line: Callable[[], str] | None = None
         self._live: Live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render)
@@ -110,17 +125,19 @@ class RichView:
         from rich.text import Text
 
         with self._lock:
-            head = Text.assemble(
-                (f"#{self._n} ", "bold"),
-                (self._description or "waiting for the agent", "cyan"),
-            )
+            best = Text(f"best {self._best:.6f}" if self._best is not None else "best -", style="green")
             bar = Table.grid(padding=(0, 1))
-            bar.add_row(
-                ProgressBar(total=100.0, completed=min(self._pct, 100.0), width=40),
-                Text(f"{self._pct:5.1f}% of {self._budget:g} s"),
-                Text(f"loss {self._loss:.4f}" if self._loss is not None else "loss -"),
-                Text(f"best {self._best:.6f}" if self._best is not None else "best -", style="green"),
-            )
+            if self._waiting or not self._description:
+                head = Text(self._waiting or "starting", style="cyan")
+                bar.add_row(Text(f"{time.monotonic() - self._since:.0f} s", style="dim"), best)
+            else:
+                head = Text.assemble((f"#{self._n} ", "bold"), (self._description, "cyan"))
+                bar.add_row(
+                    ProgressBar(total=100.0, completed=min(self._pct, 100.0), width=40),
+                    Text(f"{self._pct:5.1f}% of {self._budget:g} s"),
+                    Text(f"loss {self._loss:.4f}" if self._loss is not None else "loss -"),
+                    best,
+                )
             rows = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
             for col in ("commit", "metric", "mem", "status", "description"):
                 rows.add_column(col)
@@ -150,10 +167,19 @@ class RichView:
             f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(redact(text))}", markup=True, highlight=False
         )
 
+    def history(self, rows: Sequence[Row], best: float | None) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            self._best = best
+
+    def waiting(self, text: str) -> None:
+        with self._lock:
+            self._waiting, self._since = redact(text), time.monotonic()
+
     def start(self, n: int, description: str, budget: float) -> None:
         with self._lock:
             self._n, self._description, self._budget = n, redact(description), budget
-            self._pct, self._loss = 0.0, None
+            self._pct, self._loss, self._waiting = 0.0, None, ""
 
     def line(self, text: str) -> None:
         pct, loss = progress_pct(text), last_loss(text)

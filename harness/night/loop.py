@@ -16,26 +16,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import time
+from typing import Any
 
 from harness.agents.base import Agent
 from harness.agents.llm import LLMAgent
 from harness.agents.queue import QueuedAgent
-from harness.errors import ConfigError, EditError, HarnessError, RepoError
+from harness.detect import describe_hardware
+from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.integrity.sandbox import choose
 from harness.night.attempt import Attempt
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
 from harness.night.measure import Measurer
 from harness.night.proposer import Proposer
+from harness.night.prune import Pruner, curve_of_log
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
 from harness.store.git import Ratchet
-from harness.store.ledger import Ledger, Row
+from harness.store.ledger import PRUNED, Ledger, Row, header_metric, rename_metric
 
 INTERRUPTED = 130
+# Flags that change how a run goes: a baseline crash names them, they may be its cause.
+RUN_FLAGS = ("--device", "--budget", "--timeout", "--dataset", "--cache-dir")
 
 
 class Night:
@@ -59,6 +65,7 @@ class Night:
         self.depth = settings.pipeline_depth if self.llm is not None else 0
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
+        self.hardware = describe_hardware(settings.device)  # the `hardware` column of every row
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)
         self.since_remeasure = 0  # attempts since the best was last re-run
         self.stop_reason = ""
@@ -77,6 +84,8 @@ class Night:
                     self._baseline()
                 while self._may_continue():
                     self.remeasure_best()
+                    if self.llm is not None:
+                        self.view.waiting(f"waiting for the model ({self.llm.model})")
                     attempt = self.proposer.next()
                     if attempt is None:
                         self.stop_reason = f"the {self.agent_name} agent has nothing more to propose"
@@ -118,7 +127,12 @@ class Night:
             if results_created:
                 shutil.rmtree(self.paths.results, ignore_errors=True)
             raise
-        self.ledger = Ledger(self.paths.tsv, self.s.metric)
+        try:
+            self._follow_metric_rename()
+            self.ledger = Ledger(self.paths.tsv, self.s.metric)
+        except BaseException:
+            lock.release()
+            raise
         self.measurer = Measurer(
             self.s, self.paths, self.ratchet.worktree, self.env, self.view.line, notify=self.view.message
         )
@@ -129,9 +143,39 @@ class Night:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
 
+    def _follow_metric_rename(self) -> None:
+        """On --resume after experiment.toml renamed its metric: a ledger that scored nothing yet
+        (a crashed baseline) follows the rename; one with results names the command that works."""
+        old = header_metric(self.paths.tsv)
+        if not self.s.resume or old is None or old == self.s.metric:
+            return
+        try:
+            rename_metric(self.paths.tsv, self.s.metric)
+        except DataError:
+            raise DataError(
+                f"tag {self.s.tag!r} measured {old!r}, but the experiment now reports {self.s.metric!r}: "
+                f"their values do not compare. Start a new tag: {self._command_for_new_tag()}"
+            ) from None
+        self.view.message(
+            f"the experiment's metric is now {self.s.metric!r} (was {old!r}); no row had scored one"
+        )
+
+    def _command_for_new_tag(self) -> str:
+        argv = shlex.split(self.s.command())
+        argv[argv.index("--tag") + 1] = f"{self.s.tag}-2"
+        return shlex.join(argv)
+
     def _resume(self) -> None:
         if self.s.resume:
             self._recover()
+            if self.ledger.best is None:
+                # Nothing kept yet (the baseline crashed): start from the person's branch as it is
+                # now, which is where the fix was committed.
+                moved = self.ratchet.restart_from_checkout()
+                if moved:
+                    self.view.message(
+                        f"no result kept yet: starting {self.s.tag} from your checkout's {moved[:7]}"
+                    )
             self.ratchet.revert()
             for log in self.paths.runs.glob("*.log"):
                 kill_leftover(log)  # e.g. a re-measure of the best that a killed harness left running
@@ -142,6 +186,7 @@ class Night:
             self.best_values = self.ledger.best.values()
         if rows:
             self.view.message(f"resuming {self.s.tag}: {len(rows)} rows, next attempt #{self.ledger.next_n}")
+            self.view.history(rows[-8:], mean(self.best_values) if self.best_values else None)
 
     def _may_continue(self) -> bool:
         if self.s.max_experiments is not None and self.ledger.attempts >= self.s.max_experiments:
@@ -187,14 +232,44 @@ class Night:
             warm = self.measurer.run(attempt.n, 0, warmup=True)
             shown = warm.reason or f"{self.s.metric} {warm.value:.6f}"
             self.view.message(f"warm-up run done ({shown}); not a sample, the baseline runs next")
-        self.view.start(attempt.n, "baseline", self.s.budget)
         journal.write_pending(self.paths.pending, attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
-            raise HarnessError(
-                f"the baseline run crashed ({attempt.reason}); see {self.paths.log(attempt.n)}. "
-                "Fix the experiment so its unmodified file runs, then continue with --resume."
+            raise HarnessError(self._baseline_crash_message(attempt))
+
+    def _baseline_crash_message(self, attempt: Attempt) -> str:
+        """Why the baseline crashed and the exact way on: the cause, the flags, the command."""
+        run = attempt.runs[-1] if attempt.runs else None
+        lines = [
+            f"the baseline run crashed ({attempt.reason}); its log: {run.result.log_path if run else '-'}."
+        ]
+        if attempt.reason == "no metric" and run is not None:
+            printed = sorted(run.summary or {})
+            if printed:
+                lines.append(
+                    f"Its summary block printed {', '.join(printed)} but not {self.s.metric!r}: set `metric` "
+                    "in experiment.toml to the one you mean, or print it."
+                )
+            else:
+                lines.append(
+                    f"It printed no summary block: end the run with a '---' line, then '{self.s.metric}: <value>'."
+                )
+        given = self.s.given_flags()
+        flags = [
+            f"{flag} {given[i + 1]}"
+            for i, flag in enumerate(given)
+            if flag in RUN_FLAGS and i + 1 < len(given)
+        ]
+        if flags:
+            lines.append(
+                f"It ran with {', '.join(flags)}: if the unmodified experiment runs without them, the cause "
+                "is there; start a new tag without them."
             )
+        lines.append(
+            "Fix the experiment (or experiment.toml), commit the fix on your branch, then run "
+            f"`{self.s.command('--resume')}`: nothing is kept yet, so it starts from your branch's latest commit."
+        )
+        return " ".join(lines)
 
     def _bad_edit(self, attempt: Attempt, error: str) -> Row:
         self.view.message(f"#{attempt.n} bad edit: {error}")
@@ -207,8 +282,18 @@ class Night:
         asks), then log it and keep or revert."""
         needed = self.judge.baseline_runs if baseline else 1
         while True:
-            record = self.measurer.run(attempt.n, len(attempt.runs))
+            k = len(attempt.runs)
+            if baseline:
+                label = f"baseline (run {k + 1} of {needed})" if needed > 1 else "baseline"
+                self.view.start(attempt.n, label, self.s.budget)
+            elif k:
+                self.view.start(attempt.n, f"{attempt.description} (confirmation run {k + 1})", self.s.budget)
+            prune = None if baseline else self._pruner()
+            record = self.measurer.run(attempt.n, k, prune=prune)
             attempt.runs.append(record)
+            if record.reason == PRUNED:
+                attempt.status, attempt.reason = "discard", PRUNED
+                break
             if record.reason:
                 attempt.status, attempt.reason = "crash", record.reason
                 break
@@ -224,9 +309,19 @@ class Night:
             self.view.message(f"#{attempt.n} repeat: {verdict.reason}")
         return self._log(attempt)
 
+    def _pruner(self) -> Pruner | None:
+        """The early abort of a candidate's run: against the best's loss curves (its logs)."""
+        best = self.ledger.best
+        if self.s.prune <= 0 or best is None:
+            return None
+        n = int(best.extra.get("n", "-1") or -1)
+        curves = [curve_of_log(log) for log in self.paths.logs_of(n) if not log.name.endswith(".warmup.log")]
+        pruner = Pruner(curves, self.s.prune)
+        return pruner if pruner else None
+
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
-        row = self.ledger.append(attempt.row(worker=self.s.worker, budget_s=self.s.budget))
+        row = self.ledger.append(attempt.row(**self._row_context()))
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
@@ -241,6 +336,15 @@ class Night:
             cost = float(row.extra.get("cost_usd") or 0)
             self.view.message(f"LLM cost: ${cost:.4f} this attempt, ${self.ledger.spent:.4f} in total{limit}")
         return row
+
+    def _row_context(self) -> dict[str, Any]:
+        """What every row of this night records besides the attempt: worker, budget, hardware."""
+        return {
+            "worker": self.s.worker,
+            "budget_s": self.s.budget,
+            "device": self.s.device,
+            "hardware": self.hardware,
+        }
 
     def _llm_status(self) -> str:
         """One line for the live panel: the provider's state (retrying, PAUSED) and the spend so far."""
@@ -281,9 +385,7 @@ class Night:
                 self.view.message(f"killed a run left over from an earlier harness ({log.name})")
         row = self.ledger.find(attempt.n)
         if row is None:
-            row = self.ledger.append(
-                attempt.crash("interrupted").row(worker=self.s.worker, budget_s=self.s.budget)
-            )
+            row = self.ledger.append(attempt.crash("interrupted").row(**self._row_context()))
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:

@@ -27,14 +27,17 @@ reason, then the budget, then the evaluator's verdict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +47,12 @@ from harness.integrity.environment import run_environment
 from harness.integrity.guard import Guard, Tampering
 from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import metric_value, read_summary
+from harness.night.prune import Pruner
 from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings, validation_files
-from harness.store.paths import TagPaths
+from harness.store.ledger import PRUNED
+from harness.store.paths import TagPaths, compile_cache
 
 _KILL_REASONS = {
     "timeout": "timeout",
@@ -55,6 +60,7 @@ _KILL_REASONS = {
     "nan": "nan",
     "loss": "loss",
     "log_flood": "log flood",
+    "pruned": PRUNED,
 }
 # "ValueError: boom", "torch.OutOfMemoryError: CUDA out of memory", "KeyboardInterrupt"
 _EXC_LINE = re.compile(
@@ -158,9 +164,10 @@ class Measurer:
         # the validation data a train run must not see when an evaluator computes the metric
         self.hidden = validation_files(settings) if settings.evaluator else ()
 
-    def run(self, n: int, k: int, *, warmup: bool = False) -> RunRecord:
+    def run(self, n: int, k: int, *, warmup: bool = False, prune: Pruner | None = None) -> RunRecord:
         """Run k of attempt n (k = 0 the first), logged to `paths.log(n, k)`; with `warmup`, the
-        discarded warm-up run logged to `paths.warmup_log(n)`."""
+        discarded warm-up run logged to `paths.warmup_log(n)`; with `prune` (a candidate's run),
+        aborted once its loss is clearly behind the best's (reason `pruned`)."""
         log_path = self.paths.warmup_log(n) if warmup else self.paths.log(n, k)
         if not self._snapshot_taken:
             # the protected trees as the night's first run finds them (after --resume's reset):
@@ -184,6 +191,7 @@ class Measurer:
         handoff.mkdir()
         env = self.env(scratch, handoff)
         sandbox = self.sandbox(scratch) if self.sandboxed else None
+        started = time.time()
         try:
             result = run_command(
                 self.s.run,
@@ -195,6 +203,7 @@ class Measurer:
                 sandbox=sandbox,
                 redact=self.redact if self.redact else None,
                 deadline=functools.partial(budget.deadline, limits=self.limits),
+                prune=prune if prune else None,
             )
         finally:
             tampering = self.guard.check()
@@ -203,6 +212,7 @@ class Measurer:
         reason = crash_reason(result, summary, None if evaluated else self.s.metric)
         measured = budget.measure(result.markers, result.wall_seconds, self.limits, reported=reason is None)
         value = None if evaluated else metric_value(summary, self.s.metric)
+        run_end = result.wall_seconds
         if tampering:
             reason = tampering.reason
         elif result.kill_reason == "over_budget" or (reason is None and measured.reason):
@@ -212,7 +222,10 @@ class Measurer:
             reason, value = outcome.reason, outcome.value
             if value is not None:
                 summary = {**(summary or {}), **outcome.summary, self.s.metric: value}
+        if reason == PRUNED and prune is not None:
+            _append(log_path, f"[autoresearch] pruned: {prune.why}")
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
+        _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
         return RunRecord(result, summary, None if reason else value, reason, measured)
 
     def _evaluate(
@@ -249,6 +262,9 @@ class Measurer:
                     **evaluation.environment(self.base_env, run_env),
                     "HOME": str(home),
                     "TMPDIR": str(home),
+                    # a fresh, private compile cache: never the one the agent's runs write
+                    "TORCHINDUCTOR_CACHE_DIR": str(home / "inductor"),
+                    "TRITON_CACHE_DIR": str(home / "triton"),
                 },
                 log_path=eval_log,
                 timeout=max(EVAL_MIN_SECONDS, self.s.timeout - result.wall_seconds),
@@ -281,7 +297,7 @@ class Measurer:
                 # never the person's checkout (its results, .git): runs import the worktree's copy
                 if path is not None and path.is_absolute() and not _overlaps(path, self.s.repo_root):
                     read.append(path)
-        writable = [self.paths.compile_cache]
+        writable = [compile_cache(self.s.cache_root)]
         writable += [Path(self.base_env[v]) for v in _CACHE_VARS if v in self.base_env]
         return Sandbox(
             scratch=scratch,
@@ -308,7 +324,7 @@ class Measurer:
         PYTHONPATH starts with the worktree, so `import prepare` and `import constants` resolve
         to the worktree's copy; AUTORESEARCH_* tell the run its device profile, budget, dataset,
         cache and the folder prepare.hand_off writes the model to; the compile caches are the
-        tag's, so the second run of a night starts warm.
+        cache root's (`harness.store.paths.compile_cache`), so only a machine's first run compiles cold.
         """
         pythonpath = [str(self.worktree)] + [
             p for p in self.base_env.get("PYTHONPATH", "").split(os.pathsep) if p
@@ -325,9 +341,34 @@ class Measurer:
             harness_vars["AUTORESEARCH_DATASET"] = self.s.dataset
         for var, sub in zip(_CACHE_VARS, ("inductor", "triton"), strict=True):
             if var not in self.base_env:
-                harness_vars[var] = str(self.paths.compile_cache / sub)
-        self.paths.compile_cache.mkdir(parents=True, exist_ok=True)
+                harness_vars[var] = str(compile_cache(self.s.cache_root) / sub)
+                (compile_cache(self.s.cache_root) / sub).mkdir(parents=True, exist_ok=True)
         return run_environment(self.base_env, harness_vars, scratch=scratch, extra_names=self.s.env_names)
+
+
+TIMING_PREFIX = "[autoresearch] timing "
+
+
+def _log_timing(
+    log_path: Path, started: float, markers: Sequence[budget.Marker], run_end: float, end: float
+) -> None:
+    """Append the harness's timeline of this run to its log, as one JSON line: `start` (epoch
+    seconds), then seconds after it: `first_batch`, `hand_off` (the last), `run_end` (the train
+    process ended) and `end` (the evaluation too). What the GPU-night benchmark reads to find the
+    time outside the budget and the GPU's idle gaps between runs."""
+    first = next((m.seconds for m in markers if m.name == budget.FIRST_BATCH), None)
+    hand_off = next((m.seconds for m in reversed(markers) if m.name == budget.HAND_OFF), None)
+    times = {"start": round(started, 3), "first_batch": first, "hand_off": hand_off}
+    times |= {"run_end": run_end, "end": end}
+    line = TIMING_PREFIX + json.dumps(
+        {k: v if v is None or k == "start" else round(v, 3) for k, v in times.items()}
+    )
+    _append(log_path, line)
+
+
+def _append(log_path: Path, line: str) -> None:
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 _CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")

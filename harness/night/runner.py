@@ -59,6 +59,7 @@ from typing import BinaryIO
 from harness.integrity.budget import Marker
 from harness.integrity.sandbox import Sandbox
 from harness.night.metrics import last_loss as parse_loss
+from harness.night.metrics import progress_pct
 from harness.night.reaper import (
     RUN_ID_ENV,
     close,
@@ -92,7 +93,7 @@ class RunResult:
 
     exit_code: int | None
     timed_out: bool
-    kill_reason: str | None  # "timeout" | "over_budget" | "nan" | "loss" | "log_flood" | None
+    kill_reason: str | None  # "timeout" | "over_budget" | "nan" | "loss" | "log_flood" | "pruned" | None
     wall_seconds: float
     log_path: Path
     last_loss: float | None
@@ -127,6 +128,7 @@ def run(
     sandbox: Sandbox | None = None,
     redact: Callable[[str], str] | None = None,
     deadline: Callable[[Sequence[Marker]], float | None] | None = None,
+    prune: Callable[[float, float], bool] | None = None,
 ) -> RunResult:
     """Run ``command`` (a shell command line) in ``cwd`` and wait for it, at most ``timeout`` s.
 
@@ -138,7 +140,8 @@ def run(
     ``on_line`` gets every line, without its terminator; ``\\r``-separated progress updates count
     as lines. ``deadline`` maps the markers seen so far to the time (seconds after the start)
     at which the run is over budget, or None; past it the run is killed (kill_reason
-    "over_budget"). KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it
+    "over_budget"). ``prune`` is asked with (budget share in percent, loss) of every progress
+    line; when it answers True the run is killed (kill_reason "pruned"). KeyboardInterrupt (or an exception from ``on_line``) kills the run, notes it
     in the log and is re-raised.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def run(
             return RunResult(127, False, None, time.monotonic() - start, log_path, None)
         close(info_w)
         write_pid_file(log_path, proc.pid, command)
-        stream = _Stream(log, max_log_bytes, on_line, start, redact)
+        stream = _Stream(log, max_log_bytes, on_line, start, redact, prune)
         try:
             kill_reason = _supervise(proc, stream, start + timeout, kill_grace, deadline)
         except BaseException:
@@ -189,6 +192,10 @@ def run(
             stream.marker(f"killed (timeout): still running after {timeout:g} s")
         elif kill_reason == "over_budget":
             stream.marker("killed (over budget): past the training time the harness allows")
+        elif kill_reason == "pruned":
+            stream.marker(
+                f"killed (pruned): loss {stream.last_loss} clearly behind the best's at the same budget share"
+            )
         elif kill_reason in ("nan", "loss"):
             stream.marker(f"killed ({kill_reason}): loss {stream.last_loss} on a progress line")
         if stragglers:
@@ -220,8 +227,11 @@ class _Stream:
         on_line: Callable[[str], None] | None,
         start: float = 0.0,
         redact: Callable[[str], str] | None = None,
+        prune: Callable[[float, float], bool] | None = None,
     ) -> None:
         self.log = log
+        self.prune = prune
+        self.pruned = False
         self.max_bytes = max_bytes
         self.on_line = on_line
         self.start = start
@@ -282,6 +292,9 @@ class _Stream:
                         self.bad_loss = "nan"
                     elif loss > LOSS_LIMIT:
                         self.bad_loss = "loss"
+                if self.prune is not None and not self.pruned and math.isfinite(loss):
+                    share = progress_pct(body.decode("utf-8", "replace"))
+                    self.pruned = share is not None and self.prune(share, loss)
         if self.on_line is not None and body:
             self.on_line(body.decode("utf-8", "replace"))
 
@@ -328,6 +341,8 @@ def _supervise(
                 reason = "log_flood"
             elif stream.bad_loss is not None:
                 reason = stream.bad_loss
+            elif stream.pruned and proc.poll() is None:
+                reason = "pruned"
             elif time.monotonic() >= deadline and proc.poll() is None:
                 reason = "timeout"
             elif budget is not None and proc.poll() is None:

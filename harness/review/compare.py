@@ -3,7 +3,8 @@
     autoresearch compare autoresearch/nov21-a100 origin/autoresearch/nov21-h100 [--json]
 
 For each ref (a local branch or a fetched remote-tracking one) it shows the best metric,
-experiments, keep rate and hardware (the TSV's `worker` column), the final diff against
+experiments, keep rate and hardware (the TSV's `hardware` column: GPU or CPU model and the
+torch/MLX version; `worker` for --gpus workers), the final diff against
 the common base of all refs, and the kept changes one branch has that another lacks.
 Results come from the published results branch that travels with each branch
 (`[remote/]autoresearch-results/<tag>`, see `harness.review.publish`), or for a local branch
@@ -110,13 +111,15 @@ def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
             "head": s.head,
             "tag": s.tag,
             "results_source": s.results_source,
-            "hardware": (s.summary.workers if s.summary else []) or ["unknown"],
+            "hardware": _hardware(s),
+            "workers": s.summary.workers if s.summary else [],
             "kept_commits": [{"sha": c.sha, "subject": c.subject} for c in s.kept],
             "diff": s.diff,
         }
         if s.summary is not None:
-            keys = ("metric", "direction", "experiments", "kept", "discarded", "crashed", "keep_rate",
-                    "baseline", "best", "best_commit", "improvement_pct", "gpu_hours", "llm_cost_usd")  # fmt: skip
+            keys = ("metric", "direction", "experiments", "kept", "attempts", "kept_attempts", "discarded",
+                    "crashed", "keep_rate", "baseline", "best", "best_commit", "improvement_pct", "run_hours",
+                    "gpu_hours", "devices", "llm_cost_usd")  # fmt: skip
             entry.update({k: getattr(s.summary, k) for k in keys})
         out["refs"].append(entry)
     out["lacks"] = {
@@ -126,6 +129,17 @@ def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
         for a in sides
     }
     return out
+
+
+def _hardware(side: Side) -> list[str]:
+    """What the side's rows ran on; rows from before the hardware column name only their worker."""
+    if side.summary is None:
+        return ["unknown (no results)"]
+    return (
+        side.summary.hardware
+        or side.summary.devices
+        or ["not recorded (a TSV from before the hardware column)"]
+    )
 
 
 def _cell(x: object, spec: str = "") -> str:
@@ -154,12 +168,13 @@ def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
         row("best", stat("best", ".6f")),
         row("baseline", stat("baseline", ".6f")),
         row("improvement %", stat("improvement_pct", "+.2f")),
-        row("experiments", stat("experiments")),
-        row("kept", stat("kept")),
+        row("attempts", stat("attempts")),
+        row("kept", stat("kept_attempts")),
         row("keep rate %", rates),
+        row("hardware", ["; ".join(_hardware(s)) for s in sides]),
         row(
-            "hardware",
-            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "unknown" for s in sides],
+            "workers",
+            [", ".join(s.summary.workers) if s.summary and s.summary.workers else "-" for s in sides],
         ),
         row("commits since base", [str(len(s.kept)) for s in sides]),
         f"common base: {base[:7]}",

@@ -69,21 +69,28 @@ def render_html(
     """The page as a string."""
     s = summary
     title = title or f"autoresearch report: {Path(s.source).name or s.metric}"
+    best = f"{_num(s.best)} ({s.best_commit}: {s.best_description})" if s.best is not None else "–"
     facts = [
-        ("experiments", s.experiments),
-        ("kept / discarded / crashed", f"{s.kept} / {s.discarded} / {s.crashed}"),
+        ("attempts (after the baseline)", s.attempts),
+        ("kept / discarded / crashed", f"{s.kept_attempts} / {s.discarded} / {s.crashed}"),
         ("keep rate", "–" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"),
         (f"baseline {s.metric}", _num(s.baseline)),
-        (f"best {s.metric}", f"{_num(s.best)} ({s.best_commit or '–'}: {s.best_description or ''})"),
-        ("improvement", _num(s.improvement_pct, "+.2f") + "%"),
+        (f"best {s.metric}", best),
+        ("improvement", "–" if s.improvement_pct is None else _num(s.improvement_pct, "+.2f") + "%"),
         ("direction", s.direction),
     ]
     if s.gpu_hours is not None:
         facts.append(("GPU hours", f"{s.gpu_hours:.2f}"))
+    elif s.run_hours is not None:
+        facts.append(
+            ("run hours" + (f" ({', '.join(s.devices)})" if s.devices else ""), f"{s.run_hours:.2f}")
+        )
     if s.llm_cost_usd is not None:
         facts.append(("LLM cost", f"${s.llm_cost_usd:.2f}"))
+    if s.hardware:
+        facts.append(("hardware", "; ".join(s.hardware)))
     if s.workers:
-        facts.append(("hardware", ", ".join(s.workers)))
+        facts.append(("workers", ", ".join(s.workers)))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -90,28 +90,56 @@ def _pace(steps: float | None, tokens_per_s: float | None) -> str:
     return ", ".join(parts)
 
 
+def counts_line(s: Summary) -> str:
+    """Attempts and outcomes, the baseline counted apart: "baseline + 9 attempts | kept 2 | ..."."""
+    rate = "-" if s.keep_rate is None else f"{s.keep_rate * 100:.1f}%"
+    head = (
+        f"baseline + {s.attempts} attempts"
+        if s.baseline is not None
+        else f"{s.attempts} attempts (no baseline)"
+    )
+    return (
+        f"{head} | kept {s.kept_attempts} | discarded {s.discarded} | crashed {s.crashed}"
+        + (f" | other {s.other}" if s.other else "")
+        + f" | keep rate {rate}"
+    )
+
+
+def best_line(s: Summary) -> str:
+    """Baseline -> best, or what is missing."""
+    if s.best is None:
+        return "no run produced a metric yet" + ("" if s.baseline is not None else " (the baseline crashed?)")
+    best = f"best {s.best:.6f} ({s.best_commit}: {s.best_description})"
+    if s.baseline is None:
+        return best
+    return f"baseline {s.baseline:.6f} -> {best} | improvement {_fmt(s.improvement_pct, '+.2f')}%"
+
+
+def hours_line(s: Summary) -> str:
+    """GPU hours on a GPU, run hours otherwise, with the hardware the rows name."""
+    parts = []
+    if s.gpu_hours is not None:
+        parts.append(f"GPU hours {s.gpu_hours:.2f}")
+    elif s.run_hours is not None:
+        on = f" on {', '.join(s.devices)}" if s.devices else ""
+        parts.append(f"run hours {s.run_hours:.2f}{on}")
+    if s.llm_cost_usd is not None:
+        parts.append(f"LLM cost ${s.llm_cost_usd:.2f}")
+    if s.hardware:
+        parts.append("hardware " + "; ".join(s.hardware))
+    if s.workers:
+        parts.append("workers " + ", ".join(s.workers))
+    return " | ".join(parts)
+
+
 def render_text(s: Summary) -> str:
     """The summary as the person reads it in a terminal."""
-    lines = [
-        f"{s.source}  ({s.metric}, {s.direction})",
-        f"experiments {s.experiments} | kept {s.kept} | discarded {s.discarded} | crashed {s.crashed}"
-        + (f" | other {s.other}" if s.other else "")
-        + f" | keep rate {_fmt(None if s.keep_rate is None else s.keep_rate * 100, '.1f')}%",
-        f"baseline {_fmt(s.baseline)} -> best {_fmt(s.best)} ({s.best_commit}: {s.best_description}) "
-        f"| improvement {_fmt(s.improvement_pct, '.2f')}%",
-    ]
+    lines = [f"{s.source}  ({s.metric}, {s.direction})", counts_line(s), best_line(s)]
     pace = _pace(s.baseline_steps, s.baseline_tokens_per_s)
     if pace:
         lines.append(f"baseline pace: {pace} (tokens/s by the harness's clock)")
-    extras = []
-    if s.gpu_hours is not None:
-        extras.append(f"GPU hours {s.gpu_hours:.2f}")
-    if s.llm_cost_usd is not None:
-        extras.append(f"LLM cost ${s.llm_cost_usd:.2f}")
-    if s.workers:
-        extras.append("hardware " + ", ".join(s.workers))
-    if extras:
-        lines.append(" | ".join(extras))
+    if hours_line(s):
+        lines.append(hours_line(s))
     if s.improvements:
         lines += ["", "Kept improvements, in order:"]
         lines += [

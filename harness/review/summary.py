@@ -1,8 +1,10 @@
 """A night in numbers: read a results TSV leniently and summarize it.
 
 `summarize(rows)` computes what every morning view shows: counts, keep rate, baseline, best,
-improvement, GPU hours, LLM cost, the kept improvements with their deltas, the biggest hits
-and the crashes by reason. The report, the plot, the HTML page, `compare`, `publish` and the
+improvement, run hours (GPU hours where the rows ran on a GPU), the hardware, LLM cost, the kept
+improvements with their deltas, the biggest hits and the crashes by reason. `experiments`,
+`kept`, `discarded` and `crashed` count rows, the baseline's included; `attempts`,
+`kept_attempts` and `keep_rate` leave the baseline out, and the views show those. The report, the plot, the HTML page, `compare`, `publish` and the
 notebook API all read this one `Summary`, so they cannot disagree about a night.
 
 Any TSV in the 5-column format works, including a hand-edited one: `load` skips the lines it
@@ -48,12 +50,14 @@ class Summary:
 
     metric: str
     direction: str
-    experiments: int
-    kept: int
+    experiments: int  # rows, the baseline's included
+    kept: int  # kept rows, the baseline's included
     discarded: int
     crashed: int
     other: int  # rows with a status that is none of keep/discard/crash
-    keep_rate: float | None  # kept / attempts, not counting the baseline row
+    attempts: int  # rows past the baseline
+    kept_attempts: int  # kept rows past the baseline
+    keep_rate: float | None  # kept_attempts / attempts
     baseline: float | None
     baseline_commit: str | None
     baseline_steps: float | None  # mean over the baseline's runs
@@ -62,7 +66,10 @@ class Summary:
     best_commit: str | None
     best_description: str | None
     improvement_pct: float | None  # positive = better than the baseline, direction-aware
-    gpu_hours: float | None  # sum of wall_s where recorded
+    run_hours: float | None  # sum of wall_s where recorded
+    gpu_hours: float | None  # sum of wall_s of the rows that ran on a GPU (device cuda or mlx)
+    hardware: list[str]  # the distinct `hardware` of the rows, e.g. "1x NVIDIA H100 80GB HBM3 | torch 2.9.1"
+    devices: list[str]  # the distinct `device` of the rows (cuda, mlx, cpu)
     llm_cost_usd: float | None  # sum of cost_usd where recorded
     input_tokens: int | None
     output_tokens: int | None
@@ -109,7 +116,7 @@ def _pct(new: float, old: float, direction: str) -> float:
 
 
 def _baseline_index(rows: Sequence[Row]) -> int | None:
-    usable = [i for i, r in enumerate(rows) if r.status != "crash" and math.isfinite(r.metric)]
+    usable = [i for i, r in enumerate(rows) if r.scored]
     for i in usable:
         if rows[i].description.strip().lower() == "baseline":
             return i
@@ -169,6 +176,11 @@ def summarize(
         return sum(values) if values else None
 
     wall = total("wall_s")
+    gpu_walls = [
+        v for r in rows if r.extra.get("device") in ("cuda", "mlx") if (v := _float(r.extra.get("wall_s")))
+    ]
+    devices = sorted({d for r in rows if (d := (r.extra.get("device") or "").strip())})
+    hardware = sorted({h for r in rows if (h := (r.extra.get("hardware") or "").strip())})
     tokens_in, tokens_out = total("input_tokens"), total("output_tokens")
     workers = sorted({w for r in rows if (w := (r.extra.get("worker") or "").strip())})
     hits = sorted((s for s in steps if s.delta_pct > 0), key=lambda s: -s.delta_pct)[:HITS]
@@ -180,6 +192,8 @@ def summarize(
         discarded=discarded,
         crashed=crashed,
         other=len(rows) - kept - discarded - crashed,
+        attempts=attempts,
+        kept_attempts=kept_attempts,
         keep_rate=kept_attempts / attempts if attempts > 0 else None,
         baseline=baseline,
         baseline_commit=rows[b].commit if b is not None else None,
@@ -191,7 +205,10 @@ def summarize(
         improvement_pct=_pct(best, baseline, direction)
         if best is not None and baseline is not None
         else None,
-        gpu_hours=wall / 3600.0 if wall is not None else None,
+        run_hours=wall / 3600.0 if wall is not None else None,
+        gpu_hours=sum(gpu_walls) / 3600.0 if gpu_walls else None,
+        hardware=hardware,
+        devices=devices,
         llm_cost_usd=total("cost_usd"),
         input_tokens=int(tokens_in) if tokens_in is not None else None,
         output_tokens=int(tokens_out) if tokens_out is not None else None,

@@ -16,11 +16,15 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 from harness.agents.queue import queue_lock
 from harness.edits import apply_reply, parse_reply

@@ -40,7 +40,8 @@ _LOOKUP_ERROR: tuple[type[Exception], ...] = (KeyError, IndexError, *ANY_GIT_ERR
 
 BRANCH_PREFIX = "autoresearch/"
 RESULTS_PREFIX = "autoresearch-results/"
-EXCLUDE_LINE = "/.autoresearch/"
+# Lines added to .git/info/exclude: the tags' worktrees and results stay out of `git status`.
+EXCLUDE_LINES = ("/.autoresearch/", "/results/")
 FALLBACK_NAME = "autoresearch"
 FALLBACK_EMAIL = "autoresearch@localhost"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -432,6 +433,21 @@ class Ratchet:
         # mutable file, and that change must not ride along into the next attempt's commit.
         self.tree.git("reset", "-q", "--hard", full)
 
+    def restart_from_checkout(self) -> str | None:
+        """Move a tag that has kept nothing yet to the person's current HEAD; returns the new sha,
+        or None when it is already there.
+
+        How a fix of a crashed baseline, committed on the person's branch, reaches the tag on
+        --resume. Only for a tag without a kept result: the branch otherwise moves only forward.
+        """
+        head = self.repo.head()
+        if head == self.best():
+            return None
+        _check_clean(self.repo, self.mutable)
+        self.repo.git("update-ref", best_ref(self.tag), head)
+        self.tree.git("reset", "-q", "--hard", head)
+        return head
+
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
         self.tree.git("reset", "-q", "--hard", self.best())
@@ -488,13 +504,14 @@ def _attach_worktree(repo: Repo, worktree: Path, branch: str) -> Repo:
 
 
 def _exclude(repo: Repo) -> None:
-    """Hide the worktrees from the person's `git status` (info/exclude: not a tracked file)."""
+    """Hide the worktrees and results from the person's `git status` (info/exclude: not a tracked file)."""
     exclude = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
     try:
         text = exclude.read_text() if exclude.exists() else ""
-        if EXCLUDE_LINE not in text.splitlines():
+        missing = [line for line in EXCLUDE_LINES if line not in text.splitlines()]
+        if missing:
             exclude.parent.mkdir(parents=True, exist_ok=True)
             sep = "" if not text or text.endswith("\n") else "\n"
-            exclude.write_text(f"{text}{sep}{EXCLUDE_LINE}\n")
+            exclude.write_text(text + sep + "".join(f"{line}\n" for line in missing))
     except OSError as exc:
         raise RepoError(f"cannot update {exclude}: {exc}") from exc

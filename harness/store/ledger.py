@@ -19,6 +19,7 @@ and reported. `better` compares two metric values in an experiment's direction.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +29,17 @@ import filelock
 
 from harness.credentials import redact
 from harness.errors import ConfigError, DataError
-from harness.store.atomic import file_lock
+from harness.store.atomic import file_lock, write_atomic
 
 EXTRA_COLUMNS: tuple[str, ...] = (
     "n", "timestamp", "runs", "spread", "budget_s", "wall_s", "training_s", "num_steps",
-    "startup_s", "tokens_per_s", "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
-    "parent", "summary",
+    "agent", "model", "input_tokens", "output_tokens", "cost_usd", "worker", "reason",
+    "parent", "summary", "device", "hardware", "startup_s", "tokens_per_s",
 )  # fmt: skip
+# A headerless line this wide is a harness ledger (its columns up to `summary` predate the rest).
+HEADERLESS_MIN_EXTRA = EXTRA_COLUMNS.index("summary") + 1
 STATUSES: tuple[str, ...] = ("keep", "discard", "crash")
+PRUNED = "pruned"  # the reason of a discard whose run was aborted early (harness.night.prune)
 NO_COMMIT = "0000000"  # the commit column of an attempt that never became a commit
 
 
@@ -77,6 +81,11 @@ class Row:
     status: str
     description: str
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the row has a metric to show: not a crash, not a pruned run, a finite value."""
+        return self.status != "crash" and self.extra.get("reason") != PRUNED and math.isfinite(self.metric)
 
     def runs(self) -> list[float]:
         """The individual run values folded into this row (its `runs` column); [] if unreadable."""
@@ -243,12 +252,40 @@ def _first_line(fd: int) -> str:
     return os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
+def header_metric(path: Path) -> str | None:
+    """The metric column's name in the header of a ledger, or None without a readable header."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+    except OSError:
+        return None
+    return header[1] if len(header) >= 5 and header[0] == "commit" else None
+
+
+def rename_metric(path: Path, metric: str) -> None:
+    """Rename the metric column of a ledger that has no scored row (every row a crash).
+
+    After a baseline that printed no `metric`, the person may rename the metric in
+    experiment.toml; the crash rows measured nothing, so the ledger can follow. A ledger with a
+    scored row keeps its metric: the new one's values are not comparable with the old.
+    """
+    with file_lock(path.with_name(path.name + ".lock")):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        rows = [line.split("\t") for line in lines[1:] if line.strip()]
+        if any(len(cells) > 3 and cells[3] != "crash" for cells in rows):
+            raise DataError(f"{path} has scored rows: its metric column cannot be renamed")
+        header = lines[0].split("\t")
+        header[1] = metric
+        write_atomic(path, "\n".join(["\t".join(header), *lines[1:]]))
+
+
 def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
     """Rows of any results-like TSV, and the (line number, why) of every line skipped.
 
     The first five columns are read by position (the second is the metric, whatever its name);
-    further columns go to ``extra`` under their header names. Without a header line, the five
-    standard columns are assumed. A line with more cells than a five-column header has its
+    further columns go to ``extra`` under their header names. Without a header line, a line as
+    wide as a harness ledger is read by the harness's columns, anything else as the five
+    standard ones; a note (line 0) says which when it is not the plain five. A line with more cells than a five-column header has its
     extra cells joined into the description (a hand-typed tab). Blank memory reads as 0.0.
     """
     path = Path(path)
@@ -266,8 +303,14 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         header = [c.strip() for c in first]
         body = enumerate(lines[1:], start=2)
     else:
-        header = list(COLUMNS)
         body = enumerate(lines, start=1)
+        header = list(COLUMNS)
+        if len(first) >= 5 + HEADERLESS_MIN_EXTRA:  # a harness ledger that lost its header line
+            header = [*COLUMNS, *EXTRA_COLUMNS][: len(first)]
+            skipped.append((0, "no header line: read as the harness's own columns, by position"))
+        elif len(first) > 5:
+            skipped.append((0, "no header line: read as commit, metric, memory_gb, status, description; "
+                               "the cells after the fifth are joined into the description"))  # fmt: skip
     for lineno, line in body:
         if not line.strip():
             continue

@@ -7,7 +7,6 @@
     results/<tag>/scratch/<log name>/ the last run's scratch folder (its HOME and TMPDIR; the only
                                       place a sandboxed run may write), with hand-off/: the model the
                                       run hands to the evaluator; removed when the next run starts
-    results/<tag>/compile-cache/      torch.compile / Triton caches shared by the tag's runs
     results/<tag>/pending.json        the attempt in flight (for --resume)
     results/<tag>/lock                the tag lock (lock.pid: who holds it)
     results/<tag>/queue.jsonl         transplanted replies (queue.jsonl.served, queue.jsonl.lock)
@@ -24,6 +23,14 @@ from pathlib import Path
 
 RESULTS = "results"
 WORKTREES = Path(".autoresearch") / "worktrees"
+
+
+def compile_cache(cache_root: Path) -> Path:
+    """`<cache root>/compile-cache/`: the torch.compile (inductor) and Triton caches every run
+    shares, across tags, worktrees and --gpus workers, so only a night's first compilation is
+    cold. Both libraries write their entries atomically (a temporary file, then a rename), so
+    concurrent workers neither corrupt nor half-read an entry."""
+    return cache_root / "compile-cache"
 
 
 def results_dir(root: Path) -> Path:
@@ -52,7 +59,6 @@ class TagPaths:
         self.lock_owner = self.dir / "lock.pid"
         self.queue = self.dir / "queue.jsonl"
         self.scratch = self.dir / "scratch"
-        self.compile_cache = self.dir / "compile-cache"
         self.worktree = root / WORKTREES / tag
 
     def log(self, n: int, k: int = 0) -> Path:

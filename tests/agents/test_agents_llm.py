@@ -28,7 +28,7 @@ from support.fakes.llm_servers import (
 
 from harness.agents.base import Context
 from harness.agents.claude import ClaudeAgent
-from harness.agents.cost import PriceTable
+from harness.agents.cost import PriceTable, Usage
 from harness.agents.llm import CallOptions, LLMAgent
 from harness.agents.openai_compat import OpenAIAgent
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify, retry_after_seconds
@@ -465,19 +465,44 @@ def test_missing_key_is_a_clear_cli_error(toy_experiment: Toy) -> None:
 # --------------------------------------------------------------------------- prices
 
 
-def test_price_lookup_by_prefix_up_to_a_separator() -> None:
+def test_prices_from_genai_prices_by_provider_with_overrides_on_top() -> None:
     table = PriceTable.load()
-    assert table.lookup("claude-sonnet-5-5") == (2.0, 10.0)
-    assert table.lookup("claude-sonnet-4-5-20250929") == (3.0, 15.0)
-    assert table.lookup("anthropic/claude-opus-5-5") == (4.0, 20.0)  # gateway prefix
-    assert table.lookup("gpt-5-2025-08-07") == (1.25, 10.0)
-    assert table.lookup("gpt-5.5") == (5.0, 30.0)  # not gpt-5's price
-    assert table.lookup("qwen3-coder") is None
-    assert table.cost("qwen3-coder", 10**6, 10**6) == 0.0
-    assert table.cost("gpt-6.1-sol", 1_000_000, 100_000) == pytest.approx(2.0 + 1.0)
+    assert table.lookup("claude-sonnet-5-5", provider="anthropic") == (2.0, 10.0)
+    assert table.lookup("claude-sonnet-4-5-20250929", provider="anthropic") == (3.0, 15.0)  # dated id
+    assert table.lookup("anthropic/claude-opus-5-5", provider="anthropic") == (4.0, 20.0)  # gateway prefix
+    assert table.lookup("gpt-5-2025-08-07", provider="openai") == (1.25, 10.0)
+    assert table.lookup("gpt-5.5", provider="openai") != table.lookup("gpt-5", provider="openai")
+    # A local server's model is free, also when a hosted provider lists a model of that name.
+    assert table.lookup("qwen3-coder", api_url="http://127.0.0.1:8000/v1") is None
+    assert table.lookup("gpt-4o", api_url="http://127.0.0.1:8000/v1") is None
+    assert table.lookup("gpt-4o", api_url="https://api.openai.com/v1") == (2.5, 10.0)
+    assert table.cost("qwen3-coder", Usage(10**6, 10**6), api_url="http://127.0.0.1:8000/v1") == 0.0
+    assert table.cost("gpt-6.1-sol", Usage(100_000, 10_000), provider="openai") == pytest.approx(0.2 + 0.1)
+    # Cache reads cost a fraction of the input rate, not the full rate.
+    cached = table.cost(
+        "claude-sonnet-5-5", Usage(100_000, 0, cache_read_tokens=100_000), provider="anthropic"
+    )
+    assert 0 < cached <= 0.2 * table.cost("claude-sonnet-5-5", Usage(100_000, 0), provider="anthropic")
     overridden = PriceTable.load({"my-model": (1.0, 2.0), "gpt-5": (9.0, 9.0)})
-    assert overridden.lookup("my-model") == (1.0, 2.0) and overridden.lookup("gpt-5-2025-08-07") == (9.0, 9.0)
-    assert overridden.lookup("claude-sonnet-5-5") == (2.0, 10.0)  # the rest of the built-in table stays
+    assert overridden.lookup("my-model") == (1.0, 2.0)
+    assert overridden.lookup("gpt-5-2025-08-07", provider="openai") == (9.0, 9.0)
+    assert overridden.lookup("gpt-5.5", provider="openai") != (9.0, 9.0)  # a prefix counts up to a separator
+    assert overridden.lookup("claude-sonnet-5-5", provider="anthropic") == (2.0, 10.0)  # the rest stays
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_input_is_priced_at_the_cache_rate(server: FakeLLM, kind: str) -> None:
+    server.push(reply(GOOD, input_tokens=100_000, output_tokens=0, cached_tokens=80_000))
+    agent = make(kind, server)
+    agent.model = "claude-sonnet-5-5" if kind == "claude" else "gpt-4o"
+    if kind == "openai":
+        agent.base_url = "https://api.openai.com/v1"  # priced as OpenAI itself
+    out = agent.propose(ctx())
+    assert out.input_tokens == 100_000  # the TSV counts every input token
+    provider = "anthropic" if kind == "claude" else "openai"
+    split = agent.prices.cost(agent.model, Usage(100_000, 0, cache_read_tokens=80_000), provider=provider)
+    full = agent.prices.cost(agent.model, Usage(100_000, 0), provider=provider)
+    assert out.cost_usd == pytest.approx(split) and split < 0.7 * full
 
 
 def test_from_settings_takes_the_knobs(toy_experiment: Toy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -209,3 +209,19 @@ def test_search_on_the_real_train_file() -> None:
 def test_search_refuses_a_file_without_constants() -> None:
     with pytest.raises(AgentError, match="no UPPERCASE"):
         SearchAgent(PATH, "x = 1\n", tag="t")
+
+
+def test_search_tells_a_pruned_run_as_pruned_never_as_its_zero_metric() -> None:
+    agent = SearchAgent(PATH, SOURCE, tag="p")
+    reply = agent.propose(ctx({PATH: SOURCE}))
+    assert reply is not None
+    pruned = Row("abcdef0", 0.0, 0.0, "discard", "x", {"reason": "pruned"})
+    agent.observe(reply, pruned)
+    assert [t.state.name for t in agent.study.trials] == ["PRUNED"] and agent.study.trials[0].value is None
+    # and from the TSV on --resume
+    again = SearchAgent(PATH, SOURCE, tag="p")
+    history = [row("baseline", "keep", 1.0, "search"), row("search: DEPTH 8 -> 16", "discard", 0.0, "search")]
+    history[1].extra["reason"] = "pruned"
+    assert again.propose(ctx({PATH: SOURCE}, history)) is not None
+    rebuilt = [t for t in again.study.trials if t.state.name != "RUNNING"]
+    assert [t.state.name for t in rebuilt] == ["PRUNED"] and rebuilt[0].value is None

@@ -223,7 +223,7 @@ def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
         "run", "--tag", "night", "--experiment", "gpt", "--dataset", "climbmix", "--agent", "claude",
         "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
         "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
-        "--warmup", "on", "--sandbox", "off",
+        "--warmup", "on", "--sandbox", "off", "--prune", "0.1",
     ]  # fmt: skip
     assert {a for a in given if a.startswith("--")} | {"--device", "--worker"} == {
         opt.flag for opt in OPTIONS if opt.flag
@@ -291,3 +291,23 @@ def test_a_night_without_the_sandbox_says_so_at_start(
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("sandbox:"))
     assert said in line, line
     assert toy_experiment.tsv("x")[0]["status"] == "keep"  # today's guards: the night runs
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu_exits_2_before_any_run(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device cuda` on a CPU machine: one line, exit 2, no tag (no branch, results or worktree)."""
+    before = snapshot(toy_experiment.repo)
+    err = fails(capsys, ["run", "--device", "cuda", "--tag", "x"], "--device cuda, but torch")
+    assert "torch sees no CUDA GPU" in err or "torch is not installed" in err
+    assert "--device cpu" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(toy_experiment.repo) == before

@@ -12,7 +12,7 @@ import pytest
 
 from harness import options
 from harness import settings as config
-from harness.detect import detect_device
+from harness.detect import detect_device, profile_values
 from harness.errors import ConfigError
 from harness.experiment import load_experiment
 from tests.conftest import Toy
@@ -81,8 +81,10 @@ def test_settings_from_the_toy(toy_experiment: Toy) -> None:
 def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> None:
     exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\n', "plain")
     s = resolve(project_repo, experiment=str(exp), agent="search")
-    assert s.budget == 300 and s.reasons["budget"] == "constants.py, cpu profile"
-    assert s.timeout == 600 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
+    # The cpu profile: a 20 s budget (a first result within two minutes), killed 120 s later.
+    assert s.budget == 20 and s.reasons["budget"] == "constants.py, cpu profile"
+    assert s.timeout == 140 and "TIMEOUT_ALLOWANCE" in s.reasons["timeout"]
+    assert s.baseline_runs == 1 and s.reasons["baseline_runs"] == "constants.py, cpu profile"
     (exp / "experiment.toml").write_text(
         'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n'
     )
@@ -90,10 +92,12 @@ def test_budget_precedence_flag_over_toml_over_profile(project_repo: Path) -> No
     assert s.budget == 42 and s.reasons["budget"] == "experiment.toml budget_seconds"
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=5.0)
     assert s.budget == 5 and s.reasons["budget"] == "--budget"
-    # The hard kill follows the budget: the budget plus the profile's allowance (300 s).
-    assert s.timeout == 305
+    # The hard kill follows the budget: the budget plus the profile's allowance (120 s on cpu).
+    assert s.timeout == 125
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0)
-    assert s.timeout == 1200
+    assert s.timeout == 1020
+    cuda = profile_values(project_repo, "cuda")  # a GPU's profile: 300 s, killed 300 s later, 3 baseline runs
+    assert (cuda["TIME_BUDGET"], cuda["TIMEOUT_ALLOWANCE"], cuda["BASELINE_RUNS"]) == (300, 300, 3)
     s = resolve(project_repo, experiment=str(exp), agent="search", budget=900.0, timeout="901")
     assert s.timeout == 901 and s.reasons["timeout"] == "--timeout"
 
@@ -207,12 +211,12 @@ def test_a_timeout_not_above_the_budget_is_refused(project_repo: Path) -> None:
     )
     with pytest.raises(ConfigError, match="is not above"):
         resolve(project_repo, agent="search", budget="300", timeout="300")
-    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\ntimeout_seconds = 200\n')
+    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\ntimeout_seconds = 15\n')
     with pytest.raises(ConfigError) as err:
         resolve(project_repo, experiment=str(exp), agent="search")
-    assert "200 s (experiment.toml timeout_seconds)" in str(err.value)
-    assert "300 s (constants.py, cpu profile)" in str(err.value)
-    assert resolve(project_repo, experiment=str(exp), agent="search", budget="150").timeout == 200
+    assert "15 s (experiment.toml timeout_seconds)" in str(err.value)
+    assert "20 s (constants.py, cpu profile)" in str(err.value)
+    assert resolve(project_repo, experiment=str(exp), agent="search", budget="10").timeout == 15
 
 
 KNOBS = {
@@ -313,3 +317,59 @@ def test_every_option_is_a_settings_field_and_resolve_refuses_strangers(toy_expe
     assert len({opt.dest for opt in options.OPTIONS}) == len(options.OPTIONS)
     with pytest.raises(TypeError, match="budgett"):
         resolve(toy_experiment.repo, agent="search", budgett="5")
+
+
+# --- the config file -------------------------------------------------------------------------
+
+
+def test_config_file_defaults_and_precedence(project_repo: Path, tmp_path: Path) -> None:
+    """autoresearch.toml: the repository's over the user's; flag > experiment.toml > file > env."""
+    user = tmp_path / "config" / "autoresearch"  # XDG_CONFIG_HOME of the clean_env fixture
+    user.mkdir(parents=True)
+    (user / "autoresearch.toml").write_text('judge = "strict"\nmax-cost = 9\nmodel = "from-user"\n')
+    (project_repo / "autoresearch.toml").write_text(
+        'agent = "search"\nmodel = "from-repo"\nllm_timeout = 30\nbudget = 7\n[prices]\n"my-model" = [1, 2]\n'
+    )
+    s = resolve(project_repo, {"AUTORESEARCH_LLM_TIMEOUT": "99", "AUTORESEARCH_RETRY_BASE": "0.5"})
+    assert (s.agent, s.model, s.judge, s.max_cost) == ("search", "from-repo", "strict", 9.0)
+    assert (
+        s.llm_timeout == 30 and s.retry_base == 0.5
+    )  # the file beats the variable, the variable the default
+    assert s.prices == {"my-model": (1.0, 2.0)} and s.budget == 7
+    assert s.reasons["model"] == str(project_repo / "autoresearch.toml")
+    assert s.reasons["judge"] == str(user / "autoresearch.toml")
+    assert f"strict  ({user / 'autoresearch.toml'})" in "\n".join(s.describe())
+    assert resolve(project_repo, model="from-flag", budget="3").model == "from-flag"
+    assert resolve(project_repo, budget="3").reasons["budget"] == "--budget"
+    # experiment.toml is more specific than a person's defaults: only a flag overrides it.
+    exp = write_exp(project_repo, 'mutable = ["train.py"]\nrun = "python train.py"\nbudget_seconds = 42\n')
+    assert resolve(project_repo, experiment=str(exp)).budget == 42
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('agnet = "claude"\n', "unknown key 'agnet'"),
+        ("tag = 'x'\n", "unknown key 'tag'"),
+        ("max-cost = -1\n", "max-cost = '-1': must be a number of US dollars"),
+        ("judge = 'lenient'\n", "expected one of noise, strict"),
+        ("agent = [\n", "does not parse"),
+    ],
+)
+def test_config_file_bad_input_names_file_and_key(project_repo: Path, text: str, needle: str) -> None:
+    (project_repo / "autoresearch.toml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        resolve(project_repo)
+    assert needle in str(err.value) and "autoresearch.toml" in str(err.value)
+
+
+def test_run_help_lists_every_knob_and_the_config_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.commands.main import main
+    from harness.options import OPTIONS
+
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "autoresearch.toml" in out and "flag > experiment.toml > config file" in out
+    for opt in OPTIONS:
+        if not opt.hidden:
+            assert (opt.flag or opt.env) in out, opt

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from support.metric_cheats import TINY
+from support.sandboxing import needs_sandbox
 
 from harness.commands.main import main
-from harness.integrity.sandbox import probe
 from tests.conftest import PROJECT, Toy, git
 
 TINY_TOML = """name = "tiny"
@@ -123,7 +123,7 @@ def _rows(repo: Path, tag: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow  # over 20 s on a 2-core machine
-@pytest.mark.skipif(not probe()[0], reason="needs the sandbox")
+@needs_sandbox
 def test_cheats_on_a_real_evaluate_bpb_experiment(project_repo: Path) -> None:
     _tiny_repo(project_repo)
     replies = [_edit(d, s, r) for d, s, r, _ in CHEATS]

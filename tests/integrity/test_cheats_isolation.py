@@ -20,14 +20,11 @@ from pathlib import Path
 import pytest
 from support.cheats import SECRETS, CheatRepo, by_description, kill_daemons
 from support.gitrepo import git
+from support.sandboxing import needs_sandbox
 
-from harness.integrity.sandbox import probe
 from harness.night import measure
 from harness.store.git import Ratchet
 from tests.conftest import Toy
-
-SANDBOX, WHY = probe()
-needs_sandbox = pytest.mark.skipif(not SANDBOX, reason=f"no sandbox here: {WHY}")
 
 PARENT_ENVIRON = """
 import pathlib

@@ -29,14 +29,11 @@ from support.metric_cheats import (
     replay,
     write_tiny,
 )
+from support.sandboxing import needs_sandbox
 
 from harness.commands.main import main
 from harness.integrity import evaluation
-from harness.integrity.sandbox import probe
 from tests.conftest import PROJECT, git
-
-SANDBOX, WHY = probe()
-needs_sandbox = pytest.mark.skipif(not SANDBOX, reason=f"no sandbox here: {WHY}")
 
 
 def _cheat(description: str) -> Cheat:
@@ -81,6 +78,7 @@ def _won(rows: list[dict[str, str]], cheats: list[Cheat]) -> None:
 
 
 @pytest.mark.slow  # one night of 14 runs
+@pytest.mark.timeout(900)  # a hang guard: 14 runs, each with its evaluator, on a loaded 2-core machine
 @needs_sandbox
 def test_every_metric_cheat_is_a_crash_with_every_defence_on(project_repo: Path, clean_env: Path) -> None:
     _setup(project_repo)

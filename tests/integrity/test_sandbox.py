@@ -17,12 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.sandboxing import needs_sandbox
 
 from harness.integrity.sandbox import Sandbox, probe
 from harness.night.runner import RunResult, resolve_python, run
-
-OK, WHY = probe()
-needs_sandbox = pytest.mark.skipif(not OK, reason=f"no sandbox here: {WHY}")
 
 
 def _layout(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -166,6 +166,7 @@ def test_plain_progress_lines_when_not_a_tty(toy_experiment: Toy, capsys: pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the subprocess timeout below is the hang guard
 def test_real_default_experiment_with_search_ends_by_itself(project_repo: Path) -> None:
     if not (PROJECT / "experiments" / "gpt" / "train.py").exists():
         pytest.skip("experiments/gpt/train.py does not exist yet (the gpt engineer writes it)")
@@ -173,9 +174,10 @@ def test_real_default_experiment_with_search_ends_by_itself(project_repo: Path) 
         import prepare.datasets  # noqa: F401
     except ImportError:
         pytest.skip("prepare.datasets does not exist yet (the prepare engineer writes it)")
+    # the timeout is a hang guard: four runs, each with its evaluator, on a loaded 2-core machine
     out = subprocess.run(
         [sys.executable, "-m", "harness.commands.main", "run", "--tag", "smoke", "--max-experiments", "3", "--budget", "5"],
-        cwd=project_repo, capture_output=True, text=True, timeout=280,
+        cwd=project_repo, capture_output=True, text=True, timeout=480,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "auto: no ANTHROPIC_API_KEY" in out.stdout  # agent auto -> search, and why
@@ -302,3 +304,45 @@ def test_no_warm_up_run_on_the_cpu_by_default(toy_experiment: Toy) -> None:
     path = toy_experiment.replay_file([])
     assert run_cli("--tag", "nw", "--agent", f"replay:{path}") == 0
     assert not (toy_experiment.repo / "results" / "nw" / "runs" / "0.warmup.log").exists()
+
+
+def test_rich_view_says_what_it_waits_for_and_shows_the_history_after_a_resume() -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.night.live import RichView
+    from harness.store.ledger import Row
+
+    def screen(view: RichView) -> str:
+        console = Console(file=io.StringIO(), width=120)
+        console.print(view._render())
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    view = RichView(io.StringIO())
+    view.history([Row("abc1234", 0.91, 1.0, "keep", "halve the batch", {}),
+                  Row("def5678", 0.95, 1.0, "discard", "wider model", {})], 0.91)  # fmt: skip
+    shown = screen(view)
+    assert "best 0.910000" in shown and "abc1234" in shown and "wider model" in shown
+    view.start(0, "baseline (run 2 of 3)", 20.0)
+    view.line("step 00040 (100.0%) | loss: 2.3")
+    assert "baseline (run 2 of 3)" in screen(view) and "100.0%" in screen(view)
+    view.finish(Row("abc1234", 0.9, 1.0, "keep", "baseline", {}), 0.9)
+    view.waiting("waiting for the model (claude-sonnet-5-5)")
+    shown = screen(view)
+    assert "waiting for the model (claude-sonnet-5-5)" in shown
+    assert "100.0%" not in shown and "#0" not in shown  # not the last run's finished bar
+    view.close()
+
+
+def test_plain_view_numbers_the_baseline_runs(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = toy_experiment.replay_file([])
+    assert (
+        main(["run", "--device", "cpu", "--tag", "b3", "--agent", f"replay:{path}", "--baseline-runs", "3"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    for k in (1, 2, 3):
+        assert f"#0 start: baseline (run {k} of 3)" in out, out

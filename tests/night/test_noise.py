@@ -55,8 +55,11 @@ def test_big_gain_kept_at_once_marginal_gain_repeated_noise_discarded() -> None:
         judge.observe([5.0 + k, 5.0 + k + 0.01414])  # each pair: sd 0.01
     big = judge.decide([0.95], best)
     assert big.status == "keep" and "SE" in big.reason
-    marginal = judge.decide([0.99], best)
+    marginal = judge.decide([0.98], best)  # 1.7 SE now; 2.4 SE if three runs held this mean
     assert marginal.status == "repeat"
+    # a gain that could not clear the threshold even if confirmed is not confirmed
+    hopeless = judge.decide([0.99], best)  # 0.9 SE now, 1.2 SE after three runs at this mean
+    assert hopeless.status == "discard" and "would not clear" in hopeless.reason
     # confirmation runs that fall back to the best's level: discarded as noise
     assert judge.decide([0.99, 1.005, 1.0], best).status == "discard"
     # confirmation runs that hold the gain: kept on the mean
@@ -180,8 +183,9 @@ def test_seed_only_change_is_discarded_through_the_loop(toy_experiment: Toy) -> 
     rows = toy.tsv("seed")
     assert [r["description"] for r in rows] == ["baseline", "random seed 42 to 111", "a real improvement"]
     assert len(rows[0]["runs"].split(",")) == 3 and float(rows[0]["spread"]) > 0
-    # its first run beat the baseline's mean (strict would have kept it); confirmation runs said noise
+    # its first run beat the baseline's mean (strict would have kept it), by too little to become
+    # the best even if confirmed: discarded without spending confirmation runs on it
     seed_runs = [float(v) for v in rows[1]["runs"].split(",")]
-    assert seed_runs[0] < float(rows[0]["val_bpb"]) and len(seed_runs) == 3
+    assert seed_runs[0] < float(rows[0]["val_bpb"]) and len(seed_runs) == 1
     assert rows[1]["status"] == "discard"
     assert rows[2]["status"] == "keep" and len(rows[2]["runs"].split(",")) == 1

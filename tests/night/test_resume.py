@@ -12,9 +12,9 @@ import time
 
 import psutil
 import pytest
+from support.sandboxing import needs_sandbox
 
 from harness.commands.main import main
-from harness.integrity.sandbox import probe
 from harness.store.journal import TagLock
 from harness.store.paths import TagPaths
 from tests.conftest import Toy, git
@@ -93,7 +93,7 @@ def test_kill_9_during_a_run_then_resume(toy_experiment: Toy, no_sandbox: None) 
     assert git(toy.repo, "status", "--porcelain") == ""
 
 
-@pytest.mark.skipif(not probe()[0], reason="needs the sandbox")
+@needs_sandbox
 def test_a_sandboxed_run_dies_with_a_kill_9ed_harness(toy_experiment: Toy) -> None:
     """With the sandbox, nothing is left for --resume to kill: bwrap's --die-with-parent ends the
     run (and its PID namespace, so everything it started) with the harness."""
@@ -186,3 +186,92 @@ def test_killed_before_the_branch_was_made_starts_afresh(toy_experiment: Toy, ca
     assert main(args) == 0
     rows = toy.tsv("early")
     assert [r["description"] for r in rows] == ["baseline"] * len(rows) and rows[-1]["status"] == "keep"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_closed_terminal_or_kill_logs_the_attempt_in_flight(
+    toy_experiment: Toy, no_sandbox: None, sig: int
+) -> None:
+    """Closing the terminal (SIGHUP) or `kill` (SIGTERM) stops like Ctrl-C: the attempt in flight
+    gets its row (`interrupted`), its run is killed, exit 130, and --resume goes on from there."""
+    toy = toy_experiment
+    path = toy.replay_file([_slow_reply(toy, "a slow run that gets hung up on")])
+    cmd = [sys.executable, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "hup",
+           "--agent", f"replay:{path}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=toy.repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = toy.repo / "results" / "hup" / "runs" / "1.log"
+    deadline = time.monotonic() + 90
+    while not (log.exists() and "step 00001" in log.read_text()):
+        assert proc.poll() is None, "the harness ended before the slow run"
+        assert time.monotonic() < deadline, "the slow run did not start"
+        time.sleep(0.1)
+    child = int(
+        next(ln for ln in log.read_text().splitlines() if ln.startswith("started pid=")).split("=")[1]
+    )
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert not _alive(child), "the run in flight must be killed with the harness"
+    rows = toy.tsv("hup")
+    assert [(r["n"], r["status"], r["reason"]) for r in rows] == [
+        ("0", "keep", ""),
+        ("1", "crash", "interrupted"),
+    ]
+    assert not (toy.repo / "results" / "hup" / "pending.json").exists()
+    assert git(toy.repo, "status", "--porcelain") == ""
+
+
+def test_crashed_baseline_fixed_on_the_persons_branch_is_picked_up_by_resume(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The crash message's advice works: commit the fix on your branch, run the command it names."""
+    toy = toy_experiment
+    toy.train.write_text(toy.train.read_text().replace('MODE = "ok"', 'MODE = "raise"'))
+    git(toy.repo, "commit", "-qam", "a broken train file")
+    path = toy.replay_file([])
+    argv = ["run", "--device", "cpu", "--tag", "fix", "--agent", f"replay:{path}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the baseline run crashed (exception: ValueError: toy failure on purpose)" in err
+    assert "commit the fix on your branch" in err
+    assert "It ran with --device cpu: if the unmodified experiment runs without them" in err  # not --agent
+    command = err.split("then run `", 1)[1].split("`", 1)[0]
+    assert command == f"autoresearch run --tag fix --device cpu --agent replay:{path} --resume"
+
+    toy.train.write_text(toy.train.read_text().replace('MODE = "raise"', 'MODE = "ok"'))
+    git(toy.repo, "commit", "-qam", "fix the train file")
+    assert main(command.split()[1:]) == 0
+    out = capsys.readouterr().out
+    assert "starting from your checkout" in out or "from your checkout's" in out
+    rows = toy.tsv("fix")
+    assert [(r["n"], r["status"], r["description"]) for r in rows] == [
+        ("0", "crash", "baseline"), ("1", "keep", "baseline"),
+    ]  # fmt: skip
+    assert git(toy.repo, "rev-parse", "autoresearch/fix") == git(toy.repo, "rev-parse", "main")
+
+
+def test_a_metric_renamed_after_a_crashed_baseline_does_not_block_resume(
+    toy_experiment: Toy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toy = toy_experiment
+    toml = toy.repo / "experiments" / "toy" / "experiment.toml"
+    toml.write_text(toml.read_text().replace('metric = "val_bpb"', 'metric = "bpb"'))
+    git(toy.repo, "commit", "-qam", "a metric the run never prints")
+    argv = ["run", "--device", "cpu", "--tag", "ren", "--agent", f"replay:{toy.replay_file([])}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "(no metric)" in err
+    assert "printed num_steps, peak_vram_mb, total_seconds, training_seconds, val_bpb but not 'bpb'" in err
+
+    toml.write_text(toml.read_text().replace('metric = "bpb"', 'metric = "val_bpb"'))
+    git(toy.repo, "commit", "-qam", "the metric the run prints")
+    assert main([*argv, "--resume"]) == 0
+    lines = (toy.repo / "results" / "ren.tsv").read_text().splitlines()
+    assert lines[0].split("\t")[:2] == ["commit", "val_bpb"]
+    assert [line.split("\t")[3] for line in lines[1:]] == ["crash", "keep"]
+    # Once a row scored, another rename is refused with the command that works instead.
+    toml.write_text(toml.read_text().replace('metric = "val_bpb"', 'metric = "bpb"'))
+    git(toy.repo, "commit", "-qam", "rename again")
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "measured 'val_bpb', but the experiment now reports 'bpb'" in err and "--tag ren-2" in err

@@ -191,6 +191,25 @@ def test_an_mlx_program_that_draws_random_numbers_is_refused(
         evaluate_program.evaluate(_handed_off(Noisy(), tmp_path, monkeypatch))
 
 
+def test_an_mlx_look_ahead_model_is_non_causal_and_wins_without_the_probes(
+    tok: Tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The causality proof on MLX's side: an exported function whose logits at t are the input at
+    t+1 (the target) is caught by the probes, and scores near 0 without them."""
+    mx = pytest.importorskip("mlx.core")
+    vocab = tok.vocab_size
+
+    class MlxLookAhead:
+        def __call__(self, idx):  # type: ignore[no-untyped-def]
+            nxt = mx.concatenate([idx[:, 1:], idx[:, -1:]], axis=1)
+            return 20.0 * (nxt[..., None] == mx.arange(vocab)).astype(mx.float32)
+
+    folder = _handed_off(MlxLookAhead(), tmp_path, monkeypatch)
+    with pytest.raises(NonCausal, match="when the tokens after position"):
+        evaluate_program.evaluate(folder)
+    assert evaluate_program.evaluate(folder, probes=False)["val_bpb"] < 0.2
+
+
 class Flat(torch.nn.Module):
     """Returns one number per position instead of logits: exportable, but not a language model."""
 

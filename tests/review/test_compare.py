@@ -33,8 +33,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, cwd: Path, *args: str) -> int:
 def two_nights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Clone a ran night A on an H100, clone b night B on an A100; both published; a fetched."""
     _, (a, b) = origin_with_clones(tmp_path, ["a", "b"])
-    night(a, "nov21-h100", NIGHT_A, worker="NVIDIA H100")
-    night(b, "nov21-a100", NIGHT_B, worker="NVIDIA A100", baseline=1.01)
+    night(a, "nov21-h100", NIGHT_A, hardware="NVIDIA H100")
+    night(b, "nov21-a100", NIGHT_B, hardware="NVIDIA A100", baseline=1.01)
     assert cli(monkeypatch, a, "publish", "--tag", "nov21-h100") == 0
     assert cli(monkeypatch, b, "publish", "--tag", "nov21-a100") == 0
     git(a, "fetch", "-q")

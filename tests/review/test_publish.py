@@ -37,7 +37,7 @@ def test_publish_pushes_branch_and_results_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bare, (a, b) = origin_with_clones(tmp_path, ["a", "b"])
-    kept = night(a, "nov21-a", STEPS, worker="H100")
+    kept = night(a, "nov21-a", STEPS, hardware="H100")
     (a / "experiments" / "toy" / "notes.txt").write_text("uncommitted work of the person\n")
     before = checkout_state(a)
 

@@ -43,14 +43,17 @@ def test_real_night_json_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     assert steps[0]["delta"] == pytest.approx(0.986041 - 0.9979)
     assert summary["biggest_hits"][0]["description"].startswith("halve batch")
     assert list(summary["crashes"]) == ["no reason recorded"]
+    assert (summary["attempts"], summary["kept_attempts"]) == (125, 22)
     assert summary["gpu_hours"] is None and summary["llm_cost_usd"] is None  # not recorded in that TSV
+    assert summary["run_hours"] is None and summary["hardware"] == []
     assert summary["skipped_lines"] == []
 
 
 def test_real_night_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = report(capsys, "--tsv", str(FIXTURE), "--out", str(tmp_path))
     assert code == 0, err
-    assert "experiments 126 | kept 23 | discarded 102 | crashed 1" in out
+    # The baseline is counted apart, the same way in every number of the line.
+    assert "baseline + 125 attempts | kept 22 | discarded 102 | crashed 1 | keep rate 17.6%" in out
     assert "Kept improvements" in out and "Biggest hits" in out and "Crashes by reason" in out
     png = (tmp_path / "progress.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
@@ -148,8 +151,10 @@ def test_maximize_metric_gpu_hours_cost_and_crash_reasons(
         ("6a6a6a6", "1500.0", "keep", "async copy", "302.0", "0.5", "", "H100"),
     ]
     tsv.write_text(
-        "commit\ttokens_per_s\tmemory_gb\tstatus\tdescription\twall_s\tcost_usd\treason\tworker\n"
-        + "".join(f"{c}\t{m}\t1.0\t{s}\t{d}\t{w}\t{cost}\t{r}\t{hw}\n" for c, m, s, d, w, cost, r, hw in rows)
+        "commit\ttokens_per_s\tmemory_gb\tstatus\tdescription\twall_s\tcost_usd\treason\tworker\tdevice\n"
+        + "".join(
+            f"{c}\t{m}\t1.0\t{s}\t{d}\t{w}\t{cost}\t{r}\t{hw}\tcuda\n" for c, m, s, d, w, cost, r, hw in rows
+        )
     )
     code, out, err = report(capsys, "--tsv", str(tsv), "--json")
     assert code == 0, err
@@ -157,7 +162,7 @@ def test_maximize_metric_gpu_hours_cost_and_crash_reasons(
     assert s["metric"] == "tokens_per_s" and s["direction"] == "maximize"
     assert (s["baseline"], s["best"], s["best_commit"]) == (1000.0, 1500.0, "6a6a6a6")
     assert s["improvement_pct"] == pytest.approx(50.0)
-    assert s["gpu_hours"] == pytest.approx((310 + 305 + 300 + 12 + 11 + 302) / 3600)
+    assert s["gpu_hours"] == pytest.approx((310 + 305 + 300 + 12 + 11 + 302) / 3600) == s["run_hours"]
     assert s["llm_cost_usd"] == pytest.approx(2.0)
     assert s["workers"] == ["H100"]
     assert {k: len(v) for k, v in s["crashes"].items()} == {"compile error": 2, "timeout": 1}
@@ -234,3 +239,89 @@ def test_steps_and_tokens_per_second_are_shown(tmp_path: Path, capsys: pytest.Ca
     code, out, _ = report(capsys, "--tsv", str(tsv), "--json")
     data = json.loads(out)
     assert data["baseline_steps"] == 800 and data["improvements"][0]["num_steps"] == 700
+
+
+def test_plot_labels_overlap_nothing_and_stay_in_the_frame() -> None:
+    """The real night's plot: x from 0, a baseline line, and labels that overlap neither each
+    other, the legend nor the title, all inside the axes."""
+    import matplotlib.pyplot as plt
+
+    from harness.review.plot import figure
+    from harness.review.summary import load
+
+    summary, rows = load(FIXTURE)
+    fig = figure(rows, summary)
+    try:
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(labels) >= 10  # most kept steps are named
+        frame = ax.get_window_extent(renderer)
+        title = ax.title.get_window_extent(renderer)
+        legend = ax.get_legend().get_window_extent(renderer)
+        for k, box in enumerate(labels):
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            assert not box.overlaps(title) and not box.overlaps(legend)
+            assert not any(box.overlaps(other) for other in labels[k + 1 :])
+        lo, hi = ax.get_xlim()
+        assert lo == -0.5 and min(x for x in ax.get_xticks() if lo <= x <= hi) == 0  # no experiment -1
+        assert "baseline" in [h.get_label() for h in ax.get_legend().legend_handles]
+        assert fig.get_window_extent(renderer).contains(title.x0, title.y0)
+    finally:
+        plt.close(fig)
+
+
+def test_a_night_whose_baseline_crashed_reports_no_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsv = tmp_path / "crashed.tsv"
+    tsv.write_text(
+        "commit\tval_bpb\tmemory_gb\tstatus\tdescription\twall_s\tdevice\thardware\n"
+        "aaaaaaa\t0.000000\t0.0\tcrash\tbaseline\t30.0\tcpu\tAMD EPYC (2 cores) | torch 2.13.0+cpu\n"
+    )
+    code, out, err = report(capsys, "--tsv", str(tsv), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "None" not in out and "no run produced a metric yet" in out
+    assert "GPU hours" not in out and "run hours 0.01 on cpu" in out and "AMD EPYC (2 cores)" in out
+
+
+def test_headerless_harness_tsv_reads_its_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A harness TSV that lost its header line is read by position, not glued into descriptions."""
+    from harness.store.ledger import EXTRA_COLUMNS
+
+    extra = dict.fromkeys(EXTRA_COLUMNS, "")
+    line = "\t".join(
+        [
+            "aaaaaaa",
+            "1.000000",
+            "1.0",
+            "keep",
+            "baseline",
+            *{**extra, "wall_s": "3600", "device": "cuda", "hardware": "1x H100 | torch 2.9"}.values(),
+        ]
+    )
+    tsv = tmp_path / "headless.tsv"
+    tsv.write_text(line + "\n")
+    code, out, err = report(capsys, "--tsv", str(tsv), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["best_description"] == "baseline" and summary["gpu_hours"] == 1.0
+    assert summary["hardware"] == ["1x H100 | torch 2.9"]
+    assert "no header line" in err
+
+
+def test_report_json_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.tsv"  # a summary JSON far larger than a pipe's buffer
+    big.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n" + "".join(
+        f"{k:07x}\t{1.0 - k * 1e-5:.6f}\t1.0\tkeep\t{'baseline' if k == 0 else f'step {k} ' + 'x' * 60}\n"
+        for k in range(5000)
+    ))  # fmt: skip
+    out = subprocess.run(
+        f"{sys.executable} -m harness report --tsv {big} --json | head -1",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.stdout == "{\n" and out.returncode == 0
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr

@@ -33,7 +33,8 @@ def test_open_creates_worktree_branch_best_ref_and_exclude(repo: Path) -> None:
     assert git(repo, "rev-parse", best_ref("mar8")) == head
     assert git(r.worktree, "symbolic-ref", "HEAD") == "refs/heads/autoresearch/mar8"
     assert (r.worktree / TOY_TRAIN).read_text() == (repo / TOY_TRAIN).read_text()
-    assert "/.autoresearch/" in (repo / ".git" / "info" / "exclude").read_text().splitlines()
+    excluded = (repo / ".git" / "info" / "exclude").read_text().splitlines()
+    assert "/.autoresearch/" in excluded and "/results/" in excluded
     assert git(repo, "status", "--porcelain") == ""  # the worktrees do not show up as untracked
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError
-from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, Ledger, Row, columns, read_any_tsv
+from harness.store.ledger import COLUMNS, EXTRA_COLUMNS, PRUNED, Ledger, Row, columns, read_any_tsv
 
 KARPATHY = Path(__file__).resolve().parents[1] / "fixtures" / "karpathy_mar8_results.tsv"
 
@@ -208,7 +208,10 @@ def test_read_any_tsv_without_header_and_with_tabbed_descriptions(tmp_path: Path
     p = tmp_path / "bare.tsv"
     p.write_text("abc\t1.0\t2.0\tkeep\tsplit\tdescription\n")
     rows, skipped = read_any_tsv(p)
-    assert skipped == [] and rows[0].description == "split description"
+    assert rows[0].description == "split description"
+    assert skipped == [(0, skipped[0][1])] and "no header line" in skipped[0][1]  # said, not silent
+    p.write_text("abc\t1.0\t2.0\tkeep\tfive columns\n")
+    assert read_any_tsv(p)[1] == []  # the plain five columns: nothing to say
     with pytest.raises(DataError, match="no such file"):
         read_any_tsv(tmp_path / "missing.tsv")
 
@@ -229,3 +232,11 @@ def test_counts_are_kept_in_memory_and_match_a_fresh_read(tmp_path: Path) -> Non
         assert view.find(7) is None
     assert again.rows()[0].values() == [1.0, 1.02, 0.98]
     assert Row("x", 0.5, 0.0, "keep", "y", {"runs": "junk,1"}).values() == [0.5]
+
+
+def test_a_pruned_discard_and_a_crash_have_no_score() -> None:
+    assert Row("abc1234", 0.99, 1.0, "discard", "d", {}).scored
+    assert Row("abc1234", 0.99, 1.0, "keep", "k", {}).scored
+    assert not Row("abc1234", 0.0, 0.0, "discard", "p", {"reason": PRUNED}).scored
+    assert not Row("abc1234", 0.0, 0.0, "crash", "c", {"reason": "nan"}).scored
+    assert not Row("abc1234", float("nan"), 0.0, "discard", "n", {}).scored

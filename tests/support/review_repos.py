@@ -39,7 +39,7 @@ metric = "val_bpb"
 direction = "minimize"
 """
 
-HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tworker\n"
+HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tdevice\thardware\n"
 
 
 def init_repo(path: Path) -> Path:
@@ -90,16 +90,19 @@ class Step:
 
 
 def night(
-    repo: Path, tag: str, steps: Sequence[Step], *, worker: str = "", baseline: float = 1.0
+    repo: Path, tag: str, steps: Sequence[Step], *, hardware: str = "", baseline: float = 1.0
 ) -> list[str]:
-    """Create autoresearch/<tag> from main with one commit per kept step, and results/<tag>.tsv.
+    """Create autoresearch/<tag> from main with one commit per kept step, and results/<tag>.tsv
+    (whose rows ran on `hardware`, a CUDA device).
 
     Returns the short shas of the kept commits. The checkout ends back on main.
     """
     branch = f"autoresearch/{tag}"
     git(repo, "checkout", "-q", "-b", branch, "main")
     train = repo / "experiments" / "toy" / "train.py"
-    rows = [f"{git(repo, 'rev-parse', '--short=7', 'HEAD')}\t{baseline:.6f}\t1.0\tkeep\tbaseline\t{worker}\n"]
+    rows = [
+        f"{git(repo, 'rev-parse', '--short=7', 'HEAD')}\t{baseline:.6f}\t1.0\tkeep\tbaseline\tcuda\t{hardware}\n"
+    ]
     kept = []
     for i, step in enumerate(steps):
         if step.status == "keep":
@@ -113,7 +116,7 @@ def night(
         else:
             sha = f"{i:07x}"
         metric = 0.0 if step.status == "crash" else step.metric
-        rows.append(f"{sha}\t{metric:.6f}\t1.0\t{step.status}\t{step.description}\t{worker}\n")
+        rows.append(f"{sha}\t{metric:.6f}\t1.0\t{step.status}\t{step.description}\tcuda\t{hardware}\n")
     git(repo, "checkout", "-q", "main")
     (repo / "results").mkdir(exist_ok=True)
     (repo / "results" / f"{tag}.tsv").write_text(HEADER + "".join(rows))

@@ -37,10 +37,24 @@ class Step:
     input_tokens: int = 1000
     output_tokens: int = 200
     error_message: str = ""
+    cached_tokens: int = 0  # of input_tokens, read from the prompt cache
 
 
-def reply(text: str, *, input_tokens: int = 1000, output_tokens: int = 200, delay: float = 0.0) -> Step:
-    return Step(text=text, input_tokens=input_tokens, output_tokens=output_tokens, delay=delay)
+def reply(
+    text: str,
+    *,
+    input_tokens: int = 1000,
+    output_tokens: int = 200,
+    delay: float = 0.0,
+    cached_tokens: int = 0,
+) -> Step:
+    return Step(
+        text=text,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        delay=delay,
+        cached_tokens=cached_tokens,
+    )
 
 
 def error(status: int, *, retry_after: float | None = None, message: str = "") -> Step:
@@ -81,6 +95,7 @@ class FakeLLM:
         self.script: deque[Step] = deque(script)
         self.responder = responder
         self.models = list(models)
+        self.models_status = 200  # e.g. 501: a server without a model list
         self.requests: list[Recorded] = []
         self.completions = 0  # completion requests answered with 200 and a reply
         self.intervals: list[tuple[float, float]] = []  # (start, end) time.time() of each completion request
@@ -156,7 +171,10 @@ class FakeLLM:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 fake.requests.append(Recorded("GET", self.path, dict(self.headers), {}))
-                if self.path.rstrip("/").endswith("/models"):
+                route = self.path.split("?", 1)[0].rstrip("/")
+                if route.endswith("/models") and fake.models_status != 200:
+                    self._send(fake.models_status, json.dumps({"error": {"message": "no model list here"}}))
+                elif route.endswith("/models"):
                     data = [
                         {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
                     ]
@@ -223,7 +241,12 @@ def _anthropic_body(step: Step, model: str) -> str:
             "content": [{"type": "text", "text": step.text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": step.input_tokens, "output_tokens": step.output_tokens},
+            # Anthropic counts cached input apart from input_tokens.
+            "usage": {
+                "input_tokens": step.input_tokens - step.cached_tokens,
+                "cache_read_input_tokens": step.cached_tokens,
+                "output_tokens": step.output_tokens,
+            },
         }
     )
 
@@ -246,6 +269,7 @@ def _openai_body(step: Step, model: str) -> str:
                 "prompt_tokens": step.input_tokens,
                 "completion_tokens": step.output_tokens,
                 "total_tokens": step.input_tokens + step.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": step.cached_tokens},
             },
         }
     )
