@@ -38,6 +38,7 @@ TRAIN = ROOT / "experiments" / "gpt" / "train.py"
 
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
+    "plain": {"FUSED_KERNELS": False},
     "sdpa": {"ATTENTION": "sdpa"},
     "b64": {"DEVICE_BATCH_SIZE": 64},
     "b128": {"DEVICE_BATCH_SIZE": 128},
@@ -52,12 +53,13 @@ VARIANTS: dict[str, dict[str, object]] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def synthetic_prepare(seq_len: int, vocab: int) -> types.ModuleType:
+def synthetic_prepare(seq_len: int, vocab: int, device: str = "cuda") -> types.ModuleType:
     """A stand-in for `prepare` that feeds random tokens, so the model can be timed without data."""
     import torch
 
     mod = types.ModuleType("prepare")
-    mod.DEVICE = "cuda"  # type: ignore[attr-defined]
+    mod.__path__ = [str(ROOT / "prepare")]  # type: ignore[attr-defined]  # submodules (prepare.kernels) stay real
+    mod.DEVICE = device  # type: ignore[attr-defined]
     mod.MAX_SEQ_LEN = seq_len  # type: ignore[attr-defined]
     mod.TIME_BUDGET = 300.0  # type: ignore[attr-defined]
     mod.VOCAB_SIZE = vocab  # type: ignore[attr-defined]
@@ -72,7 +74,7 @@ def synthetic_prepare(seq_len: int, vocab: int) -> types.ModuleType:
 
     def make_dataloader(tokenizer, batch_size, seq_len_, split):  # noqa: ANN001
         # a few distinct batches, rotated: random data, never zeros (zeros can run faster)
-        pool = [torch.randint(0, vocab, (batch_size, seq_len_ + 1), device="cuda") for _ in range(4)]
+        pool = [torch.randint(0, vocab, (batch_size, seq_len_ + 1), device=device) for _ in range(4)]
         i = 0
         while True:
             b = pool[i % len(pool)]

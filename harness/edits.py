@@ -3,7 +3,10 @@
 The reply format (ARCHITECTURE.md, "The agent's reply"): one `Description:` line, then one or
 more SEARCH/REPLACE blocks, each preceded by the path of the file it edits; code fences
 around the blocks are allowed. A reply that is one fenced block holding a whole file is
-also accepted.
+also accepted. Optional lines outside the blocks: `Note:` (a line for the research notes) and
+`Parent: #n` (build on attempt n's code instead of the best). A sweep request replaces the
+edits by `Sweep: NAME=[low, high] [log|int]; ...` and an optional `Trials: k`; it is parsed
+here into its text and validated against the file by `harness.agents.sweep`.
 
 `apply_reply` matches each SEARCH text exactly (line by line), then whitespace-tolerantly
 (trailing whitespace, a uniform indentation shift, stray blank lines at the ends). It
@@ -17,6 +20,7 @@ Nothing is applied unless every block applies.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import re
 from collections.abc import Mapping, Sequence
@@ -38,13 +42,26 @@ Description: <one line saying what you changed and why>
 Use one SEARCH/REPLACE block per change (each preceded by the file path). The SEARCH part
 must match the current file exactly, including indentation, and must be unique in the file:
 include a few surrounding lines if needed. Alternatively, reply with the Description line
-and one fenced code block holding the whole new file."""
+and one fenced code block holding the whole new file.
+
+Optional lines, after the Description:
+Note: <one line for the research notes: an insight or a dead end worth remembering>
+Parent: #<n>   (build on the code of recent attempt n instead of the current best: your SEARCH
+               parts then quote attempt n's version; its change and yours are applied to the best)
+
+Instead of an edit you may ask for a sweep of numeric UPPERCASE constants of the file, which
+an optimizer (TPE) then runs as several experiments on the current best:
+Description: <what the sweep explores>
+Sweep: NAME=[low, high] log; OTHER=[low, high] int; THIRD=[low, high]
+Trials: <how many runs, optional>"""
 
 _SEARCH_RE = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 _DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE_RE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
 _FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 _DESCRIPTION_RE = re.compile(r"^\W*description\W*:\s*(.*)$", re.IGNORECASE)
+_FIELD_RE = re.compile(r"^[\W_]*(note|parent|sweep|trials)[\W_]*:[\s*_`]*(.*?)[\s*_`]*$", re.IGNORECASE)
+_PARENT_RE = re.compile(r"^(?:attempt\s*)?#?\s*(\d+)\b", re.IGNORECASE)
 _MAX_DESCRIPTION = 200
 # A whole-file reply much shorter than the file is almost always a fragment the model
 # meant as a snippet; running it would throw the file away.
@@ -69,6 +86,10 @@ class ParsedReply:
     edits: list[Edit]
     whole_file: str | None
     whole_file_path: str | None = None  # the path named with a whole-file reply, if any
+    note: str = ""  # the `Note:` line
+    parent: int | None = None  # `Parent: #n`
+    sweep: str | None = None  # the `Sweep:` line's text: a sweep request instead of edits
+    trials: int | None = None  # `Trials: k` of a sweep request
 
 
 # --------------------------------------------------------------------------- parsing
@@ -140,8 +161,18 @@ def parse_reply(text: str) -> ParsedReply:
             "Your reply had no `Description:` line (or it was empty). " + REPLY_FORMAT,
         )
 
+    fields = _fields(lines)
+    if fields.get("sweep"):
+        if any(_SEARCH_RE.match(line) for line in lines):
+            raise EditError(
+                "the reply is both a sweep request and an edit",
+                "Your reply has a `Sweep:` line and SEARCH/REPLACE blocks. Send either an edit or a "
+                "sweep request (Description, Sweep and Trials lines only), not both.",
+            )
+        return _with_fields(ParsedReply(description=description, edits=[], whole_file=None), fields)
+
     if not any(_SEARCH_RE.match(line) for line in lines):
-        return _parse_whole_file(lines, description)
+        return _with_fields(_parse_whole_file(lines, description), fields)
 
     edits: list[Edit] = []
     last_path = ""
@@ -156,6 +187,8 @@ def parse_reply(text: str) -> ParsedReply:
             if not candidate.strip():
                 continue
             if _FENCE_RE.match(candidate) and not _path_from_line(candidate):
+                continue
+            if _FIELD_RE.match(candidate) or _DESCRIPTION_RE.match(candidate):
                 continue
             if _REPLACE_RE.match(candidate):
                 break
@@ -184,7 +217,63 @@ def parse_reply(text: str) -> ParsedReply:
             raise _malformed(block_no, "the `>>>>>>> REPLACE` line is missing")
         i += 1
         edits.append(Edit(path=path, search=_join(search), replace=_join(replace)))
-    return ParsedReply(description=description, edits=edits, whole_file=None)
+    return _with_fields(ParsedReply(description=description, edits=edits, whole_file=None), fields)
+
+
+def _fields(lines: list[str]) -> dict[str, str]:
+    """The first `Note:`, `Parent:`, `Sweep:` and `Trials:` line outside blocks and fences."""
+    found: dict[str, str] = {}
+    inside = False  # within a SEARCH/REPLACE block or a code fence
+    fence = ""
+    for line in lines:
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+                fence = ""
+            continue
+        if _SEARCH_RE.match(line):
+            inside = True
+        elif _REPLACE_RE.match(line):
+            inside = False
+        elif not inside:
+            match = _FENCE_RE.match(line)
+            if match:
+                fence = match.group(1)
+                continue
+            match = _FIELD_RE.match(line)
+            if match:
+                found.setdefault(match.group(1).lower(), match.group(2).strip())
+    return found
+
+
+def _with_fields(parsed: ParsedReply, fields: Mapping[str, str]) -> ParsedReply:
+    """`parsed` with the optional lines; EditError (with feedback) for a malformed one."""
+    parent: int | None = None
+    if fields.get("parent"):
+        match = _PARENT_RE.match(fields["parent"])
+        if match is None:
+            raise EditError(
+                f"Parent line {fields['parent']!r} names no attempt",
+                f"Your `Parent:` line ({fields['parent']!r}) must name one attempt by its number, e.g. "
+                "`Parent: #12`. Leave the line out to build on the current best.",
+            )
+        parent = int(match.group(1))
+    trials: int | None = None
+    if fields.get("sweep") and fields.get("trials"):
+        try:
+            trials = int(fields["trials"].split()[0])
+        except ValueError:
+            raise EditError(
+                f"Trials line {fields['trials']!r} is not a number",
+                f"Your `Trials:` line ({fields['trials']!r}) must be a whole number, e.g. `Trials: 6`.",
+            ) from None
+    return dataclasses.replace(
+        parsed,
+        note=" ".join(fields.get("note", "").split()),
+        parent=parent,
+        sweep=fields.get("sweep") or None,
+        trials=trials,
+    )
 
 
 def _malformed(block_no: int, what: str) -> EditError:

@@ -18,6 +18,7 @@ the agents or the night to check them; a test checks that their registries agree
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
@@ -121,6 +122,27 @@ def _depth(raw: str) -> int | None:
         return _whole(0)(raw)
     except ValueError:
         raise ValueError("expected 'auto' or a whole number (0 turns pipelining off)") from None
+
+
+def _clock(raw: str) -> float:
+    """HH:MM -> the epoch seconds of its next occurrence (today, or tomorrow if it has passed)."""
+    # Seconds are allowed (and ignored) for a config file's TOML local time, `until = 06:30:00`.
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)(:[0-5]\d)?", raw.strip())
+    if match is None:
+        raise ValueError("expected a local time HH:MM, e.g. 06:30")
+    now = datetime.datetime.now().astimezone()
+    at = now.replace(hour=int(match.group(1)), minute=int(match.group(2)), second=0, microsecond=0)
+    if at <= now:
+        at += datetime.timedelta(days=1)
+    return at.timestamp()
+
+
+def _until_shown(value: float | None) -> str:
+    if value is None:
+        return ""
+    at = datetime.datetime.fromtimestamp(value).astimezone()
+    hours = (value - datetime.datetime.now().timestamp()) / 3600
+    return f"{at:%Y-%m-%d %H:%M %Z} (in {hours:.1f} h)"
 
 
 def _prices(raw: str) -> dict[str, tuple[float, float]]:
@@ -245,6 +267,13 @@ OPTIONS: tuple[Option[Any], ...] = (
            metavar="N", show=lambda v: "unlimited" if v is None else str(v)),
     Option("max_cost", _dollars, "stop once the LLM calls cost this much", flag="--max-cost", metavar="USD",
            show=lambda v: "unlimited" if v is None else f"${v:g}"),
+    Option("until", _clock, "stop before a run that cannot finish by this local time (HH:MM), judged by the "
+           "measured duration of the runs", flag="--until", metavar="HH:MM", show=_until_shown),
+    Option("plateau", _whole(1), "stop after N attempts in a row without a keep", flag="--plateau",
+           metavar="N", show=lambda v: "off" if v is None else f"{v} attempts without a keep"),
+    Option("reflect_every", _whole(0), "every N attempts the LLM rewrites results/<tag>/notes.md from the "
+           "history (0: never)", flag="--reflect-every", env="AUTORESEARCH_REFLECT_EVERY", metavar="N",
+           show=lambda v: "off" if v == 0 else f"every {v} attempts (LLM agents)"),
     Option("resume", lambda _: True, "continue an existing tag", flag="--resume", switch=True),
     Option("gpus", _gpus, "one worker per GPU, e.g. 0,1,2,3 (tags <tag>-gpu<i>)", flag="--gpus",
            metavar="LIST", show=lambda v: ",".join(map(str, v))),
@@ -263,7 +292,13 @@ OPTIONS: tuple[Option[Any], ...] = (
     Option("sandbox", _text, "run each experiment in a bubblewrap sandbox: auto (when it works here), on "
            "(refuse to start without it), off (default: auto)", flag="--sandbox", env="AUTORESEARCH_SANDBOX",
            choices=SANDBOX_MODES),
-    Option("worker", _text, "set by the --gpus supervisor for its workers", flag="--worker", hidden=True),
+    Option("ray", _text, "one worker per GPU of the Ray cluster at ADDRESS (auto: the cluster this host "
+           "belongs to); code moves through the git remote origin", flag="--ray", metavar="ADDRESS|auto"),
+    Option("worker", _text, "set by the --gpus or --ray driver for its workers", flag="--worker", hidden=True),
+    Option("family", _text, "set by the --gpus or --ray driver: the tag whose shared ledger the worker joins",
+           flag="--family", hidden=True),
+    Option("coordinator", _text, "set by the --ray driver: the Ray cluster whose coordinator actor holds the "
+           "family's ledger (empty: the family's files, --gpus)", flag="--coordinator", hidden=True),
     # The LLM agents' knobs: the defaults suit a night; tests and unusual providers change them.
     Option("llm_timeout", _seconds, "seconds one LLM call may take", env="AUTORESEARCH_LLM_TIMEOUT",
            show=_seconds_shown),
@@ -282,6 +317,8 @@ OPTIONS: tuple[Option[Any], ...] = (
     Option("prices", _prices, "LLM prices, model -> [input, output] USD per million tokens, as inline JSON "
            "or a .json/.toml file; they override the built-in table", env="AUTORESEARCH_PRICES",
            show=lambda v: "built-in table" + (f", overridden for {', '.join(v)}" if v else "")),
+    Option("sweep_trials", _whole(1), "runs of a sweep request that names no Trials",
+           env="AUTORESEARCH_SWEEP_TRIALS"),
     Option("pipeline_depth", _depth, "LLM proposals in flight while a run goes on: auto or N (0: off)",
            env="AUTORESEARCH_PIPELINE_DEPTH", show=lambda v: "auto" if v is None else str(v)),
 )  # fmt: skip

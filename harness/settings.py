@@ -84,9 +84,15 @@ class Settings:
     model: str | None = None
     max_experiments: int | None = None
     max_cost: float | None = None
+    until: float | None = None  # epoch seconds: no run starts that cannot finish by then
+    plateau: int | None = None  # stop after this many attempts in a row without a keep
+    reflect_every: int = 10  # attempts between reflections on the notes (LLM agents); 0: never
     resume: bool = False
     gpus: tuple[int, ...] = ()
-    worker: str = ""
+    ray: str = ""  # --ray ADDRESS|auto: the driver of a night on a Ray cluster
+    worker: str = ""  # a worker of a family (--gpus, --ray): its name, e.g. gpu0
+    family: str = ""  # the family tag a worker belongs to (its shared ledger: harness.store.family)
+    coordinator: str = ""  # a Ray worker: the cluster address of the family's coordinator actor
     judge: str = "noise"  # "noise" (NoiseAwareJudge) or "strict" (StrictJudge)
     baseline_runs: int | None = None  # None: the judge's default (noise 3, strict 1)
     prune: float = 0.05  # --prune: abort a candidate this far (relative loss) behind the best; 0 off
@@ -109,6 +115,7 @@ class Settings:
     retry_max_attempts: int | None = None  # None: retry retryable errors forever
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # over the built-in table
     pipeline_depth: int | None = None  # None: adapt to the measured times; 0: no pipelining
+    sweep_trials: int = 6  # trials of a sweep request that names no Trials
     reasons: Mapping[str, str] = field(default_factory=dict)  # field -> why it has its value
 
     @property

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from prepare import DEVICE, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, hand_off, make_dataloader
+from prepare.kernels import linear_softcap_cross_entropy, relu2_mlp
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters (edit these directly)
@@ -62,6 +63,10 @@ WARMDOWN_RATIO = 0.5  # share of the budget at the end spent decaying the lr ...
 FINAL_LR_FRAC = 0.0  # ... down to this fraction of its peak
 
 ATTENTION = "auto"  # "flex" (FlexAttention block masks), "sdpa", or "auto" (flex on CUDA sm80+, else sdpa)
+FUSED_KERNELS = True  # Triton kernels of prepare.kernels for the MLP (ReLU^2 in the matmuls) and the loss
+#   (lm_head + soft-cap + cross-entropy without the full logits): the same math as the plain lines
+#   next to them, on CUDA only, never in the exported model. To change the MLP's activation or the
+#   loss, edit the plain line and set this False (the fused kernels compute only ReLU^2 and soft-capped CE).
 COMPILE = "blocks" if USE_CUDA else ""  # torch.compile: "blocks" (each distinct block once, plus the
 #   head: small graphs), "model" (one graph: ~1% faster on the H100, as slow to compile), "" (eager)
 UNTIMED_STEPS = 3 if USE_CUDA else 1  # first steps run untimed: they absorb compilation and warm-up
@@ -244,6 +249,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * dim, dim, bias=False)
 
     def forward(self, x):
+        if FUSED_KERNELS:  # exactly the line below, the activation fused into the matmuls
+            return relu2_mlp(x, self.c_fc.weight, self.c_proj.weight)
         return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2
 
 
@@ -266,6 +273,8 @@ def head_logits(x, weight):
 
 
 def head_loss(x, weight, targets):
+    if FUSED_KERNELS:  # exactly the lines below, in slices of rows: the full logits are never written
+        return linear_softcap_cross_entropy(norm(x), weight, targets, LOGIT_SOFTCAP, ignore_index=-1)
     logits = head_logits(x, weight)
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
@@ -531,7 +540,7 @@ def main():
     grad_accum = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
     print(
         f"device: {gpu_name} | attention: {model.backend} | compile: {COMPILE} | params: {num_params / 1e6:.1f}M"
-        f" | width: {model.dim} | depth: {DEPTH} | windows: {model.windows} | grad_accum: {grad_accum}"
+        f" | fused kernels: {FUSED_KERNELS} | width: {model.dim} | depth: {DEPTH} | windows: {model.windows} | grad_accum: {grad_accum}"
         f" | budget: {TIME_BUDGET:.0f}s | peak_flops: {peak_flops / 1e12:.0f}T"
     )
     train_model = model

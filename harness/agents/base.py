@@ -10,6 +10,7 @@ agents that learn from outcomes (the search agent's TPE) can.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +18,7 @@ from harness.errors import AgentError
 
 if TYPE_CHECKING:
     from harness.settings import Settings
+    from harness.store.attempts import AttemptRecord
     from harness.store.ledger import Row
 
 
@@ -27,6 +29,25 @@ class CrashReport:
     description: str
     reason: str
     log_tail: str  # at most 50 lines
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A proposal being tried now: running, queued to run, or still being written by the model."""
+
+    state: str  # e.g. "#12 running", "queued", "being written"
+    description: str = ""  # "" while it is being written
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """A recent attempt close to the best, with its change: something to build on (`Parent: #n`)."""
+
+    n: int
+    status: str
+    metric: float
+    description: str
+    diff: str
 
 
 @dataclass
@@ -43,6 +64,11 @@ class Context:
     hardware: str = ""  # e.g. "NVIDIA H100 80GB HBM3"
     crash: CrashReport | None = None  # set when asking for a fix of the last crash
     feedback: str | None = None  # set when the previous reply's edit did not apply
+    notes: str = ""  # results/<tag>/notes.md, re-read before every proposal
+    records: Mapping[int, AttemptRecord] = field(default_factory=dict)  # diagnostics, by attempt n
+    in_flight: tuple[InFlight, ...] = ()  # proposals being tried now (pipelined, other workers)
+    writing: tuple[int, int] | None = None  # (k, m): this request is the k-th of m written at once
+    near_misses: tuple[NearMiss, ...] = ()
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """The part the LLM agents share: prompt -> one provider call (with retries) -> priced Reply.
 
+`propose(ctx)` asks for the next experiment; `reflect(ctx)` asks for the research notes
+rewritten from the history (harness.agents.prompt builds both prompts); both go through
+`complete(prompt)`.
+
 A provider subclass implements `_complete(prompt) -> Completion` with its SDK and sets
 `name`, `key_env_var` and `default_model`; everything else is here: the prompt from
 `harness.agents.prompt`, the retry policy and outage status of `harness.agents.retry`, and the
@@ -24,7 +28,7 @@ import tenacity
 
 from harness.agents.base import Agent, Context, Reply
 from harness.agents.cost import PriceTable, Usage
-from harness.agents.prompt import Prompt, build_prompt, redact
+from harness.agents.prompt import Prompt, build_prompt, build_reflection_prompt, redact
 from harness.agents.retry import ProviderStatus, RetryPolicy, call_with_retries, classify
 from harness.errors import ProviderError
 
@@ -157,7 +161,14 @@ class LLMAgent(Agent):
         """One provider call; SDK exceptions propagate (they are classified by the retry loop)."""
 
     def propose(self, ctx: Context) -> Reply:
-        prompt = build_prompt(ctx, env=self.env)
+        return self.complete(build_prompt(ctx, env=self.env))
+
+    def reflect(self, ctx: Context) -> Reply:
+        """Ask for the research notes rewritten from the history (the reply is the new notes)."""
+        return self.complete(build_reflection_prompt(ctx, env=self.env))
+
+    def complete(self, prompt: Prompt) -> Reply:
+        """One call with retries and backoff, priced; only ProviderError escapes."""
         done = call_with_retries(
             lambda: self._call(prompt),
             policy=self.policy,

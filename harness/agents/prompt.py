@@ -1,18 +1,18 @@
-"""Build the prompt an LLM agent gets for one proposal, from the loop's `Context`.
+"""Build the prompts an LLM agent gets: one proposal (`build_prompt`) or a reflection (`build_reflection_prompt`).
 
 System text: program.md (the person's research instructions, re-read before every
-experiment) followed by the reply format. User text, in order: the setup (metric and
-direction, budget, device profile, hardware), this tag's history (every attempt with
-its metric and status, the kept changes in order, what crashed and why), the mutable
-files in full as they are at the current best, the last crash's log tail (at most 50
-lines) when the model is asked to fix it, the feedback on a reply whose edit did not
-apply, and the task.
+experiment) followed by the reply format. User text of a proposal, in order: the setup (metric
+and direction, budget, device profile, hardware), the research notes, this tag's history with
+each attempt's diagnostics, near misses to build on, what is being tried right now, the mutable
+files in full as they are at the current best, the last crash's log tail (at most 50 lines)
+when the model is asked to fix it, the feedback on a reply that could not be used, and the task.
+The sections are `harness.agents.history`'s, each bounded, so the prompt stays bounded over any
+number of attempts (BENCHMARKS.md has the sizes over a 200-attempt night).
 
-The history is bounded in size: when the table of attempts would exceed `max_history_chars`
-the oldest discarded and crashed attempts are condensed into one counted line in place;
-kept changes and the newest attempts stay. Rows are always whole. Every secret of the
-environment (API keys, tokens, URLs with a password), in every encoding `harness.credentials`
-knows (raw, reversed, hex, base64, percent-encoded), is redacted from everything sent.
+A reflection prompt shows the same history and the notes and asks for the notes rewritten.
+Every secret of the environment (API keys, tokens, URLs with a password), in every encoding
+`harness.credentials` knows (raw, reversed, hex, base64, percent-encoded), is redacted from
+everything sent.
 """
 
 from __future__ import annotations
@@ -24,20 +24,17 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from harness.agents import history as sections
 from harness.agents.base import Context, CrashReport
+from harness.agents.history import MAX_HISTORY_CHARS
 from harness.credentials import redact
 from harness.edits import REPLY_FORMAT
-
-if TYPE_CHECKING:
-    from harness.store.ledger import Row
+from harness.store.notes import MAX_NOTES_CHARS
 
 MAX_CRASH_LINES = 50
-MAX_HISTORY_CHARS = 12_000
-_MAX_DESCRIPTION = 140
 # A crash the model can fix from the log: syntax, import, name and shape errors. Out of
 # memory, timeouts, NaNs and integrity refusals are not "simple bugs": they go to the
 # history like any other crash.
@@ -46,6 +43,7 @@ _SIMPLE_BUG = re.compile(
     r"UnboundLocalError|AttributeError|TypeError|IndexError|KeyError)\b|"
     r"shape|size mismatch|must match the size|mat1 and mat2|Dimension out of range|dimension",
 )
+_MARKER = "[autoresearch] "  # how the runner prefixes the lines it adds to a run's log
 _NOT_SIMPLE = re.compile(r"out of memory|OutOfMemoryError|CUDA error|Killed|MemoryError", re.IGNORECASE)
 
 
@@ -66,8 +64,10 @@ def build_prompt(
     better = "lower" if ctx.direction == "minimize" else "higher"
     system = ctx.program.strip() + "\n\n# Reply format\n\n" + REPLY_FORMAT + "\n"
 
-    parts = [_setup(ctx, better)]
-    parts.append(_history(ctx.history, ctx.metric, ctx.direction, max_history_chars))
+    parts = [_setup(ctx, better), sections.notes(ctx.notes)]
+    parts.append(sections.history(ctx.history, ctx.records, ctx.metric, ctx.direction, max_history_chars))
+    parts.append(sections.near_misses(ctx.near_misses))
+    parts.append(sections.in_flight(ctx.in_flight, ctx.writing))
     parts.append(_files(ctx.files))
     if ctx.crash is not None:
         tail = "\n".join(ctx.crash.log_tail.splitlines()[-MAX_CRASH_LINES:])
@@ -85,9 +85,37 @@ def build_prompt(
         f"Propose ONE experiment that you expect to make {ctx.metric} {better}. Change only the files "
         f"shown above ({', '.join(ctx.files)}). The run is stopped after the time budget, so a change "
         "that is slower per step must win on quality. Keep the code simple: a tiny gain that adds "
-        "ugly complexity is not worth it. Do not repeat an attempt from the history.\n\n" + REPLY_FORMAT
+        "ugly complexity is not worth it. Do not repeat an attempt from the history or one being tried "
+        "right now: a change equal to one of them is refused without a run. Add a `Note:` line when you "
+        "learned something worth keeping in the research notes.\n\n" + REPLY_FORMAT
     )
     parts.append(task)
+    user = "\n\n".join(p for p in parts if p)
+    env = os.environ if env is None else env
+    return Prompt(system=redact(system, env), user=redact(user, env))
+
+
+def build_reflection_prompt(
+    ctx: Context, *, max_history_chars: int = MAX_HISTORY_CHARS, env: Mapping[str, str] | None = None
+) -> Prompt:
+    """The prompt of a reflection call: rewrite the research notes from the history."""
+    better = "lower" if ctx.direction == "minimize" else "higher"
+    system = (
+        ctx.program.strip()
+        + "\n\n# Your task now\n\nYou keep the research notes of this autonomous experiment run: a short, "
+        "dense record that the next proposals are based on."
+    )
+    parts = [
+        _setup(ctx, better),
+        sections.notes(ctx.notes) or "# Research notes\n\n(none yet)",
+        sections.history(ctx.history, ctx.records, ctx.metric, ctx.direction, max_history_chars),
+        "# Task\n\n"
+        f"Rewrite the research notes from the history above, in Markdown, at most {MAX_NOTES_CHARS} "
+        "characters. Use the sections `## Insights` (what helped or hurt and why, citing attempts as "
+        "#n), `## Dead ends` (what not to try again) and `## Next` (the most promising directions). "
+        "Keep what the person wrote in the notes unless the history contradicts it. Reply with the "
+        "notes only, in one fenced ```markdown block.",
+    ]
     user = "\n\n".join(p for p in parts if p)
     env = os.environ if env is None else env
     return Prompt(system=redact(system, env), user=redact(user, env))
@@ -99,7 +127,10 @@ def is_simple_bug(crash: CrashReport) -> bool:
         return True
     if not crash.reason.startswith("exception"):
         return False  # killed for time, NaN, loss, log flood, no metric, or refused by an integrity check
-    tail = "\n".join(crash.log_tail.splitlines()[-MAX_CRASH_LINES:])
+    # Only the run's own lines: the harness's markers (e.g. "[autoresearch] killed 1 process(es)
+    # of the run still alive after it ended", common on a loaded machine) say nothing of the bug.
+    lines = [ln for ln in crash.log_tail.splitlines()[-MAX_CRASH_LINES:] if not ln.startswith(_MARKER)]
+    tail = "\n".join(lines)
     return bool(_SIMPLE_BUG.search(tail)) and not _NOT_SIMPLE.search(tail)
 
 
@@ -137,81 +168,6 @@ def _setup(ctx: Context, better: str) -> str:
         f"- device profile: {ctx.device}\n"
         f"- hardware: {hardware}\n"
     )
-
-
-def _fmt_metric(value: float) -> str:
-    return f"{value:.6f}"
-
-
-def _row_line(row: Row, metric: str) -> str:
-    n = row.extra.get("n", "")
-    description = " ".join(row.description.split())
-    if len(description) > _MAX_DESCRIPTION:
-        description = description[: _MAX_DESCRIPTION - 3] + "..."
-    value = _fmt_metric(row.metric) if row.scored else "-"
-    reason = row.extra.get("reason", "")
-    why = f" [{reason}]" if reason and row.status != "keep" else ""
-    return f"{n:>4} | {row.commit} | {value} | {row.status:<7} | {description}{why}"
-
-
-def _history(history: Sequence[Row], metric: str, direction: str, limit: int) -> str:
-    if not history:
-        return "# History\n\nNo experiment has run yet: the first run is the unmodified baseline."
-    header = f"   n | commit  | {metric} | status  | description [reason]"
-    lines = [_row_line(row, metric) for row in history]
-    shown = _condense(history, lines, limit)
-
-    kept = [r for r in history if r.status == "keep"]
-    crashes = sum(1 for r in history if r.status == "crash")
-    summary = [f"{len(history)} attempts so far: {len(kept)} kept, {crashes} crashed."]
-    if kept:
-        best = kept[-1]
-        summary.append(f"Current best: {_fmt_metric(best.metric)} ({best.commit}: {best.description}).")
-        ladder = " -> ".join(_fmt_metric(r.metric) for r in kept[-12:])
-        summary.append(f"Kept changes, in order (each one is in the current files): {ladder}")
-    body = "\n".join([header, *shown])
-    return "# History of this run\n\n" + " ".join(summary) + "\n\n```\n" + body + "\n```"
-
-
-def _condense(history: Sequence[Row], lines: list[str], limit: int) -> list[str]:
-    """Keep whole rows within `limit` chars: every kept row and the newest others; count the rest."""
-    if sum(len(line) + 1 for line in lines) <= limit:
-        return lines
-    budget = limit - 60  # room for the condensed-gap line after the last kept row
-    keep_idx: set[int] = set()
-    # Kept changes first (newest first if even they do not fit), then the newest attempts.
-    kept_first = [i for i in reversed(range(len(lines))) if history[i].status == "keep"]
-    others = [i for i in reversed(range(len(lines))) if history[i].status != "keep"]
-    # Each group is taken newest first and stops at the first row that does not fit, so what
-    # is shown is always a contiguous recent stretch plus the kept ladder.
-    for group in (kept_first, others):
-        for i in group:
-            # A kept row may open a gap before it: reserve room for that condensed line.
-            cost = len(lines[i]) + 1 + (60 if group is kept_first else 0)
-            if cost > budget:
-                break
-            keep_idx.add(i)
-            budget -= cost
-    out: list[str] = []
-    gap: list[Row] = []
-
-    def flush() -> None:
-        if gap:
-            counts: dict[str, int] = {}
-            for row in gap:
-                counts[row.status] = counts.get(row.status, 0) + 1
-            what = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-            out.append(f"   ... {len(gap)} older attempts condensed ({what}) ...")
-            gap.clear()
-
-    for i, line in enumerate(lines):
-        if i in keep_idx:
-            flush()
-            out.append(line)
-        else:
-            gap.append(history[i])
-    flush()
-    return out
 
 
 def _files(files: Mapping[str, str]) -> str:

@@ -53,16 +53,19 @@ class Param:
     high: float
     original: float
     pow_style: bool  # written as 2**k in the file
+    log: bool = True  # sampled on a log scale (float and int; pow2 is already an exponent)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
+        log = self.log and self.kind != "pow2"
         if self.kind == "float":
-            return optuna.distributions.FloatDistribution(self.low, self.high, log=True)
-        return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.kind == "int")
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=log)
+        return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=log)
 
     def suggest(self, trial: optuna.trial.Trial) -> float:
+        log = self.log and self.kind != "pow2"
         if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=True)
-        return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.kind == "int")
+            return trial.suggest_float(self.name, self.low, self.high, log=log)
+        return trial.suggest_int(self.name, int(self.low), int(self.high), log=log)
 
     def value(self, suggested: float) -> float:
         """The constant's value for a suggested parameter (pow2 params are exponents)."""
@@ -84,7 +87,7 @@ class Param:
         return text if any(c in text for c in ".en") else text + ".0"
 
 
-def _const_value(node: ast.expr) -> float | None:
+def const_value(node: ast.expr) -> float | None:
     """The number a constant expression evaluates to (literals and + - * / ** only), or None."""
     if (
         isinstance(node, ast.Constant)
@@ -93,10 +96,10 @@ def _const_value(node: ast.expr) -> float | None:
     ):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        inner = _const_value(node.operand)
+        inner = const_value(node.operand)
         return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
     if isinstance(node, ast.BinOp):
-        a, b = _const_value(node.left), _const_value(node.right)
+        a, b = const_value(node.left), const_value(node.right)
         if a is None or b is None:
             return None
         try:
@@ -115,7 +118,7 @@ def _const_value(node: ast.expr) -> float | None:
     return None
 
 
-def _assignments(source: str) -> dict[str, ast.Assign]:
+def assignments(source: str) -> dict[str, ast.Assign]:
     tree = ast.parse(source)
     found: dict[str, ast.Assign] = {}
     for node in tree.body:
@@ -129,8 +132,8 @@ def _assignments(source: str) -> dict[str, ast.Assign]:
 def search_space(source: str) -> list[Param]:
     """The tunable constants of a train file, in file order."""
     params: list[Param] = []
-    for name, node in _assignments(source).items():
-        value = _const_value(node.value)
+    for name, node in assignments(source).items():
+        value = const_value(node.value)
         if value is None or value <= 0 or _SKIP.search(name):
             continue
         is_int = isinstance(value, int) or (
@@ -164,23 +167,37 @@ class SearchAgent(Agent):
 
     name: ClassVar[str] = "search"
     edit_retries = 0
+    prefix = _DESC_PREFIX  # of each proposal's description; resume reads the values back from it
 
     def __init__(self, path: str, source: str, *, tag: str, direction: str = "minimize") -> None:
-        self.path = path  # repo-relative, as the reply names it
-        self.params = {p.name: p for p in search_space(source)}
-        if not self.params:
+        params = search_space(source)
+        if not params:
             raise AgentError(
                 f"the search agent found no UPPERCASE int/float constants in {path} to tune; "
                 "use an LLM agent or replay:FILE for this experiment"
             )
-        self.seed = _seed(tag)
+        self._start(path, params, _seed(tag), direction, startup_trials=5)
+
+    def _start(
+        self, path: str, params: list[Param], seed: int, direction: str, *, startup_trials: int
+    ) -> None:
+        self.path = path  # repo-relative, as the reply names it
+        self.params = {p.name: p for p in params}
+        self.seed = seed
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             direction="maximize" if direction == "maximize" else "minimize",
-            sampler=optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=5),
+            sampler=optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=startup_trials),
         )
         self._rebuilt = False
         self._trials: dict[int, optuna.trial.Trial] = {}
+
+    def _choose(self, names: list[str], rng: random.Random) -> list[str]:
+        """The constants one trial changes: 1 to MAX_CHANGES of them, at random."""
+        return rng.sample(names, k=min(len(names), rng.randint(1, MAX_CHANGES)))
+
+    def _reply(self, text: str, trial: int) -> Reply:
+        return Reply(text=text, model="optuna-tpe", meta={"trial": trial})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchAgent:
@@ -198,12 +215,12 @@ class SearchAgent(Agent):
         source = ctx.files.get(self.path)
         if source is None:
             raise AgentError(f"the search agent's file {self.path} is not among the mutable files")
-        current = _assignments(source)
+        current = assignments(source)
         for _ in range(_RESAMPLE):
             trial = self.study.ask()
             rng = random.Random(self.seed * 1_000_003 + trial.number)
             names = [n for n in self.params if n in current]
-            chosen = rng.sample(names, k=min(len(names), rng.randint(1, MAX_CHANGES)))
+            chosen = self._choose(names, rng)
             changes: list[tuple[str, str, str]] = []
             blocks: list[str] = []
             lines = source.splitlines()
@@ -213,7 +230,7 @@ class SearchAgent(Agent):
                 new_text = param.format(param.value(param.suggest(trial)))
                 line = lines[node.lineno - 1]
                 old_text = line[node.value.col_offset : node.value.end_col_offset]
-                old_value = _const_value(node.value)
+                old_value = const_value(node.value)
                 if old_value is None or math.isclose(
                     float(eval_text(new_text)), float(old_value), rel_tol=1e-9
                 ):
@@ -225,9 +242,9 @@ class SearchAgent(Agent):
                 self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 continue
             self._trials[trial.number] = trial
-            desc = _DESC_PREFIX + ", ".join(f"{n} {a} -> {b}" for n, a, b in changes)
+            desc = self.prefix + ", ".join(f"{n} {a} -> {b}" for n, a, b in changes)
             text = f"Description: {desc}\n{self.path}\n" + "\n".join(blocks) + "\n"
-            return Reply(text=text, model="optuna-tpe", meta={"trial": trial.number})
+            return self._reply(text, trial.number)
         raise AgentError("the search agent could not find a change to propose (search space exhausted?)")
 
     def observe(self, reply: Reply, row: Row) -> None:
@@ -281,7 +298,7 @@ def eval_text(text: str) -> float:
         node = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
         raise ValueError(text) from exc
-    value = _const_value(node)
+    value = const_value(node)
     if value is None:
         raise ValueError(text)
     return float(value)

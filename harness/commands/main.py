@@ -32,6 +32,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("publish", "harness.commands.publish", "push a tag's branch and its results together"),
     ("compare", "harness.commands.compare", "compare branches from several GPUs or machines"),
     ("transplant", "harness.commands.transplant", "queue another branch's kept changes as proposals"),
+    ("show", "harness.commands.show", "print one attempt: its diff, summary and log tail"),
 ]
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.review.report import kept_diffs, render_text, write_report
+from harness.review.report import attempt_diffs, kept_diffs, render_text, write_report
 from harness.review.summary import load, newest_tag, results_dir
 
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     diffs, note = kept_diffs(cwd, tag, summary)
     out = Path(args.out) if args.out is not None else default_out
-    written = write_report(summary, rows, out, diffs, diff_note=note)
+    written = write_report(summary, rows, out, diffs, diff_note=note, attempts=attempt_diffs(cwd, tag))
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
     else:

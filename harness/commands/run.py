@@ -8,11 +8,9 @@ The flags are `harness.options.OPTIONS` (the same table resolves them and lists 
 AUTORESEARCH_* variables in `--help`). When the night ends normally and the tag's branch tracks
 a remote (after a first `autoresearch publish`), the branch and its results are published again.
 
-With `--gpus 0,1,...` this process becomes a supervisor: it starts one worker per GPU
-(`autoresearch run ... --tag <tag>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>), each on its own
-branch and TSV, prefixes their output with `[gpu<i>]`, forwards Ctrl-C, and returns the
-worst exit code. Each worker is an ordinary single-GPU harness, so `--resume` and `status`
-work per worker tag.
+With `--gpus 0,1,...` (one host) or `--ray ADDRESS|auto` (a Ray cluster) this process becomes
+the driver of a family of workers, one per GPU (`harness.swarm`); each worker is this same
+command with its own tag `<tag>-<worker>`, joined to the family's shared ledger.
 """
 
 from __future__ import annotations
@@ -21,19 +19,18 @@ import argparse
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from harness import settings as config
 from harness.agents import create_agent
+from harness.errors import ConfigError
 from harness.integrity.sandbox import choose
 from harness.options import OPTIONS, config_files
 from harness.review.publish import publish_if_upstream
 from harness.settings import Settings
+from harness.swarm import link_for
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,8 +68,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if settings.gpus and settings.ray:
+        raise ConfigError(
+            "--gpus and --ray exclude each other: --ray starts one worker per GPU of the cluster"
+        )
+    if settings.ray and not settings.worker:
+        from harness.swarm.cluster import run_ray
+
+        return run_ray(settings, args)
     if settings.gpus and not settings.worker:
-        return run_workers(settings, args)
+        from harness.swarm.local import run_local
+
+        return run_local(settings, args)
+    family = link_for(settings)  # a worker of a family: its end of the shared ledger
     # Validate everything that can be bad input before anything is written.
     agent = create_agent(settings.agent, settings=settings)
     sandboxed, why = choose(settings.sandbox)  # --sandbox on without a sandbox: ConfigError, exit 2
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.night.loop import Night
 
     _stop_signals_interrupt()
-    code = Night(settings, agent).run()
+    code = Night(settings, agent, family).run()
     if code == 0:
         publish_if_upstream(settings.repo_root, settings.tag)  # only if the branch tracks a remote
     return code
@@ -115,58 +123,3 @@ def _stop_signals_interrupt() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGHUP, handler)
-
-
-def worker_argv(args: argparse.Namespace, gpu: int) -> list[str]:
-    """The command line of the worker for one GPU: the flags given, its own tag, on CUDA.
-
-    The AUTORESEARCH_* variables reach the worker through its inherited environment."""
-    own = {"tag": f"{args.tag}-gpu{gpu}", "worker": f"gpu{gpu}", "gpus": None}
-    if args.device in (None, "auto"):
-        own["device"] = "cuda"
-    argv = [sys.executable, "-m", "harness.commands.main", "run"]
-    for opt in OPTIONS:
-        if opt.flag is None:
-            continue
-        value = own[opt.dest] if opt.dest in own else getattr(args, opt.dest)
-        if value is True:
-            argv.append(opt.flag)
-        elif value not in (None, False):
-            argv += [opt.flag, str(value)]
-    return argv
-
-
-def run_workers(settings: Settings, args: argparse.Namespace) -> int:
-    print(
-        f"autoresearch run: {len(settings.gpus)} workers, tags "
-        + ", ".join(f"{settings.tag}-gpu{g}" for g in settings.gpus)
-    )
-    procs: list[tuple[int, subprocess.Popen[str]]] = []
-    threads: list[threading.Thread] = []
-    for gpu in settings.gpus:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
-        proc = subprocess.Popen(
-            worker_argv(args, gpu), env=env, cwd=os.getcwd(), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
-        )  # fmt: skip
-        procs.append((gpu, proc))
-        assert proc.stdout is not None
-        t = threading.Thread(target=_relay, args=(f"[gpu{gpu}] ", proc.stdout), daemon=True)
-        t.start()
-        threads.append(t)
-    try:
-        codes = [proc.wait() for _, proc in procs]
-    except KeyboardInterrupt:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        codes = [proc.wait() for _, proc in procs]
-    for t in threads:
-        t.join(timeout=5)
-    return max(codes) if codes else 0
-
-
-def _relay(prefix: str, stream: IO[str]) -> None:
-    for line in stream:
-        sys.stdout.write(prefix + line)
-        sys.stdout.flush()

@@ -22,7 +22,8 @@ refuses (EditError, with feedback written for the model) an edit that, under str
 
 * **reads validation data**: a `"val"`/`"validation"` split passed to a data function or as
   `split=`, a string that names a validation shard or cache path, or any import from prepare
-  beyond its public API for train files (its submodules hold the validation packer);
+  beyond its public API for train files and the training kernels of `prepare.kernels` (its
+  other submodules hold the validation packer);
 * **patches prepare**: assigns or deletes attributes of prepare / constants (or of anything
   imported from them), `setattr`/`delattr` on them, rebinds a name imported from prepare,
   defines its own `evaluate_bpb`, touches `sys.modules`, `globals()[...]`, builtins or
@@ -58,6 +59,9 @@ PREPARE_API = frozenset(
     {"MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE", "DEVICE", "TIMEOUT", "Tokenizer",
      "make_dataloader", "make_dataloader_numpy", "evaluate_bpb", "hand_off"}
 )  # fmt: skip
+#: the training-only fused kernels a train file may use (prepare.kernels: the evaluator never runs them)
+KERNELS_MODULE = "prepare.kernels"
+KERNELS_API = frozenset({"usable", "relu2_mlp", "linear_softcap_cross_entropy"})
 # TIME_BUDGET and TIMEOUT are not here: the harness measures the budget and kills at the timeout
 FIXED_NAMES = frozenset({"MAX_SEQ_LEN", "EVAL_TOKENS"})
 #: rules the sandbox makes moot (its read-only filesystem, PID namespace and private /proc)
@@ -214,7 +218,7 @@ class _Checker(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for a in node.names:
             top = a.name.split(".")[0]
-            if top == "prepare" and a.name != "prepare":
+            if top == "prepare" and a.name not in ("prepare", KERNELS_MODULE):
                 self.add(node, "val-data", f"`import {a.name}`: only prepare's public API may be used")
             elif top in PROTECTED_MODULES[1:] or top in _EXEC_MODULES or top in _SPAWN_MODULES:
                 self.add(node, _rule(top), f"`import {a.name}` is not allowed")
@@ -222,7 +226,11 @@ class _Checker(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         mod = node.module or ""
         top = mod.split(".")[0]
-        if node.level == 0 and top == "prepare":
+        if node.level == 0 and mod == KERNELS_MODULE:
+            for a in node.names:
+                if a.name not in KERNELS_API:
+                    self.add(node, "val-data", f"`from {mod} import {a.name}`: not in prepare.kernels' API")
+        elif node.level == 0 and top == "prepare":
             if mod != "prepare":
                 self.add(node, "val-data", f"`from {mod} import ...`: only prepare's public API may be used")
             for a in node.names:
@@ -352,6 +360,8 @@ class _Checker(ast.NodeVisitor):
             elif (
                 q.startswith("prepare.")
                 and q.split(".")[1] not in PREPARE_API
+                and not (q.startswith(KERNELS_MODULE + ".") and q.split(".")[2] in KERNELS_API)
+                and q != KERNELS_MODULE
                 and not q.startswith("prepare.prepare")
             ):
                 self.add(node, "val-data", f"`{q}` is not in prepare's API for train files")

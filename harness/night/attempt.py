@@ -23,9 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.agents.base import Reply
+from harness.agents.sweep import SweepSpec
 from harness.errors import DataError
 from harness.night.measure import RunRecord
-from harness.store.ledger import NO_COMMIT, PRUNED, Row
+from harness.store import attempts
+from harness.store.attempts import AttemptRecord
+from harness.store.ledger import NO_COMMIT, Row
+from harness.store.novelty import Entry
 
 
 @dataclass
@@ -43,7 +47,12 @@ class Attempt:
     commit: str = ""  # full sha, once committed
     runs: list[RunRecord] = field(default_factory=list)
     status: str = ""  # keep / discard / crash, once judged
-    reason: str = ""  # the crash reason
+    reason: str = ""  # the crash reason, or `duplicate of #n`
+    key: str = ""  # the novelty key of the change (claimed in the registry)
+    note: str = ""  # the reply's `Note:` line
+    built_on: int | None = None  # the attempt its reply named with `Parent: #n`
+    duplicate_of: Entry | None = None  # the earlier attempt it repeats: never run
+    sweep: SweepSpec | None = None  # a sweep request: its trials are the attempts, not this
 
     def values(self) -> list[float]:
         """The metric of every run that produced one."""
@@ -51,6 +60,14 @@ class Attempt:
 
     def crash(self, reason: str) -> Attempt:
         self.status, self.reason = "crash", reason
+        return self
+
+    def duplicate(self, earlier: Entry, label: str) -> Attempt:
+        """Settle it as a repeat of `earlier`, with that result: a crash stays a crash, anything
+        else is a discard (the change is not new, so it is not run and not kept)."""
+        self.duplicate_of = earlier
+        self.status = "crash" if earlier.status == "crash" else "discard"
+        self.reason = f"duplicate of {label}"
         return self
 
     # -- the journal ------------------------------------------------------------------------
@@ -101,6 +118,8 @@ class Attempt:
         summary = last_ok.summary if last_ok else (self.runs[-1].summary if self.runs else None)
         crashed = self.status == "crash"
         metric = 0.0 if crashed or not values else math.fsum(values) / len(values)
+        if self.duplicate_of is not None and not crashed:
+            metric = self.duplicate_of.metric or 0.0  # the earlier result of the same change
         memory = 0.0
         if not crashed and summary and isinstance(summary.get("peak_vram_mb"), float):
             memory = round(float(summary["peak_vram_mb"]) / 1024.0, 1)
@@ -127,7 +146,7 @@ class Attempt:
             "output_tokens": str(reply.output_tokens) if reply.output_tokens else "",
             "cost_usd": f"{reply.cost_usd:.4f}" if reply.cost_usd else "",
             "worker": worker,
-            "reason": self.reason if crashed or self.reason == PRUNED else "",
+            "reason": self.reason,  # a crash's, a duplicate's, or why a candidate went unconfirmed
             "parent": self.parent[:7],
             "summary": json.dumps(summary, separators=(",", ":"), sort_keys=True) if summary else "",
             "device": device,
@@ -135,6 +154,30 @@ class Attempt:
         }
         commit = self.commit[:7] if self.commit else NO_COMMIT
         return Row(commit, metric, memory, self.status, self.description, extra)
+
+    def record(self, row: Row, log_text: str) -> AttemptRecord:
+        """The attempt's record (harness.store.attempts) once its row is written."""
+        last_ok = next((r for r in reversed(self.runs) if r.value is not None), None)
+        run = last_ok or (self.runs[-1] if self.runs else None)
+        earlier = self.duplicate_of
+        return AttemptRecord(
+            n=self.n,
+            status=row.status,
+            description=self.description,
+            agent=self.agent,
+            metric=None if row.status == "crash" else row.metric,
+            commit=self.commit,
+            parent=self.parent,
+            key=self.key,
+            built_on=self.built_on,
+            duplicate_of=earlier.n if earlier is not None else None,
+            note=self.note,
+            reason=row.extra.get("reason", ""),
+            runs=len(self.runs),
+            diagnostics=run.diagnostics if run is not None else None,
+            summary=dict(run.summary or {}) if run is not None else {},
+            log_tail=attempts.tail(log_text),
+        )
 
 
 def _per_run(runs: list[RunRecord], get: Callable[[RunRecord], object], spec: str) -> str:

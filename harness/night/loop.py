@@ -3,13 +3,19 @@
 `Night(settings, agent).run()` owns one tag for as long as it runs: it holds the tag lock,
 works in the tag's git worktree (the person's checkout is never touched) and writes one ledger
 row per attempt. It stops when the agent has nothing more, after `--max-experiments` attempts
-past the baseline, past `--max-cost`, or on Ctrl-C/SIGTERM (the attempt in flight becomes a
-crash row `interrupted`; exit 130).
+past the baseline, past `--max-cost`, after `--plateau N` attempts in a row without a keep,
+before a run that could not finish by `--until HH:MM`, or on Ctrl-C/SIGTERM (the attempt in
+flight becomes a crash row `interrupted`; exit 130).
+
+Every committed attempt (keeps, discards and crashes) stays reachable as
+refs/autoresearch/<tag>/attempts/<n>; a proposal that repeats an earlier change (same novelty
+key) is never committed or run: its row is a `duplicate of #n` with that earlier result.
 
 This module only orchestrates. The parts: `Proposer` (the next attempt: the agent, the
-transplant queue, crash repair, pipelining), `Measurer` (one run under the integrity guard),
-the `Judge` (keep / discard / repeat), `Ratchet` (git), `Ledger` (the TSV), the journal
-(pending.json, the tag lock), and the `View` a person watches.
+transplant queue, crash repair, pipelining, sweeps, novelty), `Memory` (records, notes,
+reflection), `Measurer` (one run under the integrity guard), the `Judge` (keep / discard /
+repeat), `Deadline` (--until), `Ratchet` (git), `Ledger` (the TSV), the journal (pending.json,
+the tag lock), and the `View` a person watches.
 """
 
 from __future__ import annotations
@@ -27,17 +33,22 @@ from harness.agents.queue import QueuedAgent
 from harness.detect import describe_hardware
 from harness.errors import ConfigError, DataError, EditError, HarnessError, RepoError
 from harness.integrity.sandbox import choose
+from harness.night.adopt import Adopter
 from harness.night.attempt import Attempt
+from harness.night.deadline import Deadline
 from harness.night.judge import Judge, make_judge, mean
 from harness.night.live import make_view
-from harness.night.measure import Measurer
+from harness.night.measure import Measurer, RunRecord
+from harness.night.memory import Memory
 from harness.night.proposer import Proposer
 from harness.night.prune import Pruner, curve_of_log
 from harness.night.runner import kill_leftover
 from harness.settings import Settings
 from harness.store import journal
+from harness.store.family import Link
 from harness.store.git import Ratchet
 from harness.store.ledger import PRUNED, Ledger, Row, header_metric, rename_metric
+from harness.store.novelty import FileRegistry
 
 INTERRUPTED = 130
 # Flags that change how a run goes: a baseline crash names them, they may be its cause.
@@ -53,7 +64,7 @@ class Night:
     measurer: Measurer
     proposer: Proposer
 
-    def __init__(self, settings: Settings, agent: Agent) -> None:
+    def __init__(self, settings: Settings, agent: Agent, family: Link | None = None) -> None:
         if settings.sandbox == "auto":  # `autoresearch run` settles it (and says so) before
             settings = dataclasses.replace(settings, sandbox="on" if choose("auto")[0] else "off")
         self.s = settings
@@ -65,9 +76,17 @@ class Night:
         self.depth = settings.pipeline_depth if self.llm is not None else 0
         self.judge: Judge = make_judge(settings.judge, settings.direction, settings.baseline_runs)
         self.view = make_view()
+        self.deadline = Deadline(settings.until, settings.timeout) if settings.until is not None else None
+        # A worker of a family claims through the family's shared ledger (harness.store.family).
+        self.family = family
+        self.registry: FileRegistry | Link = (
+            family if family is not None else FileRegistry(self.paths.novelty, owner=settings.tag)
+        )
+        self.adopter: Adopter | None = None
         self.hardware = describe_hardware(settings.device)  # the `hardware` column of every row
         self.best_values: list[float] = []  # the best commit's runs (re-measurements added)
         self.since_remeasure = 0  # attempts since the best was last re-run
+        self.opened = False  # the tag is locked and its worktree open
         self.stop_reason = ""
 
     # --- the night ------------------------------------------------------------------------
@@ -79,16 +98,27 @@ class Night:
             self._open(lock)
             try:
                 self._resume()
-                if not self.best_values:
-                    self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
+                if not self.best_values and self._in_time(self.judge.baseline_runs + int(self.s.warmup_run)):
                     self._baseline()
-                while self._may_continue():
+                while self.best_values and self._may_continue():
                     self.remeasure_best()
+                    adoption = self.adopter.next(mean(self.best_values)) if self.adopter else None
+                    if adoption is not None and self._in_time(1):
+                        self.attempt(adoption)
+                        continue
                     if self.llm is not None:
                         self.view.waiting(f"waiting for the model ({self.llm.model})")
+                    asked = time.monotonic()
                     attempt = self.proposer.next()
+                    if self.deadline is not None:
+                        self.deadline.record_propose(time.monotonic() - asked)
                     if attempt is None:
                         self.stop_reason = f"the {self.agent_name} agent has nothing more to propose"
+                        break
+                    if attempt.files is not None and attempt.duplicate_of is None and not self._in_time(1):
+                        if attempt.key:
+                            self.registry.release(attempt.key)
+                        self.view.message("the proposal that just arrived would not finish in time: not run")
                         break
                     self.attempt(attempt)
             except KeyboardInterrupt:
@@ -99,6 +129,8 @@ class Night:
             self.view.message(f"done: {self.stop_reason}")
             return 0
         finally:
+            if self.opened:
+                self.registry.release_owner()  # proposals still queued will never run
             lock.release()
             self.view.close()
 
@@ -136,12 +168,24 @@ class Night:
         self.measurer = Measurer(
             self.s, self.paths, self.ratchet.worktree, self.env, self.view.line, notify=self.view.message
         )
-        self.proposer = Proposer(
-            self.s, self.agent, self.llm, self.ledger, self.ratchet, self.view, depth=self.depth
+        self.registry.release_owner()  # what a killed harness of this tag left in flight
+        memory = Memory(
+            self.paths, self.s.tag, reflect_every=self.s.reflect_every, llm=self.llm, notify=self.view.message
         )
+        self.proposer = Proposer(
+            self.s, self.agent, self.llm, self.ledger, self.ratchet, self.view, self.registry, memory,
+            depth=self.depth, deadline=self.deadline,
+        )  # fmt: skip
         if self.llm is not None:
             self.llm.notify = self.view.message
             self.view.status_line = self._llm_status
+        if self.family is not None:
+            for row in self.ledger.rows():  # rows a lost connection kept from the shared ledger
+                self.family.logged(row)
+            self.adopter = Adopter(
+                self.family, self.s.family, self.ratchet, self.ledger, self.s.direction, self.view.message
+            )
+        self.opened = True
 
     def _follow_metric_rename(self) -> None:
         """On --resume after experiment.toml renamed its metric: a ledger that scored nothing yet
@@ -184,6 +228,8 @@ class Night:
             self.judge.observe(row.runs())
         if self.ledger.best is not None:
             self.best_values = self.ledger.best.values()
+        if self.deadline is not None:
+            self.deadline.seed(rows)
         if rows:
             self.view.message(f"resuming {self.s.tag}: {len(rows)} rows, next attempt #{self.ledger.next_n}")
             self.view.history(rows[-8:], mean(self.best_values) if self.best_values else None)
@@ -195,7 +241,25 @@ class Night:
         if self.s.max_cost is not None and self.ledger.spent >= self.s.max_cost:
             self.stop_reason = f"spent ${self.ledger.spent:.2f} of --max-cost ${self.s.max_cost:g}"
             return False
-        return True
+        if self.s.plateau is not None and self.since_keep() >= self.s.plateau:
+            self.stop_reason = (
+                f"--plateau {self.s.plateau}: {self.since_keep()} attempts in a row without a keep"
+            )
+            return False
+        return self._in_time(1, propose=True)
+
+    def since_keep(self) -> int:
+        """Attempts since the last keep (the baseline's row is a keep)."""
+        rows = self.ledger.rows()
+        last = max((i for i, r in enumerate(rows) if r.status == "keep"), default=-1)
+        return len(rows) - 1 - last if last >= 0 else len(rows)
+
+    def _in_time(self, runs: int, *, propose: bool = False) -> bool:
+        """Whether `runs` runs (after a proposal) can end before --until; sets the stop reason if not."""
+        if self.deadline is None or self.deadline.allows(runs, propose=propose):
+            return True
+        self.stop_reason = self.deadline.describe(runs)
+        return False
 
     # --- one attempt -------------------------------------------------------------------------
 
@@ -206,6 +270,11 @@ class Night:
         self.view.start(attempt.n, attempt.description, self.s.budget)
         if attempt.files is None:
             return self._bad_edit(attempt, attempt.error or "bad edit")
+        earlier = self.proposer.duplicate_of(attempt)
+        if earlier is not None:
+            label = earlier.label(self.s.tag)
+            self.view.message(f"#{attempt.n} is the same change as {label}: refused, not run")
+            return self._log(attempt.duplicate(earlier, label))
         journal.write_pending(self.paths.pending, attempt.journal())
         for rel, text in attempt.files.items():
             (self.ratchet.worktree / rel).write_text(text, encoding="utf-8")
@@ -214,8 +283,14 @@ class Night:
         except EditError as exc:
             self.ratchet.revert()
             journal.clear_pending(self.paths.pending)
+            if attempt.key:
+                self.registry.release(attempt.key)
             return self._bad_edit(attempt, str(exc))
+        self.ratchet.mark_attempt(attempt.n, attempt.commit)
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
+        self.proposer.started(attempt)
         started = time.monotonic()
         row = self._measure(attempt, baseline=False)
         self.proposer.record_run(time.monotonic() - started)
@@ -225,14 +300,19 @@ class Night:
     def _baseline(self) -> None:
         head = self.ratchet.head()
         attempt = Attempt("baseline", self.agent_name, n=self.ledger.next_n, parent=head, commit=head)
+        self.ratchet.mark_attempt(attempt.n, head)
+        self.proposer.started(attempt)
+        self.proposer.prefetch(running=0)  # the first proposals are made while the baseline runs
         if self.s.warmup_run:
             # A cold first run (compilation caches, page cache, GPU clocks) is slower, trains fewer
             # steps and scores worse; it must not be a noise sample of the baseline.
             self.view.start(attempt.n, "warm-up (discarded)", self.s.budget)
-            warm = self.measurer.run(attempt.n, 0, warmup=True)
+            warm = self._run(attempt.n, 0, warmup=True)
             shown = warm.reason or f"{self.s.metric} {warm.value:.6f}"
             self.view.message(f"warm-up run done ({shown}); not a sample, the baseline runs next")
         journal.write_pending(self.paths.pending, attempt.journal())
+        if self.family is not None:
+            self.family.started(attempt.journal())
         row = self._measure(attempt, baseline=True)
         if row.status == "crash":
             raise HarnessError(self._baseline_crash_message(attempt))
@@ -289,7 +369,7 @@ class Night:
             elif k:
                 self.view.start(attempt.n, f"{attempt.description} (confirmation run {k + 1})", self.s.budget)
             prune = None if baseline else self._pruner()
-            record = self.measurer.run(attempt.n, k, prune=prune)
+            record = self._run(attempt.n, k, prune=prune)
             attempt.runs.append(record)
             if record.reason == PRUNED:
                 attempt.status, attempt.reason = "discard", PRUNED
@@ -306,8 +386,18 @@ class Night:
             if verdict.status != "repeat":
                 attempt.status = verdict.status
                 break
+            if not self._in_time(1):
+                # Unconfirmed is not kept: the judge wanted another run to tell gain from noise.
+                attempt.status, attempt.reason = "discard", "not confirmed before --until"
+                break
             self.view.message(f"#{attempt.n} repeat: {verdict.reason}")
         return self._log(attempt)
+
+    def _run(self, n: int, k: int, *, warmup: bool = False, prune: Pruner | None = None) -> RunRecord:
+        record = self.measurer.run(n, k, warmup=warmup, prune=prune)
+        if self.deadline is not None:
+            self.deadline.record_run(record.result.wall_seconds)
+        return record
 
     def _pruner(self) -> Pruner | None:
         """The early abort of a candidate's run: against the best's loss curves (its logs)."""
@@ -322,14 +412,17 @@ class Night:
     def _log(self, attempt: Attempt) -> Row:
         """Write the attempt's row, then keep or revert, then clear the journal (this order: --resume)."""
         row = self.ledger.append(attempt.row(**self._row_context()))
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep":
             self.ratchet.keep(attempt.commit)
             self.best_values = row.values()
+            if self.family is not None and self.family.remote is not None:
+                self.ratchet.push_branch(self.family.remote)  # where the other workers adopt it from
         elif attempt.commit:
             self.ratchet.revert()
         journal.clear_pending(self.paths.pending)
-        if attempt.reply is not None:
-            self.agent.observe(attempt.reply, row)
+        self.proposer.observe(attempt, row)  # the registry, the record and note, the agent
         self.view.finish(row, mean(self.best_values) if self.best_values else None)
         if self.llm is not None and attempt.reply is not None:
             limit = f" of --max-cost ${self.s.max_cost:g}" if self.s.max_cost is not None else ""
@@ -364,11 +457,13 @@ class Night:
         """
         if not self.best_values or not self.judge.wants_remeasure(self.since_remeasure):
             return
+        if self.deadline is not None and not self.deadline.allows(2):
+            return  # the time left goes to an attempt, not to measuring noise
         self.since_remeasure = 0
         best = self.ledger.best
         best_n = int(best.extra.get("n", "0") or 0) if best is not None else 0
         self.view.message(f"re-measuring the best (#{best_n}) to track the run-to-run noise")
-        record = self.measurer.run(best_n, len(self.best_values))
+        record = self._run(best_n, len(self.best_values))
         if record.value is not None:
             self.best_values = [*self.best_values, record.value]
 
@@ -386,6 +481,8 @@ class Night:
         row = self.ledger.find(attempt.n)
         if row is None:
             row = self.ledger.append(attempt.crash("interrupted").row(**self._row_context()))
+        if self.family is not None:
+            self.family.logged(row)
         if row.status == "keep" and attempt.commit:
             self.ratchet.keep(attempt.commit)
         else:

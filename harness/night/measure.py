@@ -17,7 +17,9 @@
    had it hidden); its output is appended to the run's log and its val_bpb is the metric.
    Otherwise the metric is the one the run printed.
 
-It returns a `RunRecord`: the metric or the crash reason, and the harness's measurements.
+It returns a `RunRecord`: the metric or the crash reason, the harness's measurements, and the
+run's diagnostics (time split, throughput, loss curve: `harness.night.diagnostics`, watched
+while the run prints).
 
 `crash_reason` turns a `RunResult` and its parsed summary into the `reason` column of a
 crash (syntax error / exception: <last exception line> / timeout / over budget / nan / loss /
@@ -46,11 +48,13 @@ from harness.integrity import budget, evaluation
 from harness.integrity.environment import run_environment
 from harness.integrity.guard import Guard, Tampering
 from harness.integrity.sandbox import Sandbox
+from harness.night.diagnostics import Progress
 from harness.night.metrics import metric_value, read_summary
 from harness.night.prune import Pruner
 from harness.night.runner import RunResult
 from harness.night.runner import run as run_command
 from harness.settings import Settings, validation_files
+from harness.store.attempts import Diagnostics
 from harness.store.ledger import PRUNED
 from harness.store.paths import TagPaths, compile_cache
 
@@ -79,6 +83,7 @@ class RunRecord:
     value: float | None  # None when the run crashed
     reason: str | None
     measured: budget.Measured | None = None  # start-up, training and tokens by the harness's clock
+    diagnostics: Diagnostics | None = None
 
 
 def log_tail(path: Path, lines: int = 50) -> str:
@@ -190,6 +195,12 @@ class Measurer:
         handoff = scratch / "hand-off"
         handoff.mkdir()
         env = self.env(scratch, handoff)
+        progress = Progress()
+
+        def on_line(text: str) -> None:
+            progress.line(text)
+            self.on_line(text)
+
         sandbox = self.sandbox(scratch) if self.sandboxed else None
         started = time.time()
         try:
@@ -199,7 +210,7 @@ class Measurer:
                 env=env,
                 log_path=log_path,
                 timeout=self.s.timeout,
-                on_line=self.on_line,
+                on_line=on_line,
                 sandbox=sandbox,
                 redact=self.redact if self.redact else None,
                 deadline=functools.partial(budget.deadline, limits=self.limits),
@@ -226,7 +237,8 @@ class Measurer:
             _append(log_path, f"[autoresearch] pruned: {prune.why}")
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
         _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
-        return RunRecord(result, summary, None if reason else value, reason, measured)
+        diagnostics = progress.diagnostics(summary, result.wall_seconds)
+        return RunRecord(result, summary, None if reason else value, reason, measured, diagnostics)
 
     def _evaluate(
         self,

@@ -12,8 +12,9 @@ and ``inf`` included: deciding what a non-finite metric means is the caller's jo
 else stays a string. No block at all means the run crashed.
 
 Progress lines look like
-``step 00012 (4.1%) | loss: 3.123456 | lrm: 1.00 | dt: 312ms | ...``; `last_loss` and
-`progress_pct` pick the two numbers the runner and the live view need out of one line.
+``step 00012 (4.1%) | loss: 3.123456 | lrm: 1.00 | dt: 312ms | tok/sec: 1,234,567 | mfu: 40.1% | ...``;
+`last_loss` and `progress_pct` pick the two numbers the runner and the live view need out of one
+line, `throughput` the tokens per second and MFU the diagnostics record.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _LOSS = re.compile(
     r"(?<![\w.])loss:\s*([-+]?(?:nan|inf(?:inity)?|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+))", re.I
 )
 _PCT = re.compile(r"\(\s*(\d+(?:\.\d+)?)\s*%\s*\)")
+_TOK = re.compile(r"(?<![\w.])tok/s(?:ec)?:\s*(\d[\d,]*(?:\.\d+)?)", re.I)
+_MFU = re.compile(r"(?<![\w.])mfu:\s*(\d+(?:\.\d+)?)\s*%", re.I)
 
 # read_summary reads the log's tail in windows growing from this size; a 50 MB log whose
 # block sits in its last lines costs one 64 KiB read.
@@ -109,6 +112,16 @@ def progress_pct(line: str) -> float | None:
     """The budget share ``(<pct>%)`` on a progress line, as a percentage, or None."""
     m = _PCT.search(line)
     return float(m.group(1)) if m else None
+
+
+def throughput(line: str) -> tuple[float | None, float | None]:
+    """(tokens per second, MFU percent) on a progress line, each None when absent."""
+    tok = _TOK.search(line)
+    mfu = _MFU.search(line)
+    return (
+        float(tok.group(1).replace(",", "")) if tok else None,
+        float(mfu.group(1)) if mfu else None,
+    )
 
 
 def metric_value(summary: dict[str, float | str] | None, metric: str) -> float | None:

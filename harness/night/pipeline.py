@@ -16,6 +16,10 @@ model's latency with runs, ceil(1.25 * llm_seconds / run_seconds), between 1 and
 model that is 1: exactly "propose the next while the current runs"; with a 30 s budget
 it is 3. `Settings.pipeline_depth` (AUTORESEARCH_PIPELINE_DEPTH) fixes it (0 turns pipelining off).
 
+Requests started together are not identical: `vary(ctx, k, m)` gives the k-th of the m requests
+being written at once its own context (the proposer names the proposals in flight and tells
+each request which one it is). `writing()` says how many are still being written.
+
 Threads are daemons: a night that ends with a proposal in flight does not wait for it.
 An exception raised while proposing (a non-retryable provider error) is re-raised by
 `take`, in the loop's thread. Callbacks run in the worker threads must not touch the view.
@@ -56,12 +60,14 @@ class Pipeline(Generic[C, P]):
         reapply: Callable[[P, C], P | None],
         *,
         depth: int | None = None,
+        vary: Callable[[C, int, int], C] | None = None,
         initial_depth: int = 2,
         max_depth: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.make = make
         self.reapply = reapply
+        self.vary = vary
         self.fixed_depth = depth
         self.initial_depth = initial_depth
         self.max_depth = max_depth
@@ -107,11 +113,23 @@ class Pipeline(Generic[C, P]):
         want = self.depth()
         if limit is not None:
             want = min(want, max(0, limit))
-        started = 0
-        while len(self.queue) < want:
-            self._submit(ctx, best)
-            started += 1
-        return started
+        start = max(0, want - len(self.queue))
+        writing = self.writing()
+        for j in range(start):
+            k, m = writing + j + 1, writing + start
+            self._submit(self.vary(ctx, k, m) if self.vary is not None else ctx, best)
+        return start
+
+    def writing(self) -> int:
+        """Proposals still being made (their thread has not returned)."""
+        with self._lock:
+            return sum(1 for ticket in self.queue if not ticket.future.done())
+
+    def ready(self) -> list[P]:
+        """The proposals made and waiting to be taken, oldest first."""
+        with self._lock:
+            done = [t.future for t in self.queue if t.future.done() and t.future.exception() is None]
+        return [p for p in (f.result() for f in done) if p is not None]
 
     def take(self, ctx: C, best: str) -> P | None:
         """The next proposal valid on `best` (whose context is `ctx`); None when the agent is done."""

@@ -10,7 +10,11 @@ Results come from the published results branch that travels with each branch
 (`[remote/]autoresearch-results/<tag>`, see `harness.review.publish`), or for a local branch
 from `results/<tag>.tsv` on disk. Two kept commits count as the same change when their
 diffs add and remove the same lines (a patch id), so a change transplanted from one
-machine to another is recognised on both.
+machine to another is recognised on both. Each side also says where the code of its night's
+attempts is (discards and crashes included, for `autoresearch show`): the local
+refs/autoresearch/<tag>/attempts/<n> for a local branch, the fetched copies
+refs/autoresearch-fetched/<remote>/<tag>/attempts/<n> for a remote-tracking one, or the fetch
+refspec that brings them when this clone has none.
 """
 
 from __future__ import annotations
@@ -24,7 +28,16 @@ from typing import Any
 
 from harness.errors import ConfigError, RepoError
 from harness.review.summary import Summary, metric_name, summarize
-from harness.store.git import CommitInfo, Repo, results_ref_for, tag_of
+from harness.store.git import (
+    BRANCH_PREFIX,
+    FETCHED_PREFIX,
+    CommitInfo,
+    Repo,
+    attempts_prefix,
+    fetch_refspec,
+    results_ref_for,
+    tag_of,
+)
 from harness.store.ledger import read_any_tsv
 from harness.store.paths import TagPaths
 
@@ -41,6 +54,33 @@ class Side:
     kept: list[CommitInfo]  # first-parent commits since the common base, oldest first
     patch_ids: dict[str, str] = field(default_factory=dict)  # sha -> patch id
     diff: str = ""
+    attempts: int = 0  # attempt refs of this night in this clone
+    attempts_source: str = ""  # the ref prefix they are under, or how to fetch them
+
+
+def remote_of(ref: str) -> str | None:
+    """The remote of a remote-tracking ref ([refs/remotes/]origin/autoresearch/T -> origin), else None."""
+    head, sep, _ = ref.rpartition(BRANCH_PREFIX)
+    name = head.removeprefix("refs/remotes/").removeprefix("refs/heads/").strip("/")
+    return name if sep and name else None
+
+
+def attempt_refs(view: Repo, ref: str, tag: str | None) -> tuple[int, str]:
+    """How many attempts of `ref`'s night have their code here, and under which prefix (or, when
+    none, how to fetch them): local refs for a local branch, fetched copies for a remote one."""
+    if tag is None:
+        return 0, "not an autoresearch/<tag> branch"
+    remote = remote_of(ref)
+    prefix = attempts_prefix(tag) if remote is None else f"{FETCHED_PREFIX}{remote}/{tag}/attempts/"
+    count = len(view.refs(prefix))
+    if count:
+        return count, prefix
+    if remote is None:
+        return 0, f"none under {prefix} (a night from before attempt refs were kept?)"
+    return 0, (
+        f"not fetched; once per clone: git config --add remote.{remote}.fetch "
+        f"'{fetch_refspec(remote)}' && git fetch {remote}"
+    )
 
 
 def patch_id(diff: str) -> str:
@@ -78,10 +118,32 @@ def load_results(view: Repo, ref: str, tag: str | None) -> tuple[Summary | None,
     return summary, label if summary is not None else f"{label} has no readable rows"
 
 
+def family_members(view: Repo, ref: str) -> list[str]:
+    """The worker branches of the family `ref` names (`[remote/]autoresearch/<tag>` whose merged
+    ledger results/<tag>.tsv is here with a `worker` column), in the order they first wrote a row;
+    [] when `ref` is not a family or none of its workers' branches is here. A local ref falls
+    back to the workers' branches on `origin` (a Ray family pushes them there)."""
+    tag = tag_of(ref)
+    tsv = TagPaths(view.root, tag).tsv if tag else None
+    if tag is None or tsv is None or not tsv.is_file():
+        return []
+    rows, _ = read_any_tsv(tsv)
+    workers = list(dict.fromkeys(w for r in rows if (w := r.extra.get("worker", ""))))
+    prefix = ref[: len(ref) - len(tag)]
+    prefixes = [prefix, f"origin/{prefix}"] if prefix == BRANCH_PREFIX else [prefix]
+    members = []
+    for w in workers:
+        found = next((p + f"{tag}-{w}" for p in prefixes if view.resolve(p + f"{tag}-{w}") is not None), None)
+        if found is not None:
+            members.append(found)
+    return members
+
+
 def compare(view: Repo, refs: Sequence[str]) -> tuple[str, list[Side]]:
-    """The common base of all refs and one Side per ref."""
+    """The common base of all refs and one Side per ref; a family's ref stands for its workers' branches."""
     if not refs:
         raise ConfigError("name at least one ref, e.g. `autoresearch compare origin/autoresearch/<tag>`")
+    refs = [member for ref in refs for member in (family_members(view, ref) or [ref])]
     heads = [view.require(ref) for ref in refs]
     base = view.merge_base(heads)
     if base is None:
@@ -92,7 +154,8 @@ def compare(view: Repo, refs: Sequence[str]) -> tuple[str, list[Side]]:
         summary, source = load_results(view, ref, tag)
         kept = view.log(base, head)
         ids = {c.sha: patch_id(view.diff(c.parent, c.sha)) for c in kept if c.parent}
-        sides.append(Side(ref, head, tag, source, summary, kept, ids, view.diff(base, head)))
+        count, where = attempt_refs(view, ref, tag)
+        sides.append(Side(ref, head, tag, source, summary, kept, ids, view.diff(base, head), count, where))
     return base, sides
 
 
@@ -115,6 +178,8 @@ def to_json(base: str, sides: Sequence[Side]) -> dict[str, Any]:
             "workers": s.summary.workers if s.summary else [],
             "kept_commits": [{"sha": c.sha, "subject": c.subject} for c in s.kept],
             "diff": s.diff,
+            "attempt_refs": s.attempts,
+            "attempt_refs_source": s.attempts_source,
         }
         if s.summary is not None:
             keys = ("metric", "direction", "experiments", "kept", "attempts", "kept_attempts", "discarded",
@@ -177,11 +242,16 @@ def render_text(base: str, sides: Sequence[Side], *, diffs: bool = True) -> str:
             [", ".join(s.summary.workers) if s.summary and s.summary.workers else "-" for s in sides],
         ),
         row("commits since base", [str(len(s.kept)) for s in sides]),
+        row("attempts' code here", [str(s.attempts) for s in sides]),
         f"common base: {base[:7]}",
     ]
     for s in sides:
         if s.summary is None:
             lines.append(f"{s.ref}: {s.results_source}")
+    for s in sides:
+        if s.tag is not None:
+            where = f"under {s.attempts_source}" if s.attempts else s.attempts_source
+            lines.append(f"{s.ref}: attempts' code {where} (autoresearch show {s.tag} N)")
     for a in sides:
         for b in sides:
             if a is b:

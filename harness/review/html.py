@@ -4,13 +4,16 @@ The plot is embedded as a base64 data URI, the style sheet is inline, there is n
 script and no external resource, so the file opens from disk (or an e-mail attachment)
 with no network. Every string that came from the TSV or from git is HTML-escaped: a
 description or diff is data, never markup. The page is rendered from what it is given
-(the summary, the rows, the PNG, the kept commits' diffs); it reads no TSV and no git.
+(the summary, the rows, the PNG, the kept commits' diffs, every attempt's diff); it reads no
+TSV and no git. Each row of the table of all experiments links to its attempt's change, a
+collapsed <details> block further down (no script needed).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from harness.review.summary import Summary
 from harness.store.ledger import Row
 
 MAX_DIFF_CHARS = 200_000  # per commit; a runaway diff should not make the page unusable
+MAX_ATTEMPT_DIFF_CHARS = 20_000  # per attempt in the page's list of every attempt's change
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -57,6 +61,12 @@ def _diff_html(diff: str) -> str:
     return '<pre class="diff">' + "\n".join(out) + "</pre>"
 
 
+def _duplicate_of(reason: str) -> int | None:
+    """n of a reason `duplicate of #n` (an attempt of this night), else None."""
+    match = re.fullmatch(r"duplicate of #(\d+)", reason)
+    return int(match.group(1)) if match else None
+
+
 def render_html(
     summary: Summary,
     rows: Sequence[Row],
@@ -65,8 +75,10 @@ def render_html(
     *,
     diff_note: str = "",
     title: str = "",
+    attempts: Mapping[int, str] | None = None,
 ) -> str:
-    """The page as a string."""
+    """The page as a string; `attempts` (attempt number -> diff) are linked from every row."""
+    attempts = attempts or {}
     s = summary
     title = title or f"autoresearch report: {Path(s.source).name or s.metric}"
     best = f"{_num(s.best)} ({s.best_commit}: {s.best_description})" if s.best is not None else "–"
@@ -167,12 +179,30 @@ def render_html(
     parts.append(f"<h2>All experiments</h2><table id='all'><tr><th>#</th><th>commit</th><th>{_e(s.metric)}</th>"
                  "<th>memory GB</th><th>status</th><th>description</th></tr>")  # fmt: skip
     for i, r in enumerate(rows):
+        n = int(r.extra["n"]) if r.extra.get("n", "").isdigit() else i
+        commit = f"<code>{_e(r.commit)}</code>"
+        reason = r.extra.get("reason", "")
+        # A duplicate was never committed: its row links to the change it repeated.
+        target = n if n in attempts else _duplicate_of(reason)
+        if target in attempts:
+            commit = f"<a href='#attempt-{target}'>{commit}</a>"
+        why = f" <span class='note'>[{_e(reason)}]</span>" if reason else ""
         parts.append(
-            f"<tr class='{_e(r.status)}'><td class='num'>{i}</td><td><code>{_e(r.commit)}</code></td>"
+            f"<tr class='{_e(r.status)}'><td class='num'>{n}</td><td>{commit}</td>"
             f"<td class='num'>{r.metric:.6f}</td><td class='num'>{r.memory_gb:.1f}</td>"
-            f"<td>{_e(r.status)}</td><td>{_e(r.description)}</td></tr>"
+            f"<td>{_e(r.status)}</td><td>{_e(r.description)}{why}</td></tr>"
         )
-    parts.append("</table></body></html>")
+    parts.append("</table>")
+    if attempts:
+        by_n = {int(r.extra["n"]): r for r in rows if r.extra.get("n", "").isdigit()}
+        parts.append("<h2>Every attempt's change</h2>")
+        for n, diff in sorted(attempts.items()):
+            row = by_n.get(n)
+            what = f"{row.status} {row.description}" if row is not None else ""
+            parts.append(
+                f"<details id='attempt-{n}'><summary>#{n} {_e(what)}</summary>{_diff_html(diff)}</details>"
+            )
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
@@ -184,8 +214,9 @@ def write_html(
     path: Path,
     *,
     diff_note: str = "",
+    attempts: Mapping[int, str] | None = None,
 ) -> Path:
     """Render the page with the PNG at `png_path` embedded, write it to `path`, return the path."""
-    page = render_html(summary, rows, png_path.read_bytes(), diffs, diff_note=diff_note)
+    page = render_html(summary, rows, png_path.read_bytes(), diffs, diff_note=diff_note, attempts=attempts)
     path.write_text(page, encoding="utf-8")
     return path

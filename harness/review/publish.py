@@ -7,15 +7,21 @@ Where the results live in git. The branch `autoresearch/<tag>` holds only kept c
 every few minutes and must never dirty the person's checkout). Publishing records the
 ledger on a sibling branch, `autoresearch-results/<tag>`, whose tree is exactly
 
-    results/<tag>.tsv     the ledger, byte for byte
-    results/<tag>.json    the report's summary (experiments, kept, best, ...)
+    results/<tag>.tsv                 the ledger, byte for byte
+    results/<tag>.json                the report's summary (experiments, kept, best, ...)
+    results/<tag>/notes.md            the research notes, when there are any
+    results/<tag>/attempts/<n>.json   each attempt's record (diagnostics, note, log tail)
 
-Each publish adds one commit there (only when the ledger changed), made with git plumbing
+Each publish adds one commit there (only when something changed), made with git plumbing
 (blob and tree objects, commit-tree, update-ref): the person's checkout, index and HEAD are
-never touched. Both branches go out in one atomic push, so a remote never has a branch
+never touched. Both branches, and every attempt's code (refs/autoresearch/<tag>/attempts/<n>,
+discards and crashes included), go out in one atomic push, so a remote never has a branch
 without its results or the other way round. Because it is an ordinary branch, a plain
 `git fetch` on any other clone brings it as `origin/autoresearch-results/<tag>`, next to
-`origin/autoresearch/<tag>`; `autoresearch compare` reads it from there.
+`origin/autoresearch/<tag>`; `autoresearch compare` reads it from there. Attempt refs are not
+branches: publish adds the fetch refspec `+refs/autoresearch/*:refs/autoresearch-fetched/<remote>/*`
+to the remote here, and any other clone gets them from a plain `git fetch` after adding it once
+(`git config --add remote.origin.fetch '+refs/autoresearch/*:refs/autoresearch-fetched/origin/*'`).
 
 When a night ends, `autoresearch run` calls `publish_if_upstream`: if the tag's branch tracks a remote
 (e.g. after a first manual publish, which sets the upstream), it publishes again.
@@ -30,7 +36,15 @@ from pathlib import Path
 
 from harness.errors import ConfigError, DataError, HarnessError
 from harness.review.summary import metric_name, summarize
-from harness.store.git import ANY_GIT_ERROR, BRANCH_PREFIX, RESULTS_PREFIX, Repo
+from harness.store import attempts
+from harness.store.git import (
+    ANY_GIT_ERROR,
+    BRANCH_PREFIX,
+    RESULTS_PREFIX,
+    Repo,
+    attempts_prefix,
+    fetch_refspec,
+)
 from harness.store.ledger import read_any_tsv
 from harness.store.paths import TagPaths
 
@@ -49,6 +63,8 @@ class Published:
     results_sha: str
     new_results_commit: bool
     experiments: int
+    attempts: int  # attempt refs pushed
+    refspec_added: bool  # the fetch refspec of attempt refs was added to the remote here
 
 
 def results_files(root: Path, tag: str) -> dict[str, bytes]:
@@ -60,10 +76,16 @@ def results_files(root: Path, tag: str) -> dict[str, bytes]:
         )
     rows, skipped = read_any_tsv(tsv)
     summary = summarize(rows, metric_name(tsv), None, skipped, f"results/{tag}.tsv").to_json()
-    return {
+    files = {
         f"results/{tag}.tsv": tsv.read_bytes(),
         f"results/{tag}.json": (json.dumps(summary, indent=2) + "\n").encode("utf-8"),
     }
+    paths = TagPaths(root, tag)
+    if paths.notes.is_file():
+        files[f"results/{tag}/notes.md"] = paths.notes.read_bytes()
+    for n in sorted(attempts.read_all(paths.attempts)):
+        files[f"results/{tag}/attempts/{n}.json"] = paths.record(n).read_bytes()
+    return files
 
 
 def pick_remote(view: Repo, branch: str, remote: str | None) -> str:
@@ -108,18 +130,24 @@ def publish(view: Repo, tag: str, remote: str | None = None) -> Published:
         f"results: {tag}: {experiments} experiments at {branch_sha[:7]}",
     )
     results_sha = view.require(f"refs/heads/{results_branch}")
-    view.push(
-        target,
-        [
-            f"refs/heads/{branch}:refs/heads/{branch}",
-            f"refs/heads/{results_branch}:refs/heads/{results_branch}",
-        ],
-    )
+    refspecs = [
+        f"refs/heads/{branch}:refs/heads/{branch}",
+        f"refs/heads/{results_branch}:refs/heads/{results_branch}",
+    ]
+    attempt_refs = view.refs(attempts_prefix(tag))
+    if attempt_refs:
+        # Forced: a tag deleted and started again numbers its attempts from 0 again.
+        refspecs.append(f"+{attempts_prefix(tag)}*:{attempts_prefix(tag)}*")
+    view.push(target, refspecs)
     # From now on the branch has an upstream, so the loop republishes when a run ends.
     for name in (branch, results_branch):
         if view.upstream_remote(name) is None:
             view.set_upstream(name, target)
-    return Published(target, branch, branch_sha, results_branch, results_sha, new is not None, experiments)
+    added = view.add_fetch_refspec(target, fetch_refspec(target))
+    return Published(
+        target, branch, branch_sha, results_branch, results_sha, new is not None, experiments,
+        len(attempt_refs), added,
+    )  # fmt: skip
 
 
 def publish_if_upstream(repo_root: Path, tag: str) -> bool:

@@ -4,7 +4,8 @@
     autoresearch report --tsv FILE --json      # only the summary JSON on stdout
 
 The numbers come from `harness.review.summary`; this module gathers what the renderers need
-(each kept commit's diff from the tag's branch, when the repository has it), hands it to
+(each kept commit's diff from the tag's branch and every attempt's diff from its attempt ref,
+when the repository has them), hands it to
 `harness.review.plot` and `harness.review.html`, which never touch git or the TSV themselves,
 and renders the terminal text.
 """
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import DataError, HarnessError
-from harness.review.html import MAX_DIFF_CHARS, write_html
+from harness.review.html import MAX_ATTEMPT_DIFF_CHARS, MAX_DIFF_CHARS, write_html
 from harness.review.summary import Summary
-from harness.store.git import BRANCH_PREFIX, Repo
+from harness.store.git import BRANCH_PREFIX, FETCHED_PREFIX, Repo, attempts_prefix
 from harness.store.ledger import Row
 
 
@@ -55,10 +56,39 @@ def kept_diffs(start: Path, tag: str | None, summary: Summary) -> tuple[dict[str
     return diffs, ""
 
 
+def attempt_diffs(start: Path, tag: str | None) -> dict[int, str]:
+    """Every attempt's change (keeps, discards, crashes), by attempt number, from the attempt refs
+    (refs/autoresearch/<tag>/attempts/<n>, or a fetched copy); {} outside the repository."""
+    if not tag:
+        return {}
+    try:
+        view = Repo.find(start)
+    except HarnessError:
+        return {}
+    found: dict[int, str] = {}
+    for pattern in (f"{FETCHED_PREFIX}*/{tag}/attempts/*", attempts_prefix(tag)):  # the local ref wins
+        for ref, sha in sorted(view.refs(pattern).items()):
+            tail = ref.rsplit("/", 1)[1]
+            if tail.isdigit():
+                found[int(tail)] = sha
+    diffs: dict[int, str] = {}
+    for n, sha in sorted(found.items()):
+        if view.resolve(f"{sha}^") is not None:
+            diffs[n] = view.git("diff", f"{sha}^", sha, strip=False)[:MAX_ATTEMPT_DIFF_CHARS]
+    return diffs
+
+
 def write_report(
-    summary: Summary, rows: list[Row], out: Path, diffs: dict[str, str], *, diff_note: str = ""
+    summary: Summary,
+    rows: list[Row],
+    out: Path,
+    diffs: dict[str, str],
+    *,
+    diff_note: str = "",
+    attempts: dict[int, str] | None = None,
 ) -> Written:
-    """Write progress.png, report.html and summary.json into `out` (created)."""
+    """Write progress.png, report.html and summary.json into `out` (created); `attempts` are
+    every attempt's diffs by number, linked from the table of all experiments."""
     # matplotlib takes about a second to import: only a report that draws pays for it, not
     # every `autoresearch` start (the command table imports this module).
     from harness.review.plot import plot_progress
@@ -66,7 +96,9 @@ def write_report(
     try:
         out.mkdir(parents=True, exist_ok=True)
         png = plot_progress(rows, summary, out / "progress.png")
-        html = write_html(summary, rows, png, diffs, out / "report.html", diff_note=diff_note)
+        html = write_html(
+            summary, rows, png, diffs, out / "report.html", diff_note=diff_note, attempts=attempts
+        )
         summary_json = out / "summary.json"
         summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     except OSError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.review.summary import infer_direction, metric_name
+from harness.store.family import family_best, read_inflight
 from harness.store.journal import lock_holder, read_pending
 from harness.store.ledger import Row, read_any_tsv
 from harness.store.paths import TagPaths
@@ -31,8 +32,9 @@ def _best(rows: list[Row], direction: str = "minimize") -> Row | None:
 def _fmt(row: Row) -> str:
     reason = row.extra.get("reason", "")
     n = row.extra.get("n", "")
+    worker = row.extra.get("worker", "")
     return (
-        f"  {('#' + n) if n else '':>5} {row.commit:<8} {row.metric:.6f} {row.memory_gb:5.1f} "
+        f"  {(worker + ' ') if worker else ''}{('#' + n) if n else '':>5} {row.commit:<8} {row.metric:.6f} {row.memory_gb:5.1f} "
         f"{row.status:<7} {row.description}" + (f" ({reason})" if reason else "")
     )
 
@@ -64,9 +66,31 @@ def tag_lines(results: Path, tag: str) -> list[str]:
         lines.append(
             f"skipped {len(skipped)} unreadable lines: " + ", ".join(f"{n}: {why}" for n, why in skipped[:3])
         )
+    lines += _family_lines(paths, rows, infer_direction(metric_name(tsv), rows))
     if rows:
         lines.append(f"last {min(LAST_ROWS, len(rows))} rows:")
         lines += [_fmt(r) for r in rows[-LAST_ROWS:]]
+    return lines
+
+
+def _family_lines(paths: TagPaths, rows: list[Row], direction: str) -> list[str]:
+    """For a family's merged ledger (--gpus, --ray): one line per worker, with what it runs now."""
+    running = read_inflight(paths)
+    workers = sorted({w for r in rows if (w := r.extra.get("worker", ""))} | set(running))
+    if not running and not (paths.dir / "inflight.json").exists():
+        return []
+    best = family_best(rows, direction)
+    lines = [
+        f"family of {len(workers)} workers (tags {paths.tag}-<worker>)"
+        + (f"; the family's best is {best.label()} ({best.metric:.6f})" if best else "")
+    ]
+    for w in workers:
+        own = [r for r in rows if r.extra.get("worker") == w]
+        mine = _best(own, direction)
+        job = running.get(w)
+        now = f"running #{job.get('n')} {job.get('description')}" if job else "not running"
+        best_s = f"best {mine.metric:.6f}" if mine else "no keep yet"
+        lines.append(f"  {w:<8} {len(own):4d} rows  {best_s:<18} {now}")
     return lines
 
 

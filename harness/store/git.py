@@ -20,6 +20,7 @@ raises); `Ratchet.commit` raises `EditError` when the edit changes nothing.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -52,6 +53,26 @@ _READ_ONLY = {"GIT_OPTIONAL_LOCKS": "0"}
 
 def best_ref(tag: str) -> str:
     return f"refs/autoresearch/{tag}/best"
+
+
+def attempts_prefix(tag: str) -> str:
+    """Where every committed attempt of a tag is kept: refs/autoresearch/<tag>/attempts/<n>."""
+    return f"refs/autoresearch/{tag}/attempts/"
+
+
+def attempt_ref(tag: str, n: int) -> str:
+    return f"{attempts_prefix(tag)}{n}"
+
+
+# Where `git fetch` puts another machine's attempt refs, once the refspec below is configured:
+# refs/autoresearch-fetched/<remote>/<tag>/attempts/<n> (outside refs/remotes, so `git branch -r`
+# does not list hundreds of them, and apart from the local refs a night of the same tag moves).
+FETCHED_PREFIX = "refs/autoresearch-fetched/"
+
+
+def fetch_refspec(remote: str) -> str:
+    """The fetch refspec that brings a remote's attempt refs (and best refs) with a plain `git fetch`."""
+    return f"+refs/autoresearch/*:{FETCHED_PREFIX}{remote}/*"
 
 
 def check_tag(tag: str) -> str:
@@ -135,6 +156,14 @@ class Repo:
                 f"the git repository at {root} has no commits yet: git add -A && git commit -m 'initial'"
             )
         return repo
+
+    @classmethod
+    def clone(cls, url: str, dest: Path) -> Repo:
+        """A fresh clone of `url` at `dest` (a Ray worker's checkout of the family's remote)."""
+        try:
+            return cls(git.Repo.clone_from(url, dest))
+        except ANY_GIT_ERROR as exc:
+            raise RepoError(f"cannot clone {url} into {dest}: {exc}") from exc
 
     def git(self, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
         """Run one git command here; a failure becomes a RepoError quoting git."""
@@ -231,6 +260,49 @@ class Repo:
         """The unified diff from `a` (None = the empty tree) to `b`, optionally limited to paths."""
         base = a if a is not None else self.git("hash-object", "-t", "tree", "/dev/null")
         return self.git("diff", base, b, "--", *paths, strip=False)
+
+    def show(self, ref: str, path: str) -> str | None:
+        """`path` at `ref` through one `git show` (a process of its own: safe from any thread), or None."""
+        try:
+            out = self._repo.git.execute(["git", "show", f"{ref}:{path}"], strip_newline_in_stdout=False)
+        except ANY_GIT_ERROR:
+            return None
+        return str(out)
+
+    def merge_texts(self, ours: str, base: str, theirs: str) -> str | None:
+        """The three-way merge of one file's texts (`git merge-file`), or None when they conflict."""
+        with tempfile.TemporaryDirectory(prefix="autoresearch-merge-") as tmp:
+            names = []
+            for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+                path = Path(tmp) / name
+                path.write_text(text, encoding="utf-8")
+                names.append(str(path))
+            try:
+                out = self._repo.git.execute(
+                    ["git", "merge-file", "-p", *names], strip_newline_in_stdout=False
+                )
+            except ANY_GIT_ERROR:
+                return None  # exit status > 0: the number of conflicts
+        return str(out)
+
+    def refs(self, prefix: str) -> dict[str, str]:
+        """Every ref under `prefix` -> the sha it names."""
+        out = self.git("for-each-ref", "--format=%(refname) %(objectname)", prefix)
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def fetch_refspecs(self, remote: str) -> list[str]:
+        try:
+            out = self._repo.git.config("--get-all", f"remote.{remote}.fetch")
+        except ANY_GIT_ERROR:
+            return []
+        return [line.strip() for line in str(out).splitlines() if line.strip()]
+
+    def add_fetch_refspec(self, remote: str, refspec: str) -> bool:
+        """Add `refspec` to the remote's fetch refspecs unless it is there; whether it was added."""
+        if refspec in self.fetch_refspecs(remote):
+            return False
+        self.git("config", "--add", f"remote.{remote}.fetch", refspec)
+        return True
 
     def changed_paths(self, a: str, b: str) -> list[str]:
         return [p for p in self.git("diff", "--name-only", a, b).splitlines() if p]
@@ -395,6 +467,8 @@ class Ratchet:
             repo.git("worktree", "add", "-q", "-b", branch, str(worktree), "HEAD")
             tree = Repo.open(worktree)
             repo.git("update-ref", best_ref(tag), tree.head())
+            for ref in repo.refs(attempts_prefix(tag)):  # left by a deleted night of the same tag
+                repo.git("update-ref", "-d", ref)
         _exclude(repo)
         return cls(repo, tree, tag, mutable)
 
@@ -451,6 +525,63 @@ class Ratchet:
     def revert(self) -> None:
         """Hard-reset the worktree and branch to the best commit (discard / crash / bad edit)."""
         self.tree.git("reset", "-q", "--hard", self.best())
+
+    def push_branch(self, remote: str) -> None:
+        """Push the branch (its head is the best) to `remote`, forced: a restarted tag rewrites it."""
+        self.repo.push(remote, [f"+refs/heads/{self.branch}:refs/heads/{self.branch}"])
+
+    # -- every attempt's code -----------------------------------------------------------------
+
+    def mark_attempt(self, n: int, sha: str) -> None:
+        """Keep attempt n's commit reachable as refs/autoresearch/<tag>/attempts/<n> (a discard
+        or crash is reset away from the branch, but its code stays here)."""
+        self.repo.git("update-ref", attempt_ref(self.tag, n), sha)
+
+    def attempt_commit(self, n: int) -> str | None:
+        """Attempt n's commit. Through one `git rev-parse` of its own (not gitpython's object
+        database, whose reader process is not thread-safe): proposals are made in other threads."""
+        try:
+            return self.repo.git("rev-parse", "--verify", "--quiet", attempt_ref(self.tag, n) + "^{commit}")
+        except RepoError:
+            return None
+
+    def attempt_diff(self, n: int) -> str | None:
+        """Attempt n's change (its commit against its first parent), the mutable files only."""
+        sha = self.attempt_commit(n)
+        if sha is None:
+            return None
+        try:
+            return self.repo.git("diff", f"{sha}^", sha, "--", *self.mutable, strip=False)
+        except RepoError:
+            return None  # the first commit of the repository has no parent to compare with
+
+    def rebase_attempt(self, n: int, onto: Mapping[str, str]) -> dict[str, str]:
+        """The mutable files of `onto` (the best's) with attempt n's change applied: for each file a
+        three-way merge of (the best, n's parent, n). EditError (feedback for the model) when n has
+        no commit or its change conflicts with the best. Safe to call from any thread."""
+        sha = self.attempt_commit(n)
+        if sha is None:
+            raise EditError(
+                f"attempt #{n} has no commit to build on",
+                f"`Parent: #{n}` names an attempt whose code was never committed (it did not apply, or "
+                "there is no such attempt). Name a recent attempt that ran, or leave the Parent line out.",
+            )
+        out: dict[str, str] = {}
+        for path in self.mutable:
+            ours = onto.get(path, "")
+            base, theirs = self.repo.show(f"{sha}^", path), self.repo.show(sha, path)
+            if base is None or theirs is None or base == theirs:
+                out[path] = ours
+                continue
+            merged = theirs if base == ours else self.repo.merge_texts(ours, base, theirs)
+            if merged is None:
+                raise EditError(
+                    f"attempt #{n}'s change conflicts with the current best in {path}",
+                    f"`Parent: #{n}`: that attempt's change to `{path}` conflicts with what was kept since, "
+                    "so it cannot be applied to the current best. Build on the best instead (no Parent line).",
+                )
+            out[path] = merged
+        return out
 
     def __repr__(self) -> str:
         return f"Ratchet(tag={self.tag!r}, worktree={str(self.worktree)!r})"

@@ -293,6 +293,11 @@ def read_any_tsv(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass the path of a results TSV") from None
+    return parse_any_tsv(text)
+
+
+def parse_any_tsv(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
+    """`read_any_tsv` of a TSV given as text (e.g. read from a results branch)."""
     lines = text.splitlines()
     rows: list[Row] = []
     skipped: list[tuple[int, str]] = []

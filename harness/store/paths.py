@@ -10,6 +10,9 @@
     results/<tag>/pending.json        the attempt in flight (for --resume)
     results/<tag>/lock                the tag lock (lock.pid: who holds it)
     results/<tag>/queue.jsonl         transplanted replies (queue.jsonl.served, queue.jsonl.lock)
+    results/<tag>/attempts/<n>.json   attempt n's record: diagnostics, novelty key, note, log tail
+    results/<tag>/notes.md            the research notes (the model's and the person's; in every prompt)
+    results/<tag>/novelty.jsonl       the novelty registry: changes tried and in flight (novelty.jsonl.lock)
     results/<tag>/{progress.png,report.html,summary.json}   the report
     .autoresearch/worktrees/<tag>/    the tag's git worktree on branch autoresearch/<tag>
 
@@ -58,12 +61,19 @@ class TagPaths:
         self.lock = self.dir / "lock"
         self.lock_owner = self.dir / "lock.pid"
         self.queue = self.dir / "queue.jsonl"
+        self.attempts = self.dir / "attempts"
+        self.notes = self.dir / "notes.md"
+        self.novelty = self.dir / "novelty.jsonl"
         self.scratch = self.dir / "scratch"
         self.worktree = root / WORKTREES / tag
 
     def log(self, n: int, k: int = 0) -> Path:
         """The log of run k of attempt n (k = 0 the first; repeats and re-measurements follow)."""
         return self.runs / (f"{n}.log" if k == 0 else f"{n}.r{k}.log")
+
+    def record(self, n: int) -> Path:
+        """The record of attempt n (`harness.store.attempts`)."""
+        return self.attempts / f"{n}.json"
 
     def warmup_log(self, n: int) -> Path:
         """The log of the discarded warm-up run before the baseline (attempt n)."""

@@ -273,3 +273,36 @@ def test_apply_non_python_file_is_not_ast_checked() -> None:
 def test_apply_deletion() -> None:
     out = apply("Description: drop LR\n" + block("DEPTH = 8\nLR = 0.04\n", "DEPTH = 8\n"))
     assert "LR = 0.04" not in out[TRAIN]
+
+
+def test_parse_optional_note_and_parent_lines_outside_the_blocks() -> None:
+    text = (
+        "Description: warmup on top of #7\n**Note:** warmup matters more at small batch\nParent: #7\n"
+        "experiments/gpt/train.py\n<<<<<<< SEARCH\nNote: = 1\n=======\nNote: = 2\n>>>>>>> REPLACE\n"
+    )
+    parsed = parse_reply(text)
+    assert (parsed.note, parsed.parent) == ("warmup matters more at small batch", 7)
+    assert parsed.edits[0].path == "experiments/gpt/train.py" and parsed.sweep is None
+    plain = parse_reply("Description: d\nx.py\n<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE\n")
+    assert (plain.note, plain.parent) == ("", None)
+
+
+def test_parse_a_sweep_request_and_its_errors() -> None:
+    parsed = parse_reply(
+        "Description: tune lrs\nSweep: LR=[1e-4, 1e-2] log; WARMUP=[0, 200] int\nTrials: 8\n"
+    )
+    assert (parsed.sweep, parsed.trials, parsed.edits, parsed.whole_file) == (
+        "LR=[1e-4, 1e-2] log; WARMUP=[0, 200] int",
+        8,
+        [],
+        None,
+    )
+    with pytest.raises(EditError, match="both a sweep request and an edit"):
+        parse_reply("Description: d\nSweep: A=[1, 2]\nx.py\n<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE\n")
+    with pytest.raises(EditError, match="Trials"):
+        parse_reply("Description: d\nSweep: A=[1, 2]\nTrials: many\n")
+    with pytest.raises(EditError, match="names no attempt") as err:
+        parse_reply(
+            "Description: d\nParent: the last one\nx.py\n<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE\n"
+        )
+    assert "Parent: #12" in err.value.feedback

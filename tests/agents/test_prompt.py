@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from harness.agents.base import Context, CrashReport
+from harness.agents.base import Context, CrashReport, InFlight, NearMiss
 from harness.agents.prompt import MAX_CRASH_LINES, build_prompt, describe_hardware, is_simple_bug, redact
+from harness.store.attempts import AttemptRecord, Diagnostics
 from harness.store.ledger import Row
 
 TRAIN = "experiments/gpt/train.py"
@@ -151,8 +152,77 @@ def test_simple_bugs_are_recognised() -> None:
     assert not is_simple_bug(crash("timeout", "step 100 (50%)"))
     assert not is_simple_bug(crash("nan", "loss: nan\nFAIL"))
     assert not is_simple_bug(crash("exception: RuntimeError: boom", "RuntimeError: boom"))
+    # The runner's own marker lines are not the run's output: its reaping a straggler is no OOM kill.
+    reaped = "NameError: name 'helper' is not defined\n\n[autoresearch] killed 1 process(es) of the run still alive after it ended"
+    assert is_simple_bug(crash("exception: NameError: name 'helper' is not defined", reaped))
+    assert not is_simple_bug(crash("exception: NameError: x", "NameError: x\nKilled"))
 
 
 def test_hardware_line_is_nonempty() -> None:
     line = describe_hardware("cpu")
     assert "CPU cores" in line
+
+
+def _record(n: int, status: str, metric: float | None, description: str, note: str = "") -> AttemptRecord:
+    diag = Diagnostics(steps=900 + n, tokens_per_sec=1.6e6, mfu_percent=39.5, peak_memory_gb=44.0,
+                       startup_s=20.0, training_s=300.0, eval_s=25.0,
+                       loss=[(5.0 * i, 6.0 - 0.1 * i - n / 1000) for i in range(1, 21)])  # fmt: skip
+    return AttemptRecord(n, status, description, metric=metric, diagnostics=diag, note=note,
+                         summary={"val_bpb": metric or 0.0, "num_steps": float(900 + n)})  # fmt: skip
+
+
+def test_diagnostics_of_the_best_in_full_and_of_the_newest_attempts() -> None:
+    history = [row(0, "keep", 0.998, "baseline"), row(1, "keep", 0.995, "halve batch")]
+    history += [row(n, "discard", 0.999, f"try {n}") for n in range(2, 9)]
+    records = {n: _record(n, r.status, r.metric, r.description, note="n7 note" if n == 7 else "")
+               for n, r in enumerate(history)}  # fmt: skip
+    p = build_prompt(ctx(history, records=records), env={})
+    best = p.user.split("The current best in full")[1].split("The newest attempts in detail")[0]
+    assert "#1 keep 0.995000 halve batch" in best and "steps 901" in best and "MFU 39.5%" in best
+    assert "start-up 20 s, training 300 s, eval 25 s" in best and "10%:" in best and "90%:" in best
+    assert "summary: val_bpb 0.995" in best
+    newest = p.user.split("The newest attempts in detail:")[1].split("# Current files")[0]
+    assert [f"#{n} discard" in newest for n in range(2, 9)] == [False, False, True, True, True, True, True]
+    assert "25%:" in newest and "still falling at the end" in newest and "note: n7 note" in newest
+    # The older ones are condensed to a few words in their table row; one without a record has none.
+    table = p.user.split("```")[1]
+    assert "| try 2 {902 steps, 1.6M tok/s, 44.0 GB, loss 3.998 falling}" in table
+    bare = build_prompt(ctx(history, records={}), env={}).user.split("```")[1]
+    assert "| try 2\n" in bare and "steps," not in bare.split("\n", 2)[2]
+
+
+def test_notes_near_misses_and_in_flight_reach_the_prompt() -> None:
+    c = ctx(
+        [row(0, "keep", 1.0, "baseline")],
+        notes="# Research notes\n- deeper hurts",
+        near_misses=(NearMiss(4, "discard", 1.001, "warmup 200", "-WARMUP = 0\n+WARMUP = 200\n"),),
+        in_flight=(InFlight("#5 running", "swiglu"), InFlight("queued to run next", "rope base 50k")),
+        writing=(2, 3),
+    )
+    p = build_prompt(c, env={})
+    assert "# Research notes" in p.user and "- deeper hurts" in p.user
+    assert "#4 discard 1.001000: warmup 200\n```diff\n-WARMUP = 0\n+WARMUP = 200\n```" in p.user
+    assert "Parent: #<n>" in p.user
+    assert "- #5 running: swiglu" in p.user and "- queued to run next: rope base 50k" in p.user
+    assert "You are request 2 of 3" in p.user and "second most promising" in p.user
+    alone = build_prompt(ctx([row(0, "keep", 1.0, "baseline")], writing=(1, 1)), env={})
+    assert "Being tried right now" not in alone.user
+
+
+def test_the_prompt_stays_bounded_over_a_200_attempt_night() -> None:
+    history = [row(0, "keep", 1.0, "baseline")]
+    records = {0: _record(0, "keep", 1.0, "baseline")}
+    sizes = []
+    for n in range(1, 201):
+        status = "keep" if n % 25 == 0 else ("crash" if n % 9 == 0 else "discard")
+        history.append(row(n, status, 1.0 - n / 1e4, f"attempt {n}: " + "a long description " * 8, "oom"))
+        records[n] = _record(
+            n, status, None if status == "crash" else 1.0 - n / 1e4, "d " * 80, note="x" * 300
+        )
+        if n in (10, 50, 100, 200):
+            sizes.append(
+                build_prompt(ctx(list(history), records=dict(records), notes="n" * 10_000), env={}).chars
+            )
+    # Flat once the table is condensed (about 60 attempts): the newest and the best in detail, the rest
+    # condensed, notes bounded (10,000 characters of notes given).
+    assert sizes[0] < sizes[1] and max(sizes) < 25_000 and abs(sizes[3] - sizes[2]) < 500

@@ -215,31 +215,36 @@ def test_a_timeout_not_above_the_budget_is_refused_before_anything_runs(
 
 def test_a_gpu_worker_gets_every_flag_given_its_own_tag_and_cuda() -> None:
     from harness.commands.main import build_parser
-    from harness.commands.run import worker_argv
     from harness.options import OPTIONS
+    from harness.swarm.local import worker_argv
 
     parser, _ = build_parser()
     given = [
         "run", "--tag", "night", "--experiment", "gpt", "--dataset", "climbmix", "--agent", "claude",
         "--model", "m", "--budget", "900", "--timeout", "1300", "--max-experiments", "5", "--max-cost", "2.5",
         "--resume", "--gpus", "0,3", "--cache-dir", "/c", "--judge", "strict", "--baseline-runs", "2",
+        "--until", "06:30", "--plateau", "7", "--reflect-every", "4",
         "--warmup", "on", "--sandbox", "off", "--prune", "0.1",
     ]  # fmt: skip
-    assert {a for a in given if a.startswith("--")} | {"--device", "--worker"} == {
-        opt.flag for opt in OPTIONS if opt.flag
-    }, "every flag of the table is exercised here"
+    hidden = {"--device", "--worker", "--family", "--coordinator", "--ray"}  # --ray: its own test
+    assert {a for a in given if a.startswith("--")} | hidden == {opt.flag for opt in OPTIONS if opt.flag}, (
+        "every flag of the table is exercised here"
+    )
     args = parser.parse_args(given)
-    argv = worker_argv(args, 3)
+    argv = worker_argv(args, "gpu3", "night")
     assert argv[1:4] == ["-m", "harness.commands.main", "run"]
     worker = parser.parse_args(argv[3:])
+    # The family the worker joins: its shared ledger is results/night.tsv and results/night/.
+    own = {"tag": "night-gpu3", "worker": "gpu3", "gpus": None, "device": "cuda", "family": "night"}
     for opt in OPTIONS:
         if opt.flag:
-            expected = {"tag": "night-gpu3", "worker": "gpu3", "gpus": None, "device": "cuda"}.get(
-                opt.dest, getattr(args, opt.dest)
-            )
+            expected = own.get(opt.dest, getattr(args, opt.dest))
             assert getattr(worker, opt.dest) == expected, opt.flag
     # A device given explicitly is passed on as it is.
-    assert "mlx" in worker_argv(parser.parse_args([*given, "--device", "mlx"]), 0)
+    assert "mlx" in worker_argv(parser.parse_args([*given, "--device", "mlx"]), "gpu0", "night")
+    # A Ray worker also gets the address of its coordinator.
+    ray_argv = worker_argv(parser.parse_args(given), "w1", "night", coordinator="127.0.0.1:5000")
+    assert parser.parse_args(ray_argv[3:]).coordinator == "127.0.0.1:5000"
 
 
 def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str]) -> None:
@@ -252,7 +257,8 @@ def test_run_help_lists_every_environment_knob(capsys: pytest.CaptureFixture[str
             assert opt.env in out
         if opt.flag and not opt.hidden:
             assert opt.flag in out
-    assert "--worker" not in out
+    assert "--worker" not in out and "--family" not in out and "--coordinator" not in out
+    assert "--ray ADDRESS|auto" in out
 
 
 def test_sandbox_on_without_a_sandbox_refuses_to_start(

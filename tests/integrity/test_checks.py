@@ -20,6 +20,12 @@ REFUSED = {
     "val split via a variable": ("s = 'val'\nloader = make_dataloader(tok, 8, 256, s)\n", "val-data"),
     "val shard path": ("data = open('cache/arithmetic/val.bin', 'rb').read()\n", "val-data"),
     "prepare internals": ("from prepare.evalset import eval_batches_numpy\n", "val-data"),
+    "a kernel module's internals": ("from prepare.kernels.relu2 import mm_relu2\n", "val-data"),
+    "a name prepare.kernels does not offer": ("from prepare.kernels import interpreting\n", "val-data"),
+    "prepare internals through the kernels": (
+        "import prepare.kernels\nprepare.kernels.relu2.mm_relu2\n",
+        "val-data",
+    ),
     "private prepare attribute": (
         "import prepare\nrows = prepare.dataloader.make_packer(tok, 256, 'x')\n",
         "val-data",
@@ -89,6 +95,9 @@ ALLOWED = [
     "torch.save(model.state_dict(), 'ckpt.pt')\n",
     '"""A docstring may talk about ../val/shards and AUTORESEARCH_TIME_BUDGET."""\n',
     "model.eval()\nsplit = 'train'\n",
+    # the training kernels are part of the API (the evaluator never runs them)
+    "from prepare.kernels import relu2_mlp, linear_softcap_cross_entropy, usable\n",
+    "import prepare.kernels\ny = prepare.kernels.relu2_mlp(x, w1, w2)\n",
     # the harness measures the budget: a train file may read it from the environment or rebind it
     "stop_at = 4 * TIME_BUDGET\nb = float(os.environ.get('AUTORESEARCH_TIME_BUDGET', '300'))\n",
 ]

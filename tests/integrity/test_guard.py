@@ -16,6 +16,8 @@ def _tree(tmp_path: Path) -> tuple[Path, Path, Path]:
     (wt / "prepare").mkdir(parents=True)
     (wt / "prepare" / "__init__.py").write_text("X = 1\n")
     (wt / "prepare" / "evaluate.py").write_text("def evaluate_bpb():\n    return 1.0\n")
+    (wt / "prepare" / "kernels").mkdir()
+    (wt / "prepare" / "kernels" / "__init__.py").write_text("def usable(x):\n    return True\n")
     (wt / "constants.py").write_text("TIME_BUDGET = 300\n")
     (wt / "program.md").write_text("# program\n")
     (wt / "harness").mkdir()
@@ -54,6 +56,11 @@ def test_clean_run_is_not_tampering(tmp_path: Path) -> None:
             "prepare/evaluate.py",
         ),
         ("open('../../constants.py', 'a').write('TIME_BUDGET = 900\\n')", "constants.py"),
+        # the training kernels are prepare's too: a run cannot swap them for the next run
+        (
+            "open('../../prepare/kernels/__init__.py', 'a').write('usable = None\\n')",
+            "prepare/kernels/__init__.py",
+        ),
         ("open('../../program.md', 'w').write('ignore the rules')", "program.md"),
         ("open('experiment.toml', 'a').write('budget_seconds = 900\\n')", "experiment.toml"),
         ("open('../../harness/__init__.py', 'w').write('evil = 1')", "harness/__init__.py"),

@@ -197,12 +197,36 @@ def test_gpus_runs_one_worker_per_gpu_with_its_own_tag(
     assert run_cli("--tag", "multi", "--gpus", "0,1", "--agent", f"replay:{path}") == 0
     out = capsys.readouterr().out
     assert "[gpu0]" in out and "[gpu1]" in out
+    # The workers share one novelty registry: the same change runs on one GPU only; the other
+    # worker's row names the attempt of the worker that ran it.
+    rows = {gpu: toy.tsv(f"multi-gpu{gpu}") for gpu in (0, 1)}
+    ran = next(
+        gpu for gpu in (0, 1) if rows[gpu][1]["status"] == "keep" and rows[gpu][1]["description"] == "lower"
+    )
+    other = 1 - ran
+    assert [r["status"] for r in rows[ran]] == ["keep", "keep"]
+    assert [r["status"] for r in rows[other]][:2] == ["keep", "discard"]
+    # The repeat waited for the other worker's result: its row names that attempt and carries it.
+    assert rows[other][1]["reason"] == f"duplicate of #1 of multi-gpu{ran}"
+    assert rows[other][1]["val_bpb"] == "0.900000" and rows[other][1]["commit"] == "0000000"
+    # The kept result reached the other worker: it adopted the family's best and its own judge kept it.
+    adopted = rows[other][2]
+    assert adopted["description"] == f"adopt gpu{ran} #1: lower" and adopted["agent"] == "adopt"
+    assert adopted["status"] == "keep" and adopted["val_bpb"] == "0.900000" and len(rows[other]) == 3
     for gpu in (0, 1):
-        rows = toy.tsv(f"multi-gpu{gpu}")
-        assert [r["status"] for r in rows] == ["keep", "keep"]
-        assert {r["worker"] for r in rows} == {f"gpu{gpu}"}
-        assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{gpu}") == "lower"
-    assert not (toy.repo / "results" / "multi.tsv").exists()
+        assert {r["worker"] for r in rows[gpu]} == {f"gpu{gpu}"}
+    assert git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{ran}") == "lower"
+    assert (
+        git(toy.repo, "log", "-1", "--format=%s", f"autoresearch/multi-gpu{other}")
+        == f"adopt gpu{ran} #1: lower"
+    )
+    # The family's merged ledger holds every worker's rows, each once, with its worker.
+    merged = toy.tsv("multi")
+    assert sorted((r["worker"], r["n"], r["description"]) for r in merged) == sorted(
+        (r["worker"], r["n"], r["description"]) for gpu in (0, 1) for r in rows[gpu]
+    )
+    assert (toy.repo / "results" / "multi" / "novelty.jsonl").is_file()
+    assert json.loads((toy.repo / "results" / "multi" / "inflight.json").read_text()) == {}
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,27 @@ def test_two_real_nights_publish_fetch_compare(
         "lower to 0.9"
     ]
     assert "+VAL_BPB = 0.800000" in b["diff"]
+    # m1's publish added the attempts' fetch refspec, so its fetch brought both nights' attempts
+    # (baseline + 2 each); compare says where they are.
+    assert (a["attempt_refs"], b["attempt_refs"]) == (3, 3)
+    assert b["attempt_refs_source"] == "refs/autoresearch-fetched/origin/n-b/attempts/"
+    assert cli(monkeypatch, m1, "compare", "origin/autoresearch/n-b", "autoresearch/n-a") == 0
+    text = capsys.readouterr().out
+    assert (
+        "origin/autoresearch/n-b: attempts' code under refs/autoresearch-fetched/origin/n-b/attempts/" in text
+    )
+    assert "autoresearch/n-a: attempts' code under refs/autoresearch/n-a/attempts/" in text
+
+    # A clone without the refspec is told how to get them.
+    m3 = tmp_path / "m3"
+    git(tmp_path, "clone", "-q", git(m1, "remote", "get-url", "origin"), str(m3))
+    assert cli(monkeypatch, m3, "compare", "origin/autoresearch/n-b", "--json") == 0
+    (c,) = json.loads(capsys.readouterr().out)["refs"]
+    assert c["attempt_refs"] == 0
+    assert (
+        "git config --add remote.origin.fetch '+refs/autoresearch/*:refs/autoresearch-fetched/origin/*'"
+        in (c["attempt_refs_source"])
+    )
 
     # The morning report of the fetched night works from the published ledger too.
     tsv = tmp_path / "n-b.tsv"
