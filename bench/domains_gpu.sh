@@ -10,6 +10,10 @@
 #   bash bench/domains_gpu.sh kernel       the kernel experiment: the gpu tests, a replay night
 #                                          (baseline, a look-ahead kernel, a zeros kernel, a wider
 #                                          tile), then a search night while time is left (~8 min)
+#   bash bench/domains_gpu.sh arith_cot    arith-cot: one baseline run (BUDGET, default 300 s) on 1 GPU
+#   bash bench/domains_gpu.sh finetune     finetune: build the pretrained checkpoint (prepare --base-model),
+#                                          then one baseline run (BUDGET, default 240 s) under torchrun on
+#                                          every visible GPU (2 on the x2 machine)
 #
 # The machine has no network: carry .whl/ (the harness's pure-Python dependencies, as for
 # bench/gpt_device.sh) and .dev/ (bubblewrap and libcap2 .deb files: the sandbox); torch and
@@ -184,10 +188,69 @@ EOF
   fi
 }
 
+# arith_cot and finetune: the harness from a throw-away git copy of this tree, an empty replay
+# file (the baseline only); /tmp/site holds the carried wheels once setup has run
+machine() {  # what ran it
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())'
+  python3 -c 'import peft, transformers; print("peft", peft.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1
+  date -u +"%Y-%m-%d %H:%M UTC"
+}
+
+# one_run NAME EXPERIMENT BUDGET: the baseline of EXPERIMENT through the harness (or by hand)
+one_run() {
+  local name=$1 exp=$2 budget=$3 dest="$OUTD/$1" t0
+  mkdir -p "$dest"
+  t0=$(date +%s)
+  if [ "${MODE:-harness}" = harness ] && command -v git > /dev/null; then
+    local repo=/tmp/domains_repo_$name
+    rm -rf "$repo" && mkdir -p "$repo"
+    cp -r constants.py prepare experiments program.md pyproject.toml "$repo"/
+    (cd "$repo" && git init -q -b main && git add -A && git -c user.name=bench -c user.email=bench@localhost commit -qm bench)
+    : > /tmp/empty_replies.jsonl
+    (cd "$repo" && PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 -m harness run --tag "$name" --experiment "$exp" \
+      --device cuda --agent replay:/tmp/empty_replies.jsonl --baseline-runs 1 --warmup off --budget "$budget") \
+      > "$dest/night.out" 2>&1
+    echo "night exit code $?" >> "$dest/night.out"
+    cp "$repo/results/$name.tsv" "$dest/" 2>/dev/null
+    cp "$repo/results/$name/runs/"*.log "$dest/" 2>/dev/null
+  else
+    rm -rf /tmp/domains_hand_off && mkdir -p /tmp/domains_hand_off
+    local cmd="python3 train.py"
+    [ "$exp" = finetune ] && cmd="python3 -m prepare.launch train.py"
+    (cd "experiments/$exp" && AUTORESEARCH_DEVICE=cuda AUTORESEARCH_DATASET=arithmetic AUTORESEARCH_TIME_BUDGET="$budget" \
+      AUTORESEARCH_HAND_OFF=/tmp/domains_hand_off $cmd) > "$dest/run.log" 2>&1
+    echo "run exit code $?" >> "$dest/run.log"
+    AUTORESEARCH_DEVICE=cuda AUTORESEARCH_DATASET=arithmetic python3 -m prepare.evaluate_arith /tmp/domains_hand_off \
+      > "$dest/evaluator.log" 2>&1
+  fi
+  echo "$name: $(( $(date +%s) - t0 )) s for the run and its evaluation (budget $budget s)" | tee -a "$dest/timing.txt"
+  tail -25 "$dest"/night.out "$dest"/*.tsv "$dest"/evaluator.log 2>/dev/null
+}
+
+arith_cot() {
+  mkdir -p "$OUTD/arith_cot"
+  machine | tee "$OUTD/arith_cot/machine.txt"
+  local t0; t0=$(date +%s)
+  python3 -m prepare --dataset arithmetic --no-progress
+  echo "prepare arithmetic: $(( $(date +%s) - t0 )) s" | tee "$OUTD/arith_cot/timing.txt"
+  one_run arith_cot arith-cot "${BUDGET:-300}"
+}
+
+finetune() {
+  mkdir -p "$OUTD/finetune"
+  machine | tee "$OUTD/finetune/machine.txt"
+  local t0; t0=$(date +%s)
+  AUTORESEARCH_DEVICE=cuda python3 -m prepare --dataset arithmetic --base-model --no-progress
+  echo "prepare arithmetic + base model: $(( $(date +%s) - t0 )) s" | tee "$OUTD/finetune/timing.txt"
+  CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1} one_run finetune finetune "${BUDGET:-240}"
+}
+
 case "${1:-}" in
 conv_lm | gpt_same | kernel) "$1" ;;
+arith_cot | finetune) setup > /dev/null 2>&1; export PYTHONPATH="/tmp/site:$ROOT"; "$1" ;;
 *)
-  echo "usage: $0 conv_lm | gpt_same | kernel" >&2
+  echo "usage: $0 conv_lm | gpt_same | kernel | arith_cot | finetune" >&2
   exit 2
   ;;
 esac

@@ -20,6 +20,7 @@ The generic template (every key but `mutable` and `run` is optional):
     [integrity]
     checks = "permissive"             # "strict": the source checks of harness.integrity.checks too
     evaluator = "bpb"                 # the metric comes from prepare's evaluator, not the run's summary
+                                      # ("bpb": val_bpb; "arith": accuracy by greedy decoding, dataset "arithmetic")
 
 With `evaluator = "bpb"` the train file ends with `prepare.hand_off(model, batch_size)` and the
 harness computes val_bpb in a separate evaluation process (`harness.integrity.evaluation`); the
@@ -48,7 +49,9 @@ from harness.store.schema import ExperimentFile, IntegrityTable, SandboxTable, r
 
 DIRECTIONS = ("minimize", "maximize")
 # Accepted values of [integrity] evaluator: the prepare module each one runs.
-EVALUATORS = {"bpb": "prepare.evaluate_program"}
+EVALUATORS = {"bpb": "prepare.evaluate_program", "arith": "prepare.evaluate_arith"}
+# An evaluator that only makes sense on one dataset (arith: greedy decoding of additions)
+EVALUATOR_DATASETS = {"arith": "arithmetic"}
 CHECKS = ("strict", "permissive")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEVICES = ("cuda", "mlx", "cpu")  # accepted values of `devices`
@@ -141,6 +144,9 @@ def load_experiment(exp_dir: Path) -> Experiment:
         raise ConfigError(
             f"{path}: key 'integrity.evaluator' needs a dataset to evaluate on, not dataset = \"none\""
         )
+    pinned = EVALUATOR_DATASETS.get(evaluator or "")
+    if pinned is not None and data.get("dataset") != pinned:
+        raise ConfigError(f'{path}: key \'integrity.evaluator\' = "{evaluator}" needs dataset = "{pinned}"')
     return Experiment(
         name=parsed.name or exp_dir.name,
         dir=exp_dir.resolve(),

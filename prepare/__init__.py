@@ -11,7 +11,9 @@ TIME_BUDGET. The dataset and cache come from AUTORESEARCH_DATASET / AUTORESEARCH
 is resolved on first access, and device detection happens only then.
 
 A train file ends with `hand_off(model, batch_size)`: the harness evaluates the handed-off model
-in a separate process (`python -m prepare.evaluate_program`), with causality probes. The
+in a separate process (`python -m prepare.evaluate_program`), with causality probes; one whose
+metric is accuracy on additions (`[integrity] evaluator = "arith"`) ends with
+`hand_off_decoder(model, batch_size)` instead (`prepare.evaluate_arith`: greedy decoding). The
 in-process `evaluate_bpb(model, tokenizer, batch_size)` computes the same number for a live model
 (tests, notebooks, benchmarks); it needs the validation data, which a judged train run cannot see.
 
@@ -19,7 +21,8 @@ Modules: env (active settings), constants (profiles, top level), datasets (cache
 check_ready, prepare_dataset), arithmetic, sources (climbmix download, text:PATH), shards,
 tokenizer, dataloader, evalset (the pinned rows), evaluate / evaluate_mlx (the metric),
 handoff, program / program_mlx (the model as data), causality (the probes), evaluate_program
-(the evaluator), cli.
+(the evaluator), evaluate_arith (the greedy-decoding evaluator), basemodel (finetune's pretrained
+checkpoint), launch (torchrun for multi-process runs), cli.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ _LAZY = {
     "make_dataloader": ("prepare.dataloader", "make_dataloader"),
     "make_dataloader_numpy": ("prepare.dataloader", "make_dataloader_numpy"),
     "hand_off": ("prepare.handoff", "hand_off"),
+    "hand_off_decoder": ("prepare.evaluate_arith", "hand_off_decoder"),
     "evaluate_bpb": ("prepare.evaluate", "evaluate_bpb"),
 }
 

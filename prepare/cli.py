@@ -2,6 +2,10 @@
 
     autoresearch prepare [--dataset climbmix|arithmetic|text:PATH] [--num-shards N]
                          [--base-url URL] [--cache-dir DIR] [--workers N] [--max-chars N]
+                         [--base-model]
+
+`--base-model` also builds the `finetune` experiment's pretrained checkpoint for the active
+device profile (`prepare.basemodel`: offline, once; on the `arithmetic` dataset's tokenizer).
 
 `harness.commands.main` registers this module (add_arguments + run). Errors are raised as
 prepare.errors.DataError; both command lines print its one-line message and exit 2. Ctrl-C
@@ -42,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="characters of training text the tokenizer learns from (default 1e9)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
+    parser.add_argument(
+        "--base-model",
+        action="store_true",
+        help="also pretrain the finetune experiment's checkpoint for this device profile (once, offline)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         f"prepare: {info.spec} is ready: {len(info.train_files)} training shard(s), validation "
         f"{info.val_file.name}, tokenizer {info.tokenizer_dir}"
     )
+    if args.base_model:
+        from prepare import basemodel
+
+        print(f"prepare: the pretrained checkpoint is ready: {basemodel.build(cache_root)}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The metric out of the agent's reach: the evaluator seen from the harness.
 
-For an experiment with `[integrity] evaluator = "bpb"` the number that decides keep or discard
+For an experiment with an `[integrity] evaluator` (`bpb`, `arith`) the number that decides keep or discard
 is never one the train run printed. The run ends with `prepare.hand_off(model, batch_size)`,
 which writes the model as data (an ATen graph or an MLX function, plus its tensors) into a
 fresh folder named by $AUTORESEARCH_HAND_OFF. Once the run has ended and the guard has checked
@@ -48,7 +48,7 @@ RESULT_MARKER = "@@autoresearch evaluation"
 TEST_SWITCHES: tuple[str, ...] = ()
 _RUN_VARIABLES = ("AUTORESEARCH_DEVICE", "AUTORESEARCH_DATASET", "AUTORESEARCH_CACHE")
 _STAGED = ("prepare", "constants.py")
-# result key -> the key it gets in the run's summary (the TSV's summary column)
+# result key -> the key it gets in the run's summary (the TSV's summary column); other keys keep their name
 _SUMMARY_KEYS = {
     "eval_tokens": "eval_tokens", "target_tokens": "target_tokens", "bytes": "eval_bytes",
     "seconds": "eval_seconds", "probes": "causal_probes", "max_probe_diff": "causal_max_diff",
@@ -121,8 +121,11 @@ def printed_metric(summary: Mapping[str, float | str] | None, metric: str) -> st
     return None
 
 
-def read_outcome(lines: Sequence[str], exit_code: int | None, kill_reason: str | None) -> Outcome:
-    """The evaluator's verdict from its stdout lines (the last result line counts)."""
+def read_outcome(
+    lines: Sequence[str], exit_code: int | None, kill_reason: str | None, metric: str = "val_bpb"
+) -> Outcome:
+    """The evaluator's verdict from its stdout lines (the last result line counts): `metric`'s
+    value, the other numbers of the result line as summary keys."""
     result = None
     for line in reversed(lines):
         if line.startswith(RESULT_MARKER):
@@ -135,14 +138,14 @@ def read_outcome(lines: Sequence[str], exit_code: int | None, kill_reason: str |
         return Outcome(None, f"evaluation failed: {kill_reason.replace('_', ' ')}")
     if isinstance(result, dict) and isinstance(result.get("reason"), str):
         return Outcome(None, result["reason"][:300])
-    value = result.get("val_bpb") if isinstance(result, dict) else None
+    value = result.get(metric) if isinstance(result, dict) else None
     if exit_code != 0 or not isinstance(value, (int, float)) or not math.isfinite(value):
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
         return Outcome(None, f"evaluation failed: exit code {exit_code}, last line: {last[:200]}")
     assert isinstance(result, dict)
-    summary = {
-        name: float(result[key])
-        for key, name in _SUMMARY_KEYS.items()
-        if isinstance(result.get(key), (int, float))
+    summary: dict[str, float] = {
+        _SUMMARY_KEYS.get(str(key), str(key)): float(v)
+        for key, v in result.items()
+        if key != metric and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     return Outcome(float(value), None, summary)

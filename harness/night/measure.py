@@ -331,7 +331,7 @@ class Measurer:
             log.write(f"[autoresearch] evaluator: {evaluation.module(self.s.evaluator)}\n".encode())
             shutil.copyfileobj(out, log)
         eval_log.unlink()
-        outcome = evaluation.read_outcome(lines, evaluated.exit_code, evaluated.kill_reason)
+        outcome = evaluation.read_outcome(lines, evaluated.exit_code, evaluated.kill_reason, self.s.metric)
         return outcome, dataclasses.replace(result, wall_seconds=result.wall_seconds + evaluated.wall_seconds)
 
     def _scratch(self, log_path: Path) -> Path:

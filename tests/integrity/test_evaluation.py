@@ -111,3 +111,24 @@ def test_experiment_toml_names_the_evaluator(tmp_path: Path) -> None:
         load_experiment(_toml(tmp_path, 'dataset = "none"\n[integrity]\nevaluator = "bpb"\n'))
     with pytest.raises(ConfigError, match=r"'verify_metric' is gone.*\[integrity\] evaluator"):
         load_experiment(_toml(tmp_path, 'verify_metric = "evaluate_bpb"\n'))
+    arith = load_experiment(_toml(tmp_path, 'dataset = "arithmetic"\n[integrity]\nevaluator = "arith"\n'))
+    assert arith.evaluator == "arith" and evaluation.module("arith") == "prepare.evaluate_arith"
+    with pytest.raises(ConfigError, match='evaluator\' = "arith" needs dataset = "arithmetic"'):
+        load_experiment(_toml(tmp_path, 'dataset = "climbmix"\n[integrity]\nevaluator = "arith"\n'))
+    with pytest.raises(ConfigError, match='needs dataset = "arithmetic"'):
+        load_experiment(_toml(tmp_path, '[integrity]\nevaluator = "arith"\n'))
+
+
+def test_the_metric_read_is_the_experiments_and_the_other_numbers_are_summary_keys() -> None:
+    line = (
+        '@@autoresearch evaluation {"accuracy": 0.75, "accuracy_long": 0.5, "problems": 32, "seconds": 1.5}'
+    )
+    out = read_outcome([line], 0, None, "accuracy")
+    assert out.value == 0.75 and out.reason is None
+    assert out.summary == {"accuracy_long": 0.5, "problems": 32.0, "eval_seconds": 1.5}
+    missing = read_outcome([line], 0, None, "val_bpb")  # the line lacks the experiment's metric
+    assert (
+        missing.value is None
+        and missing.reason is not None
+        and missing.reason.startswith("evaluation failed")
+    )
