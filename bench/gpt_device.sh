@@ -38,30 +38,7 @@ start)
   # a text: corpus from the installed packages' Python sources (.txt files, since text:PATH reads
   # .txt/.md/.jsonl/.parquet), about 250 MB: enough that a 300 s run sees it a few times at most
   t0=$(date +%s)
-  python3 - "$CORPUS" <<'EOF'
-import os, sys, sysconfig
-out_dir = sys.argv[1]
-os.makedirs(out_dir, exist_ok=True)
-root = sysconfig.get_paths()["purelib"]
-limit, total, n, out = 250_000_000, 0, 0, None
-for dp, dn, fn in os.walk(root):
-    dn.sort()
-    for f in sorted(fn):
-        if not f.endswith(".py"):
-            continue
-        try:
-            text = open(os.path.join(dp, f), encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if out is None or out.tell() > 25_000_000:
-            out = open(os.path.join(out_dir, f"py_{n:03d}.txt"), "w", encoding="utf-8")
-            n += 1
-        out.write(text + "\n\n")
-        total += len(text)
-    if total > limit:
-        break
-print(f"corpus: {total / 1e6:.0f} M characters of Python from {root} in {n} files")
-EOF
+  python3 bench/gpu_night.py corpus --out "$CORPUS"
   python3 -m prepare --dataset "text:$CORPUS" --max-chars 50000000 --no-progress
   echo "corpus + prepare: $(( $(date +%s) - t0 )) s" | tee "$WORK/prepare.txt"
   du -sh "$CORPUS" "$AUTORESEARCH_CACHE" | tee -a "$WORK/prepare.txt"

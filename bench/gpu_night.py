@@ -168,6 +168,12 @@ def build_corpus(out_dir: Path, limit_chars: int) -> str:
     return f"corpus: {total / 1e6:.1f} M characters of Python from {root} in {n} files"
 
 
+def corpus(args: argparse.Namespace) -> int:
+    """The corpus alone, into --out (the other device scripts build theirs with this verb)."""
+    print(build_corpus(args.out, int(args.corpus_mb * 1e6)))
+    return 0
+
+
 def copy_repo(source: Path, dest: Path) -> None:
     """A fresh git repository holding this repository's files (the night commits in it)."""
     if dest.exists():
@@ -563,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, rest = argv[:i], argv[i + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=("start", "wait", "collect", "stop", "_night"))
+    parser.add_argument("verb", choices=("start", "wait", "collect", "stop", "corpus", "_night"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_night"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu_night_out")))
     parser.add_argument(
@@ -583,7 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=float, default=540.0, help="wait: at most this many seconds")
     args = parser.parse_args(argv)
     args.rest = rest
-    verbs = {"start": start, "wait": wait, "collect": collect, "stop": stop, "_night": supervise}
+    verbs = {
+        "start": start,
+        "wait": wait,
+        "collect": collect,
+        "stop": stop,
+        "corpus": corpus,
+        "_night": supervise,
+    }
     return verbs[args.verb](args)
 
 

@@ -48,30 +48,7 @@ quick)
   ;;
 sigma-start)
   # a text: corpus from the installed packages' Python sources (offline), as bench/gpt_device.sh does
-  python3 - "$CORPUS" <<'EOF'
-import os, sys, sysconfig
-out_dir = sys.argv[1]
-os.makedirs(out_dir, exist_ok=True)
-root = sysconfig.get_paths()["purelib"]
-total, n, out = 0, 0, None
-for dp, dn, fn in os.walk(root):
-    dn.sort()
-    for f in sorted(fn):
-        if not f.endswith(".py"):
-            continue
-        try:
-            text = open(os.path.join(dp, f), encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if out is None or out.tell() > 25_000_000:
-            out = open(os.path.join(out_dir, f"py_{n:03d}.txt"), "w", encoding="utf-8")
-            n += 1
-        out.write(text + "\n\n")
-        total += len(text)
-    if total > 250_000_000:
-        break
-print(f"corpus: {total / 1e6:.0f} M characters in {n} files")
-EOF
+  python3 bench/gpu_night.py corpus --out "$CORPUS"
   python3 -m prepare --dataset "text:$CORPUS" --max-chars 50000000 --no-progress > "$WORK/prepare.txt" 2>&1
   # a repository of its own (a copy of this tree, one commit), so the night never touches this one
   rm -rf "$WORK/repo" && mkdir -p "$WORK/repo" && : > "$WORK/empty.jsonl"
