@@ -83,6 +83,10 @@ class Coordinator:
         self.metric = metric
         self.direction = direction
         self.inflight_file = self.paths.dir / "inflight.json"
+        # Workers this coordinator settled as lost: a row one of them still sends (its harness
+        # outlives its node by a moment) comes after its `interrupted` row and is dropped. Rows
+        # reach one coordinator object on Ray; a --gpus worker is settled only once it has exited.
+        self._lost: set[str] = set()
         self._registries: dict[str, FileRegistry] = {}
 
     def _lock(self) -> Any:
@@ -134,7 +138,10 @@ class Coordinator:
 
     def logged(self, worker: str, row: Row) -> bool:
         """Append worker `worker`'s row to the merged ledger unless its (worker, n) is there;
-        returns whether it was written. Clears the worker's in-flight attempt when it is this one."""
+        returns whether it was written. Clears the worker's in-flight attempt when it is this one.
+        A worker already settled as lost writes nothing more."""
+        if worker in self._lost:
+            return False
         n = row.extra.get("n", "")
         with self._lock():
             ledger = Ledger(self.paths.tsv, self.metric)
@@ -152,6 +159,7 @@ class Coordinator:
         """Worker `worker` is gone: its attempt in flight gets a crash row (reason `why`) unless it
         has a row, and its claims are released. Returns the row written, if any."""
         written: Row | None = None
+        self._lost.add(worker)
         if not self.paths.dir.exists():
             return None  # the family never started: nothing to settle, nothing to create
         with self._lock():

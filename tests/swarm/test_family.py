@@ -58,6 +58,9 @@ def test_a_lost_worker_gets_its_attempt_logged_interrupted_once(tmp_path: Path) 
     assert c.lost("gpu1") is None  # settled once
     assert c.lookup("gpu0", "k" * 20) is None  # its claim was released: another worker may run it
     assert [r.extra["n"] for r in c.rows_of("gpu1")] == ["0", "1"]
+    # its harness outlived its node by a moment and still sends a row: nothing after `interrupted`
+    assert c.logged("gpu1", _row(2, "discard", 0.0, "a refused repeat")) is False
+    assert [r.extra["n"] for r in c.rows_of("gpu1")] == ["0", "1"]
 
 
 def test_the_family_best_is_the_best_of_each_workers_last_keep() -> None:
