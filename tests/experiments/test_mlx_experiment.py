@@ -308,11 +308,12 @@ def test_loop_runs_gpt_mlx_with_the_search_agent(project_repo: Path) -> None:
         assert re.search(r"^\s*profile:\s+cpu\b", out.stdout, re.M), out.stdout[-3000:]
     lines = (project_repo / "results" / "mlx.tsv").read_text().splitlines()
     rows = [line.split("\t") for line in lines[1:]]
+    summary_col = lines[0].split("\t").index("summary")  # columns follow it (device, hardware, ...)
     assert len(rows) == 3 and rows[0][4] == "baseline"
     assert all(row[4].startswith("search: ") for row in rows[1:])
     for n, row in enumerate(rows):
         log = project_repo / "results" / "mlx" / "runs" / f"{n}.log"
-        summary = json.loads(row[-1])  # the run's summary and the evaluator's keys, as the TSV keeps them
+        summary = json.loads(row[summary_col])  # the run's summary and the evaluator's keys, as the TSV keeps them
         assert set(summary) >= {*SUMMARY_KEYS, "val_bpb", "causal_probes"}, log.read_text()[-2000:]
         assert float(row[1]) == pytest.approx(summary["val_bpb"], abs=1e-6)
         assert "[autoresearch] evaluator: prepare.evaluate_program" in log.read_text()
