@@ -41,6 +41,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(("ANTHROPIC_", "OPENAI_")) or name.endswith("_API_KEY"):
             monkeypatch.delenv(name, raising=False)
+    # torch's inductor writes its cache folder into os.environ the first time anything compiles in
+    # the test process; a run would then inherit that folder as if the person had chosen it.
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
     # The user's config folder (autoresearch.toml) must not leak a person's defaults into tests.

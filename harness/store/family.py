@@ -83,8 +83,8 @@ class Coordinator:
         self.metric = metric
         self.direction = direction
         self.inflight_file = self.paths.dir / "inflight.json"
-        # Workers this coordinator settled as lost: a row one of them still sends (its harness
-        # outlives its node by a moment) comes after its `interrupted` row and is dropped. Rows
+        # Workers this coordinator settled as lost: a row, start or claim one of them still sends
+        # (its harness outlives its node by a moment) comes after its `interrupted` row and is dropped. Rows
         # reach one coordinator object on Ray; a --gpus worker is settled only once it has exited.
         self._lost: set[str] = set()
         self._registries: dict[str, FileRegistry] = {}
@@ -101,6 +101,8 @@ class Coordinator:
     # --- claims: the novelty registry, one owner per worker --------------------------------
 
     def claim(self, worker: str, key: str, description: str) -> Entry | None:
+        if worker in self._lost:
+            return None  # a late call of a settled worker: it will run nothing, so claims nothing
         return self._registry(worker).claim(key, description)
 
     def number(self, worker: str, key: str, n: int) -> None:
@@ -130,7 +132,10 @@ class Coordinator:
         write_atomic(self.inflight_file, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     def started(self, worker: str, journal: dict[str, Any]) -> None:
-        """Worker `worker` is running the attempt `journal` describes (what its pending.json holds)."""
+        """Worker `worker` is running the attempt `journal` describes (what its pending.json holds).
+        A worker already settled as lost starts nothing more (its harness outlived its node)."""
+        if worker in self._lost:
+            return
         with self._lock():
             data = self._inflight()
             data[worker] = {**journal, "since": round(time.time(), 3)}

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from support.sandboxing import needs_sandbox
 
-from harness.integrity.sandbox import Sandbox, probe
+from harness.integrity.sandbox import Sandbox, _interpreter_paths, probe
 from harness.night.runner import RunResult, resolve_python, run
 
 
@@ -89,8 +89,11 @@ def test_the_run_sees_a_minimal_read_only_view(tmp_path: Path) -> None:
     assert facts["cwd"] == str((worktree / "exp").resolve())
     assert facts["home"] == facts["tmpdir"] == str(scratch.resolve())
     assert facts["relative"] == "relative read works"
+    # the system folders, and the top folder of each interpreter prefix bound read-only (a venv in a
+    # checkout under /check, pyenv under /root)
+    interpreter = {p.parts[1] for p in _interpreter_paths()}
     assert set(facts["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc",
-                                  "root", "sbin", "tmp", "usr"}  # fmt: skip
+                                  "sbin", "tmp", "usr"} | interpreter  # fmt: skip
     assert facts["procs"] <= 4  # bwrap's init, the shell, python: nothing of the host
     assert "Read-only file system" in str(facts["cwd_write"])
     assert "No such file" in str(facts["ledger_read"]) and "No such file" in str(facts["person_home"])

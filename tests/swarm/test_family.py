@@ -61,6 +61,10 @@ def test_a_lost_worker_gets_its_attempt_logged_interrupted_once(tmp_path: Path) 
     # its harness outlived its node by a moment and still sends a row: nothing after `interrupted`
     assert c.logged("gpu1", _row(2, "discard", 0.0, "a refused repeat")) is False
     assert [r.extra["n"] for r in c.rows_of("gpu1")] == ["0", "1"]
+    # ... or starts its next attempt: nothing stays in flight for it, and it claims nothing
+    assert c.claim("gpu1", "m" * 20, "later") is None
+    c.started("gpu1", {"n": 2, "description": "later", "commit": "d" * 40, "agent": "claude"})
+    assert c.running() == {} and c.lookup("gpu0", "m" * 20) is None
 
 
 def test_the_family_best_is_the_best_of_each_workers_last_keep() -> None:
