@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     os.environ.pop("AUTORESEARCH_HAND_OFF", None)
     import torch
 
-    from prepare import datasets, evaluate_program
+    from prepare import datasets, evaluate_program, verdict
     from prepare.evaluate import evaluate_bpb
     from prepare.handoff import hand_off
     from prepare.tokenizer import Tokenizer
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     evaluator_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         sys.exit(f"the evaluator failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1][len(evaluate_program.RESULT_MARKER) :])
+    result = json.loads(done.stdout.strip().splitlines()[-1][len(verdict.RESULT_MARKER) :])
 
     with_probes, without = [], []
     for _ in range(args.repeats):

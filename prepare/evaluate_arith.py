@@ -38,29 +38,21 @@ Its last stdout line is the result the harness reads from its pipe:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from prepare import arithmetic
+from prepare.verdict import RunFailed, conclude
 
-RESULT_MARKER = "@@autoresearch evaluation"
 DECODE_LEN = 128  # tokens per row: BOS + the longest problem (8+8 digits, chain of thought) is 113
 LONG_EXTRA = 2  # the longer problems have MAX_DIGITS+1 .. MAX_DIGITS+LONG_EXTRA digits
 IN_SHARE = 2 / 3  # share of problems with training-length operands
 PROBLEMS = {"cuda": 4096, "mlx": 512, "cpu": 32}  # problems per evaluation, by device profile
-
-
-class RunFailed(Exception):
-    """The program was accepted but failed while it ran."""
 
 
 def problem_count() -> int:
@@ -100,28 +92,20 @@ def hand_off_decoder(model: Any, batch_size: int) -> None:
     `batch_size` rows (capped at the problem count) of DECODE_LEN tokens into the folder the
     harness named; run by hand, into a temporary folder, and evaluates it right away.
     """
-    from prepare import env, markers
+    from prepare import markers
+    from prepare.handoff import hand_off_folder
     from prepare.program import write_torch
 
     markers.hand_off()
     t0 = time.perf_counter()
     batch = max(1, min(batch_size, problem_count()))
-    folder = env.hand_off_dir()
-    by_hand = folder is None
-    if folder is None:
-        folder = Path(tempfile.mkdtemp(prefix="autoresearch-hand-off-"))
-    try:
+    with hand_off_folder("prepare.evaluate_arith") as folder:
         header = write_torch(model, batch, DECODE_LEN, folder)
         print(
             f"hand-off: exported {len(header['nodes'])} ATen operations for greedy decoding, "
             f"batches of {batch} x {DECODE_LEN} tokens, in {time.perf_counter() - t0:.1f}s",
             flush=True,
         )
-        if by_hand:
-            subprocess.run([sys.executable, "-m", "prepare.evaluate_arith", str(folder)], check=False)
-    finally:
-        if by_hand:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def evaluate(folder: Path, *, problems: int | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -206,26 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="the hand-off folder")
     args = parser.parse_args(argv)
-    from prepare.program import ProgramError
-
-    try:
-        result = evaluate(args.folder)
-    except ProgramError as exc:
-        return _report({"reason": f"refused program: {exc}"})
-    except RunFailed as exc:
-        return _report({"reason": f"evaluation failed: {exc}"})
-    print("---")
-    print(f"accuracy:         {result['accuracy']:.6f}")
-    print(f"accuracy_in:      {result['accuracy_in']:.6f}")
-    print(f"accuracy_long:    {result['accuracy_long']:.6f}")
-    print(f"problems:         {result['problems']}")
-    print(f"eval_seconds:     {result['seconds']:.1f}")
-    return _report(result)
-
-
-def _report(result: dict[str, Any]) -> int:
-    print(f"{RESULT_MARKER} {json.dumps(result)}", flush=True)
-    return 0 if "accuracy" in result else 1
+    return conclude(
+        lambda: evaluate(args.folder),
+        "accuracy",
+        [
+            ("accuracy", "accuracy", ".6f"),
+            ("accuracy_in", "accuracy_in", ".6f"),
+            ("accuracy_long", "accuracy_long", ".6f"),
+            ("problems", "problems", ""),
+            ("eval_seconds", "seconds", ".1f"),
+        ],
+    )
 
 
 if __name__ == "__main__":

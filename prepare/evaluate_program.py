@@ -25,7 +25,6 @@ switch defences off; only the test suite uses them, to show what each stops.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -35,11 +34,7 @@ from typing import Any
 
 import numpy as np
 
-RESULT_MARKER = "@@autoresearch evaluation"
-
-
-class RunFailed(Exception):
-    """The program was accepted but failed while it ran (out of memory, a bad index, wrong logits)."""
+from prepare.verdict import RunFailed, conclude
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,32 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-state", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from prepare.causality import NonCausal
-    from prepare.program import ProgramError
 
-    try:
-        result = evaluate(
+    return conclude(
+        lambda: evaluate(
             args.folder,
             probes=not args.no_probes,
             same_batch=args.same_batch_probes,
             allow_state=args.allow_state,
-        )
-    except ProgramError as exc:
-        return _report({"reason": f"refused program: {exc}"})
-    except NonCausal as exc:
-        return _report({"reason": f"non-causal: {exc}"})
-    except RunFailed as exc:
-        return _report({"reason": f"evaluation failed: {exc}"})
-    print("---")
-    print(f"val_bpb:          {result['val_bpb']:.6f}")
-    print(f"eval_seconds:     {result['seconds']:.1f}")
-    print(f"eval_tokens:      {result['eval_tokens']}")
-    print(f"causal_probes:    {result['probes']}")
-    return _report(result)
-
-
-def _report(result: dict[str, Any]) -> int:
-    print(f"{RESULT_MARKER} {json.dumps(result)}", flush=True)
-    return 0 if "val_bpb" in result else 1
+        ),
+        "val_bpb",
+        [
+            ("val_bpb", "val_bpb", ".6f"),
+            ("eval_seconds", "seconds", ".1f"),
+            ("eval_tokens", "eval_tokens", ""),
+            ("causal_probes", "probes", ""),
+        ],
+        refusals=[(NonCausal, "non-causal")],
+    )
 
 
 def evaluate(

@@ -23,13 +23,34 @@ What is written is whatever the train process makes of it: the evaluator trusts 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def hand_off_folder(evaluator: str) -> Iterator[Path]:
+    """The folder a model is exported into: the one the harness named in $AUTORESEARCH_HAND_OFF,
+    or, run by hand, a temporary one that the `evaluator` module evaluates right away once the
+    export succeeded, and that is then removed."""
+    from prepare import env
+
+    named = env.hand_off_dir()
+    if named is not None:
+        yield named
+        return
+    folder = Path(tempfile.mkdtemp(prefix="autoresearch-hand-off-"))
+    try:
+        yield folder
+        subprocess.run([sys.executable, "-m", evaluator, str(folder)], check=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def hand_off(model: Any, batch_size: int) -> None:
@@ -41,11 +62,7 @@ def hand_off(model: Any, batch_size: int) -> None:
     t0 = time.perf_counter()
     n_rows, seq_len = eval_rows()
     batch = causality.program_batch(batch_size, n_rows)
-    folder = env.hand_off_dir()
-    by_hand = folder is None
-    if folder is None:
-        folder = Path(tempfile.mkdtemp(prefix="autoresearch-hand-off-"))
-    try:
+    with hand_off_folder("prepare.evaluate_program") as folder:
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(model, torch.nn.Module):
             from prepare.program import write_torch
@@ -66,8 +83,3 @@ def hand_off(model: Any, batch_size: int) -> None:
             f"({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s",
             flush=True,
         )
-        if by_hand:
-            subprocess.run([sys.executable, "-m", "prepare.evaluate_program", str(folder)], check=False)
-    finally:
-        if by_hand:
-            shutil.rmtree(folder, ignore_errors=True)

@@ -40,7 +40,7 @@ from harness.experiment import EVALUATORS
 from harness.integrity.environment import allowed
 
 HAND_OFF_ENV = "AUTORESEARCH_HAND_OFF"
-# The evaluator's result line (prepare.evaluate_program.RESULT_MARKER; the harness imports prepare
+# The evaluator's result line (prepare.verdict.RESULT_MARKER; the harness imports prepare
 # in three places only, so it is repeated here and a test checks the two agree).
 RESULT_MARKER = "@@autoresearch evaluation"
 # Defence switches passed to the evaluator. Empty in every real night: only the test suite sets

@@ -14,9 +14,9 @@ from harness.integrity.evaluation import read_outcome
 
 
 def test_the_result_marker_agrees_with_prepare() -> None:
-    from prepare import evaluate_program
+    from prepare import verdict
 
-    assert evaluation.RESULT_MARKER == evaluate_program.RESULT_MARKER
+    assert evaluation.RESULT_MARKER == verdict.RESULT_MARKER
 
 
 def test_a_result_line_is_the_metric_and_its_keys_go_to_the_summary() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from prepare import datasets, evaluate_program  # noqa: E402
+from prepare import datasets, evaluate_program, verdict  # noqa: E402
 from prepare.causality import NonCausal  # noqa: E402
 from prepare.evaluate import evaluate_bpb  # noqa: E402
 from prepare.handoff import hand_off  # noqa: E402
@@ -105,8 +105,8 @@ def test_the_evaluator_process_reports_on_its_last_line(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith(evaluate_program.RESULT_MARKER)
-    result = json.loads(last[len(evaluate_program.RESULT_MARKER) :])
+    assert last.startswith(verdict.RESULT_MARKER)
+    result = json.loads(last[len(verdict.RESULT_MARKER) :])
     assert abs(result["val_bpb"] - evaluate_bpb(gpt, tok, 16)) < 1e-4
     assert "val_bpb:" in done.stdout  # the summary block people read
 
@@ -154,7 +154,7 @@ def test_the_main_entry_turns_refusals_into_a_reason_line(
     (tmp_path / "program.json").write_text("[]")
     assert evaluate_program.main([str(tmp_path)]) == 1
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last[len(evaluate_program.RESULT_MARKER) :])["reason"].startswith("refused program: ")
+    assert json.loads(last[len(verdict.RESULT_MARKER) :])["reason"].startswith("refused program: ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_a_program_that_fails_while_running_is_an_evaluation_failure(
     folder = _handed_off(Flat(), tmp_path, monkeypatch)
     assert evaluate_program.main([str(folder)]) == 1
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    reason = json.loads(last[len(evaluate_program.RESULT_MARKER) :])["reason"]
+    reason = json.loads(last[len(verdict.RESULT_MARKER) :])["reason"]
     assert reason.startswith("evaluation failed: the program raised TypeError: model(idx) must return logits")
 
 

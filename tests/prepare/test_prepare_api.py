@@ -210,3 +210,34 @@ def test_cli_prepares_and_reports_bad_input(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "--num-shards must be between 1 and 6542" in bad.stderr
     assert env.DEFAULT_DATASET == "arithmetic"
+
+
+def test_a_hand_off_by_hand_is_evaluated_at_once_and_its_folder_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prepare.handoff import hand_off_folder
+
+    (tmp_path / "fake_evaluator.py").write_text(
+        "import sys, pathlib\nprint('evaluated:', sorted(p.name for p in pathlib.Path(sys.argv[1]).iterdir()))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.delenv("AUTORESEARCH_HAND_OFF", raising=False)
+    run = subprocess.run
+    seen: list[str] = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda *a, **k: seen.append(run(*a, **k, capture_output=True, text=True).stdout)
+    )
+    with hand_off_folder("fake_evaluator") as folder:
+        (folder / "program.json").write_text("{}")
+    assert seen == ["evaluated: ['program.json']\n"] and not folder.exists()
+    # an export that fails is not evaluated, and leaves nothing behind
+    with pytest.raises(RuntimeError), hand_off_folder("fake_evaluator") as failed:
+        raise RuntimeError("cannot export")
+    assert len(seen) == 1 and not failed.exists()
+    # the harness named the folder: nothing is run and the folder stays for the harness's evaluator
+    named = tmp_path / "handoff"
+    named.mkdir()
+    monkeypatch.setenv("AUTORESEARCH_HAND_OFF", str(named))
+    with hand_off_folder("fake_evaluator") as folder:
+        (folder / "program.json").write_text("{}")
+    assert folder == named and (named / "program.json").exists() and len(seen) == 1
