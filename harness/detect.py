@@ -139,7 +139,7 @@ def describe_hardware(device: str) -> str:
     framework's version, e.g. "1x NVIDIA H100 80GB HBM3 | torch 2.9.1" or
     "AMD EPYC 7B13 (2 cores) | torch 2.13.0+cpu". Nothing is imported; each probe is bounded."""
     if device == "cuda":
-        names = _nvidia_gpus()
+        names = nvidia_gpus()
         chip = f"{len(names)}x {names[0]}" if names else "CUDA GPU (nvidia-smi not available)"
     elif device == "mlx" and mlx_has_metal():
         chip = _sysctl("machdep.cpu.brand_string") or "Apple silicon"
@@ -153,21 +153,22 @@ def describe_hardware(device: str) -> str:
     return f"{chip} | {framework} {version}"
 
 
-def _nvidia_gpus() -> list[str]:
-    """The names of the GPUs this process may use (CUDA_VISIBLE_DEVICES applied)."""
+def nvidia_gpus(query: str = "name") -> list[str]:
+    """nvidia-smi's `query` (e.g. "name,memory.total") of each GPU this process may use
+    (CUDA_VISIBLE_DEVICES applied), a CSV line each; [] without nvidia-smi."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return []
-    names = [line.strip() for line in out.splitlines() if line.strip()]
+    gpus = [line.strip() for line in out.splitlines() if line.strip()]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible and names:
-        ids = [int(i) for i in visible.split(",") if i.strip().isdigit() and int(i) < len(names)]
-        names = [names[i] for i in ids] or names
-    return names
+    if visible and gpus:
+        ids = [int(i) for i in visible.split(",") if i.strip().isdigit() and int(i) < len(gpus)]
+        gpus = [gpus[i] for i in ids] or gpus
+    return gpus
 
 
 def _cpu_model() -> str:

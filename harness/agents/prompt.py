@@ -21,8 +21,6 @@ import functools
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from harness.agents import history as sections
 from harness.agents.base import Context, CrashReport
 from harness.agents.history import MAX_HISTORY_CHARS
 from harness.credentials import redact
+from harness.detect import nvidia_gpus
 from harness.edits import REPLY_FORMAT
 from harness.store.notes import MAX_NOTES_CHARS
 
@@ -138,19 +137,8 @@ def is_simple_bug(crash: CrashReport) -> bool:
 def describe_hardware(device: str) -> str:
     """A one-line description of the machine for the prompt, e.g. "1x NVIDIA H100 80GB HBM3 (81559 MiB)"."""
     cpu = f"{os.cpu_count() or '?'} CPU cores, {platform.machine() or 'unknown arch'}"
-    if device == "cuda" and shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        gpus = [line.strip() for line in out.splitlines() if line.strip()]
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-        if visible and gpus:
-            ids = [int(i) for i in visible.split(",") if i.strip().isdigit() and int(i) < len(gpus)]
-            gpus = [gpus[i] for i in ids] or gpus
+    if device == "cuda":
+        gpus = nvidia_gpus("name,memory.total")
         if gpus:
             return f"{len(gpus)}x {gpus[0]}; {cpu}"
     if device == "mlx":

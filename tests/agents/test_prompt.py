@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
+
 from harness.agents.base import Context, CrashReport, InFlight, NearMiss
 from harness.agents.prompt import MAX_CRASH_LINES, build_prompt, describe_hardware, is_simple_bug, redact
 from harness.store.attempts import AttemptRecord, Diagnostics
@@ -161,6 +166,22 @@ def test_simple_bugs_are_recognised() -> None:
 def test_hardware_line_is_nonempty() -> None:
     line = describe_hardware("cpu")
     assert "CPU cores" in line
+
+
+def test_hardware_line_names_the_visible_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"  # a stand-in answering nvidia-smi's CSV query for two cards
+    smi.write_text('#!/bin/sh\necho "NVIDIA A, 81559 MiB"\necho "NVIDIA B, 143771 MiB"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    describe_hardware.cache_clear()
+    try:
+        assert describe_hardware("cuda").startswith("1x NVIDIA B, 143771 MiB; ")
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+        describe_hardware.cache_clear()
+        assert describe_hardware("cuda").startswith("2x NVIDIA A, 81559 MiB; ")
+    finally:
+        describe_hardware.cache_clear()
 
 
 def _record(n: int, status: str, metric: float | None, description: str, note: str = "") -> AttemptRecord:
