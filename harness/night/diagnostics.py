@@ -7,10 +7,12 @@ and when the summary block began (the end of evaluation). It keeps the training 
 5 % slices of the budget (the mean of each slice: a step's loss is noisy, a slice's is not) and
 the tokens per second and MFU of the progress lines.
 
-`Progress.diagnostics(summary, wall)` turns that and the summary block into the compact
-`harness.store.attempts.Diagnostics` of the attempt's record; the summary's own numbers
-(`num_steps`, `tokens_per_sec`, `mfu_percent`, `peak_vram_mb`, `training_seconds`) win over
-what was read off progress lines.
+`Progress.diagnostics(summary, wall, measured)` turns that and the summary block into the compact
+`harness.store.attempts.Diagnostics` of the attempt's record. Where the run printed prepare's
+marker lines, the time split and throughput are the harness's own measurement
+(`harness.integrity.budget.Measured`, the same numbers the TSV's training_s and startup_s
+columns hold); otherwise the summary's own numbers (`num_steps`, `tokens_per_sec`,
+`mfu_percent`, `peak_vram_mb`, `training_seconds`) win over what was read off progress lines.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from harness.integrity.budget import Measured
 from harness.night.metrics import last_loss, progress_pct, throughput
 from harness.store.attempts import Diagnostics
 
@@ -76,8 +79,11 @@ class Progress:
             if c
         ]
 
-    def diagnostics(self, summary: Mapping[str, float | str] | None, wall: float) -> Diagnostics:
-        """The compact diagnostics of this run; the summary's numbers win over the progress lines'."""
+    def diagnostics(
+        self, summary: Mapping[str, float | str] | None, wall: float, measured: Measured | None = None
+    ) -> Diagnostics:
+        """The compact diagnostics of this run: the harness's measurement when the run printed the
+        markers, else the summary's numbers over the progress lines'."""
         summary = summary or {}
 
         def number(key: str) -> float | None:
@@ -95,14 +101,22 @@ class Progress:
         if training is None and self.first is not None and self.last is not None:
             training = self.last - self.first
         eval_end = self.summary_at if self.summary_at is not None else wall
+        startup, tokens_per_sec = self.first, number("tokens_per_sec") or median(self._tok)
+        eval_s = eval_end - self.last if self.last is not None and eval_end >= self.last else None
+        if measured is not None and measured.startup_s is not None:
+            # the markers: from the first batch to the hand-off, by the harness's clock; the rest
+            # of the wall time (the evaluation, in a process of its own or not) is evaluation
+            startup, training = measured.startup_s, measured.training_s
+            tokens_per_sec = measured.tokens_per_s or tokens_per_sec
+            eval_s = max(0.0, wall - startup - training)
         return Diagnostics(
             steps=int(steps) if steps is not None else (self.steps or None),
-            tokens_per_sec=number("tokens_per_sec") or median(self._tok),
+            tokens_per_sec=tokens_per_sec,
             mfu_percent=number("mfu_percent") or median(self._mfu),
             peak_memory_gb=round(peak / 1024, 2) if peak is not None else None,
-            startup_s=_r(self.first),
+            startup_s=_r(startup),
             training_s=_r(training),
-            eval_s=_r(eval_end - self.last) if self.last is not None and eval_end >= self.last else None,
+            eval_s=_r(eval_s),
             wall_s=_r(wall),
             loss=self.curve(),
         )

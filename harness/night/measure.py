@@ -278,7 +278,7 @@ class Measurer:
             _append(log_path, f"[autoresearch] pruned: {prune.why}")
         shutil.rmtree(handoff, ignore_errors=True)  # a real model's program is hundreds of MB
         _log_timing(log_path, started, result.markers, run_end, result.wall_seconds)
-        diagnostics = progress.diagnostics(summary, result.wall_seconds)
+        diagnostics = progress.diagnostics(summary, result.wall_seconds, measured)
         value = None if reason else value
         note = exit_note if value is not None else ""
         return RunRecord(result, summary, value, reason, measured, diagnostics, note)

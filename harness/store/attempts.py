@@ -41,9 +41,12 @@ class Diagnostics:
     tokens_per_sec: float | None = None
     mfu_percent: float | None = None
     peak_memory_gb: float | None = None
-    startup_s: float | None = None  # from the start to the first progress line
-    training_s: float | None = None  # the summary's training_seconds, else first to last progress line
-    eval_s: float | None = None  # from the last progress line to the summary block
+    # With prepare's markers: the harness's clock (start to first batch, first batch to hand-off,
+    # hand-off to the end of the evaluation). Without: the first progress line, the summary's
+    # training_seconds (else first to last progress line), the last progress line to the summary.
+    startup_s: float | None = None
+    training_s: float | None = None
+    eval_s: float | None = None
     wall_s: float | None = None
     loss: list[tuple[float, float]] = field(default_factory=list)  # (budget % at the slice's end, mean loss)
 

@@ -6,6 +6,7 @@ import datetime
 
 import pytest
 
+from harness.integrity.budget import Measured
 from harness.night.deadline import Deadline
 from harness.night.diagnostics import Progress
 from harness.options import OPTIONS
@@ -52,6 +53,20 @@ def test_the_summary_wins_and_a_run_without_progress_lines_has_no_curve() -> Non
     d = p.diagnostics(summary, wall=400.0)
     assert (d.training_s, d.tokens_per_sec, d.mfu_percent, d.steps) == (300.5, 5.0, 9.0, None)
     assert d.loss == [] and d.startup_s is None and d.eval_s is None and d.wall_s == 400.0
+
+
+def test_the_harness_clock_wins_where_the_run_printed_the_markers() -> None:
+    p = Progress(Clock())
+    p.line("step 00001 (50.0%) | loss: 3.000000 | tok/sec: 9,999,999")
+    summary = {"training_seconds": 1.0, "tokens_per_sec": 9.9e9, "val_bpb": 1.0}  # the run's own claims
+    marked = Measured(startup_s=13.0, training_s=60.5, tokens=60_500_000, reason=None)
+    d = p.diagnostics(summary, wall=110.0, measured=marked)
+    assert (d.startup_s, d.training_s, d.eval_s) == (13.0, 60.5, 36.5)
+    assert d.tokens_per_sec == pytest.approx(1_000_000.0)
+    # no markers: what the run says is all there is
+    unmarked = Measured(startup_s=None, training_s=110.0, tokens=None, reason=None)
+    d = p.diagnostics(summary, wall=110.0, measured=unmarked)
+    assert (d.training_s, d.tokens_per_sec) == (1.0, 9.9e9)
 
 
 def test_deadline_uses_the_timeout_until_runs_are_measured_then_the_longest_recent_run() -> None:
