@@ -14,8 +14,8 @@
 #   bash bench/h200_session.sh three [S]  stops the one-GPU night after S seconds (default 360) and
 #                                         packs everything
 #
-# The machine has no network: carry .whl/ (the harness's pure-Python dependencies) and .dev/
-# (Debian's bubblewrap and libcap2 .debs). Every process that must outlive a call is started in a
+# The machine has no network: bench/device_env.sh installs what .whl/ and .dev/ carry.
+# Every process that must outlive a call is started in a
 # session of its own (setsid): the device tool keeps those until the machine goes back.
 set -u
 ROOT=$(pwd)
@@ -25,14 +25,7 @@ T0=$(date +%s)
 mkdir -p "$S" "$OUTD"
 export PYTHONUNBUFFERED=1
 
-environment() {  # bwrap from the .debs; what every step below needs in its environment
-  if ! command -v bwrap >/dev/null && ls "$ROOT"/.dev/bubblewrap_*.deb >/dev/null 2>&1; then
-    mkdir -p /tmp/bw && for deb in "$ROOT"/.dev/*.deb; do dpkg -x "$deb" /tmp/bw; done
-  fi
-  export PATH=/tmp/bw/usr/bin:$PATH
-  export LD_LIBRARY_PATH=/tmp/bw/lib/x86_64-linux-gnu:/tmp/bw/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost
-}
+. "$ROOT/bench/device_env.sh"
 
 pack() {  # everything so far: one tarball and one summary (the tool brings back <= 8 files)
   tar -czf "$OUTD/session.tar.gz" -C "$S" --exclude='*.bin' --exclude='*.pt' --exclude='*.pt2' \
@@ -87,12 +80,7 @@ case "${1:-}" in
 one)
   environment
   { nvidia-smi --query-gpu=index,name,memory.total,clocks.max.sm --format=csv; date -u; nproc; } > "$S/machine.txt"
-  python3 -m pip install -q --no-index --find-links "$ROOT/.whl" optuna gitpython rustbpe tenacity pydantic \
-    genai-prices platformdirs filelock anthropic openai 2>&1 | tail -3
-  if ! python3 -c 'import optuna, git, rustbpe, tenacity, pydantic, genai_prices, platformdirs' 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$ROOT"/.whl/*.whl
-    export PYTHONPATH=/tmp/site
-  fi
+  install_wheels
   python3 -c 'import optuna, git, rustbpe, tenacity, pydantic, torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$S/machine.txt"
   # the default train file uses prepare.kernels: if they fail on this GPU, the nights measure the
   # plain file instead of crashing at their baseline (said in machine.txt)

@@ -15,7 +15,7 @@ night, and the trial checks:
   * the branch head is the best kept row, and so is refs/autoresearch/<tag>/best;
   * no pending.json, no git lock file, and no orphan process (nothing runs from the trial's folder).
 
-    python bench/kill_campaign.py --trials 100 [--seed 18] [--keep DIR]
+    python bench/kill_campaign.py --trials 100 [--seed 18] [--jobs N] [--keep DIR]
 
 prints one line per trial and a table per phase; exit 1 if any trial failed.
 """
@@ -23,6 +23,7 @@ prints one line per trial and a table per phase; exit 1 if any trial failed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -251,23 +253,28 @@ def plan(trials: int, rng: random.Random) -> list[Trial]:
     return out
 
 
-def campaign(trials: int, seed: int, keep: Path | None = None, out=print) -> list[Trial]:  # type: ignore[no-untyped-def]
-    rng = random.Random(seed)
-    done = []
-    for trial in plan(trials, rng):
+def campaign(trials: int, seed: int, keep: Path | None = None, out=print, jobs: int = 1) -> list[Trial]:  # type: ignore[no-untyped-def]
+    """Run the planned trials, `jobs` at a time (each in its own folder, with its own random
+    stream derived from `seed` and its index, so a trial is the same whatever `jobs` is)."""
+    lock = threading.Lock()
+
+    def one(trial: Trial) -> Trial:
         base = Path(tempfile.mkdtemp(prefix=f"kill{trial.index:03d}-", dir=keep))
         try:
-            run_trial(trial, base, rng)
+            run_trial(trial, base, random.Random(f"{seed}/{trial.index}"))
         except Exception as exc:  # a broken trial is a failure to report, not a crash of the campaign
             trial.problems.append(f"{type(exc).__name__}: {exc}")
         finally:
             if keep is None:
                 shutil.rmtree(base, ignore_errors=True)
-        done.append(trial)
         status = "ok" if not trial.problems else "FAIL " + " | ".join(trial.problems)
-        out(f"trial {trial.index:3d} {trial.label():<28} killed={'yes' if trial.killed else 'no '} "
-            f"{trial.seconds:5.1f}s {status}")  # fmt: skip
-    return done
+        with lock:
+            out(f"trial {trial.index:3d} {trial.label():<28} killed={'yes' if trial.killed else 'no '} "
+                f"{trial.seconds:5.1f}s {status}")  # fmt: skip
+        return trial
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, plan(trials, random.Random(seed))))
 
 
 def summary(done: list[Trial]) -> list[str]:
@@ -286,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--keep", type=Path, default=None, help="keep each trial's folder under DIR")
+    ap.add_argument("--jobs", type=int, default=1, help="trials at a time (each is its own night)")
     args = ap.parse_args(argv)
     started = time.monotonic()
-    done = campaign(args.trials, args.seed, args.keep)
+    done = campaign(args.trials, args.seed, args.keep, jobs=args.jobs)
     print("\n".join(summary(done)))
     print(
         f"{len(done)} trials in {time.monotonic() - started:.0f} s; {sum(bool(t.problems) for t in done)} failed"

@@ -116,7 +116,7 @@ def soak(experiments: int, base: Path, seed: int = 8) -> tuple[list[str], bool]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENAI_"))}
         env.update(
             OPENAI_BASE_URL=server.openai_url, OPENAI_API_KEY="sk-soak", AUTORESEARCH_CACHE=str(base / "cache"),
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         )  # fmt: skip
         cmd = [PY, "-m", "harness.commands.main", "run", "--device", "cpu", "--tag", "soak", "--agent", "openai",
                "--model", "fake-model", "--max-experiments", str(experiments), "--baseline-runs", "3"]  # fmt: skip
