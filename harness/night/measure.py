@@ -253,6 +253,8 @@ class Measurer:
             )
         finally:
             tampering = self.guard.check()
+            if self.s.device == "mlx":
+                _share_kernels(scratch / "mlx", compile_cache(self.s.cache_root) / "mlx")
         summary = read_summary(log_path)
         exit_note = abnormal_exit(result)  # before the evaluator's output is appended to the log
         evaluated = self.s.evaluator is not None
@@ -339,6 +341,8 @@ class Measurer:
         shutil.rmtree(self.paths.scratch, ignore_errors=True)
         scratch = self.paths.scratch / log_path.stem
         scratch.mkdir(parents=True)
+        if self.s.device == "mlx":
+            _share_kernels(compile_cache(self.s.cache_root) / "mlx", scratch / "mlx")
         return scratch
 
     def sandbox(self, scratch: Path) -> Sandbox:
@@ -427,6 +431,29 @@ def _append(log_path: Path, line: str) -> None:
 
 
 _CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def _share_kernels(source: Path, target: Path) -> None:
+    """Put the compiled kernels of `source` that `target` lacks into it: MLX's CPU backend compiles
+    its kernels into $TMPDIR/mlx/ (no variable moves it), and a run's TMPDIR is its fresh scratch
+    folder, so they go into the run's from the cache root's compile cache before it starts and
+    back after it ends. Then only a machine's first MLX run pays the compile (45-51 s on the
+    2-core CI box). MLX writes a kernel in place, so a kernel is linked or copied under a
+    temporary name and renamed: a concurrent run never loads half a file."""
+    for path in source.rglob("*.so") if source.is_dir() else ():
+        dest = target / path.relative_to(source)
+        if dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(f".{dest.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            try:
+                os.link(path, part)
+            except OSError:
+                shutil.copy2(path, part)
+            os.replace(part, dest)
+
+
 #: turned off only by the planted-cheat tests: the guard then re-takes its snapshot before every
 #: run, adopting whatever a process left behind by an earlier run changed in between (the race
 #: the fixed snapshot closes)

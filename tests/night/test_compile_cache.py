@@ -72,3 +72,37 @@ def test_the_evaluator_environment_has_no_compile_cache_of_the_harness() -> None
     env = evaluation.environment(base, run_env)
     assert not [k for k in env if k.startswith(("TORCHINDUCTOR_", "TRITON_"))]
     assert env["AUTORESEARCH_DEVICE"] == "cpu" and env["PATH"] == os.environ["PATH"]
+
+
+MLX_TOY = '''"""Stands in for MLX's CPU backend: compiles a "kernel" into $TMPDIR/mlx/ unless it is there."""
+import os
+from pathlib import Path
+
+kernel = Path(os.environ["TMPDIR"]) / "mlx" / "0.0.0" / "cpu" / "libkernel.so"
+print("kernel:", "found" if kernel.exists() else "compiled")
+if not kernel.exists():
+    kernel.parent.mkdir(parents=True, exist_ok=True)
+    kernel.write_bytes(b"compiled once")
+print("---")
+print("val_bpb: 1.0")
+'''
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_mlx_cpu_kernels_compile_once_per_machine(toy_experiment: Toy, clean_env: Path, mode: str) -> None:
+    pytest.importorskip("mlx.core")
+    if mode == "on" and not sandbox.probe()[0]:
+        pytest.skip("bubblewrap does not work here")
+    toy = toy_experiment
+    toy.train.write_text(MLX_TOY)
+    git(toy.repo, "commit", "-q", "-am", "mlx toy")
+    for tag in ("first", "second"):
+        empty = toy.replay_file([], f"{tag}.jsonl")
+        argv = ["run", "--device", "mlx", "--tag", tag, "--judge", "strict", "--sandbox", mode]
+        assert main([*argv, "--agent", f"replay:{empty}"]) == 0
+    first = (toy.repo / "results" / "first" / "runs" / "0.log").read_text()
+    second = (toy.repo / "results" / "second" / "runs" / "0.log").read_text()
+    assert "kernel: compiled" in first and "kernel: found" in second, second
+    shared = clean_env / "compile-cache" / "mlx" / "0.0.0" / "cpu" / "libkernel.so"
+    assert shared.read_bytes() == b"compiled once"
+    assert not list(shared.parent.glob(".libkernel.so.*"))  # no temporary left
