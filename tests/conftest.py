@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ from support.gitrepo import git  # re-exported: tests import it from here too
 PROJECT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).resolve().parent / "toy"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "results")
+
+# The tests that interrupt a child with SIGINT need it to start with SIGINT's default action (then
+# Python raises KeyboardInterrupt in it). A suite started in the background by a non-interactive
+# shell inherits SIGINT ignored, and an ignored signal stays ignored across exec; a handler does not.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def init_repo(repo: Path) -> None:
