@@ -49,7 +49,8 @@ def responder(seed: int) -> Any:
 
     def answer(body: dict[str, Any]) -> Step:
         text = prompt_text(body)
-        found = re.search(r"VAL_BPB = ([0-9.]+)", text)
+        # the constant as the best version so far has it (the history shows earlier values too)
+        found = re.search(r"VAL_BPB = ([0-9.]+)", text[max(0, text.find("# Current files")) :])
         current = found.group(1) if found else "1.000000"
         with lock:
             roll, value = rng.random(), rng.uniform(0.3, 1.2)
