@@ -19,6 +19,7 @@ any more descriptors or threads than the first 100's maximum plus 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -84,7 +85,7 @@ def setup(base: Path) -> Path:
     return repo
 
 
-def sample(proc: psutil.Process, tsv: Path) -> dict[str, float] | None:
+def sample(proc: psutil.Process, tsv: Path) -> dict[str, Any] | None:
     try:
         rows = tsv.read_bytes().count(b"\n") - 1 if tsv.exists() else 0
         with proc.oneshot():
@@ -95,12 +96,25 @@ def sample(proc: psutil.Process, tsv: Path) -> dict[str, float] | None:
                 "fds": proc.num_fds(),
                 "threads": proc.num_threads(),
                 "children": len(proc.children()),
+                "fd_kinds": _fd_kinds(proc.pid),
             }
     except (psutil.Error, OSError):
         return None
 
 
-def window(samples: list[dict[str, float]], lo: int, hi: int) -> list[dict[str, float]]:
+def _fd_kinds(pid: int) -> str:
+    """What the open descriptors are, counted by kind (pipe, socket, a file's folder)."""
+    kinds: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                kind = target.split(":")[0] if ":[" in target else os.path.basename(os.path.dirname(target))
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return " ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+
+
+def window(samples: list[dict[str, Any]], lo: int, hi: int) -> list[dict[str, Any]]:
     return [s for s in samples if lo <= s["rows"] <= hi]
 
 
@@ -141,13 +155,13 @@ def soak(experiments: int, base: Path, seed: int = 8) -> tuple[list[str], bool]:
     clean = not any(ch in tsv.read_text() for ch in "\x1b\x07")
     first, last = window(samples, 1, 101), window(samples, attempts - 99, attempts + 1)
 
-    def med(ws: list[dict[str, float]], key: str) -> float:
+    def med(ws: list[dict[str, Any]], key: str) -> float:
         return statistics.median(s[key] for s in ws) if ws else float("nan")
 
-    def top(ws: list[dict[str, float]], key: str) -> float:
+    def top(ws: list[dict[str, Any]], key: str) -> float:
         return max((s[key] for s in ws), default=float("nan"))
 
-    def rate(ws: list[dict[str, float]]) -> float:
+    def rate(ws: list[dict[str, Any]]) -> float:
         if len(ws) < 2 or ws[-1]["rows"] == ws[0]["rows"]:
             return float("nan")
         return (ws[-1]["t"] - ws[0]["t"]) / (ws[-1]["rows"] - ws[0]["rows"])
@@ -181,6 +195,13 @@ def soak(experiments: int, base: Path, seed: int = 8) -> tuple[list[str], bool]:
         f"`autoresearch status` {status_s:.2f} s; `autoresearch report --json` {report_s:.2f} s (whole commands, "
         "interpreter start included)",
     ]
+    out += ["", "| experiments | RSS median | fds max | threads max | seconds per experiment | descriptors at the fds max |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for lo in range(1, attempts + 1, 100):
+        ws = window(samples, lo, lo + 100)
+        widest = max(ws, key=lambda s: s["fds"], default=None)
+        out.append(f"| {lo}-{lo + 99} | {med(ws, 'rss_mb'):.1f} MB | {top(ws, 'fds'):.0f} | {top(ws, 'threads'):.0f} "
+                   f"| {rate(ws):.2f} | {widest['fd_kinds'] if widest else ''} |")  # fmt: skip
     if not ok:
         out.append(f"harness stderr: {err[-1500:]}")
     return out, ok and numbered and clean and flat and attempts == experiments

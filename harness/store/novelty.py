@@ -27,6 +27,7 @@ import difflib
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 import tokenize
@@ -152,7 +153,7 @@ class FileRegistry:
     """A `Registry` in an append-only JSON-lines file under a lock (threads and processes).
 
     Each line is one event (`claim`, `number`, `settle`, `release`); the state is their fold,
-    re-read on every call (a night's registry is a few hundred short lines). `owner` names the
+    brought up to date on every call from the lines appended since (any process may append). `owner` names the
     entries this object claims; `release_owner()` frees what an earlier process of the same
     owner left in flight (a harness that was killed).
     """
@@ -161,49 +162,47 @@ class FileRegistry:
         self.path = Path(path)
         self.owner = owner
         self._thread_lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}  # the fold of the file's first `_offset` bytes
+        self._offset = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file folded
 
     def _lock(self) -> filelock.FileLock:
         return file_lock(self.path.with_name(self.path.name + ".lock"))
 
     def _read(self) -> dict[str, Entry]:
+        """The fold of every event so far. The file only grows, so only what was appended since
+        the last call is read (a night's registry reaches thousands of lines); a file that was
+        replaced or shrank is read again from the start."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset:
+                    self._entries, self._offset, self._file = {}, 0, (st.st_dev, st.st_ino)
+                fh.seek(self._offset)
+                new = fh.read()
         except FileNotFoundError:
-            return {}
-        entries: dict[str, Entry] = {}
-        for line in text.splitlines():
+            self._entries, self._offset, self._file = {}, 0, None
+            return self._entries
+        complete = new[: new.rfind(b"\n") + 1]  # a torn last line waits for its end (or is skipped)
+        self._offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
             try:
                 event = json.loads(line)
-                key, op = str(event["key"]), str(event["op"])
+                _apply(self._entries, str(event["key"]), str(event["op"]), event)
             except (ValueError, KeyError, TypeError):
-                continue  # a torn last line after a crash: the event never happened
-            entry = entries.get(key)
-            if op == "claim" and entry is None:
-                entries[key] = Entry(key, str(event.get("description", "")), str(event.get("owner", "")))
-            elif op == "number" and entry is not None:
-                entries[key] = replace(entry, n=_int(event.get("n")))
-            elif op == "settle":
-                base = entry or Entry(key, str(event.get("description", "")), str(event.get("owner", "")))
-                metric = event.get("metric")
-                entries[key] = replace(
-                    base,
-                    n=_int(event.get("n")),
-                    status=str(event.get("status", "")) or "discard",
-                    metric=float(metric) if isinstance(metric, int | float) else None,
-                )
-            elif op == "release" and entry is not None and entry.in_flight:
-                del entries[key]
-            elif op == "release_owner":
-                owner = str(event.get("owner", ""))
-                for k in [k for k, e in entries.items() if e.in_flight and e.owner == owner]:
-                    del entries[k]
-        return entries
+                continue  # a torn line after a crash: the event never happened
+        return self._entries
 
     def _append(self, event: dict[str, object]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        event = {**event, "t": round(time.time(), 3)}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+        line = json.dumps({**event, "t": round(time.time(), 3)}, separators=(",", ":")) + "\n"
+        with open(self.path, "a+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line  # end a torn line first, so this event is a line of its own
+            fh.write(line.encode("utf-8"))  # append mode: always at the end
 
     def claim(self, key: str, description: str) -> Entry | None:
         with self._thread_lock, self._lock():
@@ -240,6 +239,30 @@ class FileRegistry:
     def in_flight(self) -> list[Entry]:
         with self._thread_lock, self._lock():
             return [e for e in self._read().values() if e.in_flight]
+
+
+def _apply(entries: dict[str, Entry], key: str, op: str, event: Mapping[str, object]) -> None:
+    """Fold one event of the registry file into `entries`."""
+    entry = entries.get(key)
+    if op == "claim" and entry is None:
+        entries[key] = Entry(key, str(event.get("description", "")), str(event.get("owner", "")))
+    elif op == "number" and entry is not None:
+        entries[key] = replace(entry, n=_int(event.get("n")))
+    elif op == "settle":
+        base = entry or Entry(key, str(event.get("description", "")), str(event.get("owner", "")))
+        metric = event.get("metric")
+        entries[key] = replace(
+            base,
+            n=_int(event.get("n")),
+            status=str(event.get("status", "")) or "discard",
+            metric=float(metric) if isinstance(metric, int | float) else None,
+        )
+    elif op == "release" and entry is not None and entry.in_flight:
+        del entries[key]
+    elif op == "release_owner":
+        owner = str(event.get("owner", ""))
+        for k in [k for k, e in entries.items() if e.in_flight and e.owner == owner]:
+            del entries[k]
 
 
 def _int(value: object) -> int | None:

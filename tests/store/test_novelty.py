@@ -92,6 +92,13 @@ def test_registry_claims_once_numbers_settles_and_releases(tmp_path: Path) -> No
     with open(tmp_path / "novelty.jsonl", "a") as fh:
         fh.write('{"op": "claim", "key": "k3"')
     assert reg.lookup("k3") is None and reg.lookup("k1") is not None
+    # ... and the next event after it is a line of its own, seen by another reader of the file
+    assert reg.claim("k4", "after the tear") is None
+    other = FileRegistry(tmp_path / "novelty.jsonl", owner="u")
+    assert other.lookup("k4") is not None and other.lookup("k3") is None and other.lookup("k1") is not None
+    # a registry file replaced by a shorter one (restored from a copy) is read again from the start
+    (tmp_path / "novelty.jsonl").write_text('{"op":"claim","key":"k9","description":"d","owner":"t"}\n')
+    assert reg.lookup("k1") is None and reg.lookup("k9") is not None
 
 
 def test_release_owner_frees_only_that_owners_flights(tmp_path: Path) -> None:
