@@ -83,10 +83,9 @@ class Coordinator:
         self.metric = metric
         self.direction = direction
         self.inflight_file = self.paths.dir / "inflight.json"
-        # Workers this coordinator settled as lost: whatever one of them still sends (its harness
-        # outlives its node by a moment: a row, a start, a claim, a number, a settle or a release)
-        # comes after its `interrupted` row and is dropped. Calls reach one coordinator object on
-        # Ray; a --gpus worker is settled only once it has exited.
+        # Workers this coordinator settled as lost: a row, start or claim one of them still sends
+        # (its harness outlives its node by a moment) comes after its `interrupted` row and is dropped. Rows
+        # reach one coordinator object on Ray; a --gpus worker is settled only once it has exited.
         self._lost: set[str] = set()
         self._registries: dict[str, FileRegistry] = {}
 
@@ -101,24 +100,19 @@ class Coordinator:
 
     # --- claims: the novelty registry, one owner per worker --------------------------------
 
-    # A settled worker's late claim, number, settle or release changes nothing: it will run
-    # nothing more, its row is dropped, and its claims went with `lost` (a late release could
-    # otherwise free the same change claimed since by another worker).
-
     def claim(self, worker: str, key: str, description: str) -> Entry | None:
-        return None if worker in self._lost else self._registry(worker).claim(key, description)
+        if worker in self._lost:
+            return None  # a late call of a settled worker: it will run nothing, so claims nothing
+        return self._registry(worker).claim(key, description)
 
     def number(self, worker: str, key: str, n: int) -> None:
-        if worker not in self._lost:
-            self._registry(worker).number(key, n)
+        self._registry(worker).number(key, n)
 
     def settle(self, worker: str, key: str, n: int, status: str, metric: float | None) -> None:
-        if worker not in self._lost:
-            self._registry(worker).settle(key, n, status, metric)
+        self._registry(worker).settle(key, n, status, metric)
 
     def release(self, worker: str, key: str) -> None:
-        if worker not in self._lost:
-            self._registry(worker).release(key)
+        self._registry(worker).release(key)
 
     def release_owner(self, worker: str) -> int:
         return self._registry(worker).release_owner()

@@ -153,9 +153,9 @@ class FileRegistry:
     """A `Registry` in an append-only JSON-lines file under a lock (threads and processes).
 
     Each line is one event (`claim`, `number`, `settle`, `release`); the state is their fold,
-    brought up to date on every call from the lines appended since (any process may append).
-    `owner` names the entries this object claims; `release_owner()` frees what an earlier process
-    of the same owner left in flight (a harness that was killed).
+    brought up to date on every call from the lines appended since (any process may append). `owner` names the
+    entries this object claims; `release_owner()` frees what an earlier process of the same
+    owner left in flight (a harness that was killed).
     """
 
     def __init__(self, path: Path, owner: str) -> None:
